@@ -1,0 +1,311 @@
+"""The ``rotator`` command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import sys
+from typing import Any, Callable, TypeVar
+
+import click
+
+from . import __version__
+from .config import Settings, load_settings
+from .durations import format_duration, parse_duration
+from .errors import ConfigError, RotatorError
+from .issuer import Signer
+from .keystore import open_keystore
+from .lifecycle import retire, revoke
+from .publish import open_publisher
+from .reconcile import Rotator, StepResult
+from .state import KeyRecord, State
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_POLICY_OPTIONS = (
+    ("--rotation-period", "rotation_period", "How often a new key starts signing (P). Default 15m."),
+    ("--token-lifetime", "token_lifetime", "Longest token lifetime issuers mint (T). Default 1h."),
+    ("--leeway", "leeway", "Verifier leeway on exp/nbf/iat (L). Default 60s."),
+    ("--max-age", "max_age", "JWKS Cache-Control max-age (M). Default 300s."),
+    ("--retirement-window", "retirement_window", "How long a retired key stays published (W). Default 24h."),
+    ("--private-key-grace", "private_key_grace", "How long a retired key's private half is kept. Default 5m."),
+    ("--audit-retention", "audit_retention", "How long metadata of removed keys is kept. Default 24h."),
+)
+
+
+def _policy_options(func: F) -> F:
+    for flag, name, help_text in reversed(_POLICY_OPTIONS):
+        func = click.option(flag, name, default=None, metavar="DURATION", help=help_text)(func)
+    return click.option(
+        "--config", "config_file", default=None, metavar="FILE", help="TOML settings file (or ROTATOR_CONFIG)."
+    )(func)
+
+
+def _store_options(func: F) -> F:
+    options = [
+        click.option("--keystore", default=None, metavar="URL", help="Keystore location (ROTATOR_KEYSTORE)."),
+        click.option("--publish", default=None, metavar="URL", help="JWKS publish location (ROTATOR_PUBLISH)."),
+        click.option(
+            "--passphrase-file",
+            default=None,
+            metavar="FILE",
+            help="File holding the keystore passphrase (else ROTATOR_KEYSTORE_PASSPHRASE).",
+        ),
+        click.option(
+            "--insecure-plaintext-keys",
+            is_flag=True,
+            default=None,
+            help="Store private keys UNENCRYPTED. Local experiments only.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return _policy_options(func)
+
+
+def _settings(kwargs: dict[str, Any]) -> Settings:
+    config_file = kwargs.pop("config_file", None)
+    return load_settings(kwargs, config_file=config_file)
+
+
+def _handle_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RotatorError as e:
+            click.echo(f"rotator: error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except ValueError as e:
+            click.echo(f"rotator: error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _rotator(settings: Settings) -> Rotator:
+    return Rotator(
+        keystore=open_keystore(settings.keystore),
+        publisher=open_publisher(settings.publish),
+        policy=settings.policy,
+        passphrase=settings.resolved_passphrase(),
+        allow_plaintext=settings.insecure_plaintext_keys,
+    )
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _report(result: StepResult, settings: Settings) -> None:
+    for event in result.events:
+        prefix = "warning: " if event in result.warnings else ""
+        click.echo(f"{prefix}{event}")
+    state = result.state
+    active = state.active
+    published = [k for k in state.keys if k.published]
+    click.echo(
+        f"active {active.kid if active else 'none'}; "
+        f"pending {', '.join(k.kid for k in state.pending) or 'none'}; "
+        f"{len(published)} key(s) published at {open_publisher(settings.publish).location}"
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rotator")
+def main() -> None:
+    """Rotate ES256 JWT signing keys and publish their public JWKS."""
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Rotate now if a successor has been published for max-age.")
+@_store_options
+@_handle_errors
+def rotate(force: bool, **kwargs: Any) -> None:
+    """Run one reconcile step: create, activate, retire and remove keys as due."""
+    settings = _settings(kwargs)
+    result = _rotator(settings).step(force=force)
+    _report(result, settings)
+
+
+@main.command(name="retire")
+@click.argument("kid")
+@_store_options
+@_handle_errors
+def retire_cmd(kid: str, **kwargs: Any) -> None:
+    """Stop signing with KID now; it stays published for the retirement window."""
+    settings = _settings(kwargs)
+    rotator = _rotator(settings)
+    result = rotator.step(operation=lambda state, now: retire(state, kid, now, settings.policy))
+    _report(result, settings)
+
+
+@main.command(name="revoke")
+@click.argument("kid")
+@_store_options
+@_handle_errors
+def revoke_cmd(kid: str, **kwargs: Any) -> None:
+    """Emergency: remove KID from the JWKS now and destroy its private half."""
+    settings = _settings(kwargs)
+    result = _rotator(settings).step(operation=lambda state, now: revoke(state, kid, now))
+    _report(result, settings)
+
+
+def _key_row(key: KeyRecord, settings: Settings) -> dict[str, Any]:
+    policy = settings.policy
+    removal = key.retired_at + policy.retirement_window if key.retired_at is not None and key.removed_at is None else None
+    return {
+        "kid": key.kid,
+        "state": key.state.value,
+        "created_at": _iso(key.created_at),
+        "published_at": _iso(key.published_at),
+        "activated_at": _iso(key.activated_at),
+        "activation": key.activation,
+        "retired_at": _iso(key.retired_at),
+        "removal_due_at": _iso(removal),
+        "removed_at": _iso(key.removed_at),
+        "revoked_at": _iso(key.revoked_at),
+        "private_key": "present" if key.private is not None else "destroyed",
+    }
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_store_options
+@_handle_errors
+def status(as_json: bool, **kwargs: Any) -> None:
+    """Show every key with its state and times (UTC)."""
+    settings = _settings(kwargs)
+    state = open_keystore(settings.keystore).load()
+    if state is None:
+        raise ConfigError(f"no key set at {settings.keystore}: run `rotator rotate` to create one")
+    rows = [_key_row(k, settings) for k in _status_order(state)]
+    if as_json:
+        doc = {"generation": state.generation, "keyset": state.keyset, "keys": rows}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    columns = ("kid", "state", "created_at", "activated_at", "retired_at", "removal_due_at", "private_key")
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _status_order(state: State) -> list[KeyRecord]:
+    return sorted(state.keys, key=lambda k: (k.created_at, k.kid), reverse=True)
+
+
+@main.command()
+@_store_options
+@_handle_errors
+def jwks(**kwargs: Any) -> None:
+    """Print the published JWKS."""
+    settings = _settings(kwargs)
+    publisher = open_publisher(settings.publish)
+    body = publisher.read_back()
+    if body is None:
+        raise ConfigError(f"nothing published at {publisher.location}: run `rotator rotate` first")
+    click.echo(json.dumps(json.loads(body), indent=2))
+
+
+def _claim(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--claim")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+@main.command()
+@click.option("--sub", "subject", required=True, help="Subject (sub claim).")
+@click.option("--aud", "audience", required=True, help="Audience (aud claim).")
+@click.option("--ttl", default=None, metavar="DURATION", help="Lifetime; default and maximum: token_lifetime.")
+@click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE", help="Extra claim (JSON value or string).")
+@click.option("--issuer", default=None, help="Issuer (iss claim; ROTATOR_ISSUER).")
+@_store_options
+@_handle_errors
+def sign(subject: str, audience: str, ttl: str | None, claims: tuple[str, ...], **kwargs: Any) -> None:
+    """Print a token signed with the active key."""
+    settings = _settings(kwargs)
+    signer = Signer(
+        open_keystore(settings.keystore),
+        settings.policy,
+        passphrase=settings.resolved_passphrase(),
+        allow_plaintext=settings.insecure_plaintext_keys,
+        issuer=settings.issuer,
+    )
+    lifetime = parse_duration(ttl, name="--ttl") if ttl is not None else None
+    click.echo(signer.sign(dict(_claim(c) for c in claims), subject=subject, audience=audience, ttl=lifetime))
+
+
+@main.command(name="plan")
+@click.option("--days", default=2.0, show_default=True, type=click.FloatRange(min=0, max=366), help="Days to preview.")
+@_policy_options
+@_handle_errors
+def plan_cmd(days: float, **kwargs: Any) -> None:
+    """Preview the key timeline the current settings produce."""
+    from .timeline import timeline
+
+    settings = _settings(kwargs)
+    policy = settings.policy
+    entries = timeline(policy, days)
+    click.echo(
+        f"policy: rotation_period={format_duration(policy.rotation_period)} "
+        f"token_lifetime={format_duration(policy.token_lifetime)} leeway={format_duration(policy.leeway)} "
+        f"max_age={format_duration(policy.max_age)} retirement_window={format_duration(policy.retirement_window)}"
+    )
+    click.echo(f"{'TIME':>14}  {'EVENT':<22} {'KEY':<10} JWKS")
+    for e in entries:
+        day, rest = divmod(int(e.at), 86400)
+        click.echo(f"{day:>4}d {rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}  {e.event:<22} {e.kid:<10} {e.jwks_keys}")
+    sizes = [e.jwks_keys for e in entries]
+    created = sum(1 for e in entries if e.event == "key_created")
+    rotations = sum(1 for e in entries if e.event == "key_activated")
+    click.echo(
+        f"summary: {created} keys created, {rotations} activations, JWKS size max {max(sizes, default=0)} "
+        f"(bound W/P + 2 = {policy.max_jwks_keys})"
+    )
+
+
+@main.command()
+@click.argument("token")
+@click.option("--jwks-url", required=True, metavar="URL", help="JWKS location (file:// for now).")
+@click.option("--aud", "audience", default=None, help="Required audience.")
+@click.option("--iss", "issuer", default=None, help="Required issuer.")
+@click.option("--leeway", default="60s", metavar="DURATION", help="Leeway on exp/nbf/iat.")
+@_handle_errors
+def verify(token: str, jwks_url: str, audience: str | None, issuer: str | None, leeway: str) -> None:
+    """Verify TOKEN against a JWKS and print its claims, or why it is rejected."""
+    import time
+
+    from ._fs import path_from_url
+    from .verifier import InvalidToken, parse_jwks, verify_token
+
+    if "://" in jwks_url and not jwks_url.startswith("file://"):
+        raise ConfigError(f"--jwks-url {jwks_url!r}: only file:// is supported by this command so far")
+    try:
+        keys = parse_jwks(path_from_url(jwks_url).read_bytes())
+    except OSError as e:
+        raise ConfigError(f"cannot read JWKS {jwks_url}: {e.strerror}") from e
+    try:
+        claims = verify_token(
+            token.strip(),
+            keys,
+            now=time.time(),
+            leeway=parse_duration(leeway, name="--leeway"),
+            audience=audience,
+            issuer=issuer,
+        )
+    except InvalidToken as e:
+        click.echo(f"rejected ({e.code}): {e}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(claims, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,178 @@
+"""Policy and settings: defaults, sources, validation.
+
+Precedence, highest first: CLI flags, ``ROTATOR_*`` environment variables, a
+TOML file (``--config`` or ``ROTATOR_CONFIG``), built-in defaults. Everything is
+validated once, here, so the rest of the code can trust a Policy it is given.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .durations import format_duration, parse_duration
+from .errors import ConfigError
+
+__all__ = ["Policy", "Settings", "load_settings", "SETTING_NAMES"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Lifecycle timing, in seconds (see DESIGN.md: P, T, L, M, W)."""
+
+    rotation_period: float = 900.0  # P
+    token_lifetime: float = 3600.0  # T
+    leeway: float = 60.0  # L
+    max_age: float = 300.0  # M
+    retirement_window: float = 86400.0  # W
+    private_key_grace: float = 300.0  # retired key's private half kept this long for issuers' caches
+    audit_retention: float = 86400.0  # removed/revoked key metadata kept this long
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        fmt = format_duration
+        if self.rotation_period <= 0:
+            raise ConfigError("rotation_period must be greater than zero")
+        if self.token_lifetime <= 0:
+            raise ConfigError("token_lifetime must be greater than zero")
+        if self.max_age * 2 > self.rotation_period:
+            raise ConfigError(
+                f"max_age ({fmt(self.max_age)}) must be at most half of rotation_period "
+                f"({fmt(self.rotation_period)}): a successor must be published for max_age "
+                "before it is due to sign"
+            )
+        needed = self.token_lifetime + self.leeway + self.max_age
+        if self.retirement_window < needed:
+            raise ConfigError(
+                f"retirement_window ({fmt(self.retirement_window)}) must be at least "
+                f"token_lifetime + leeway + max_age ({fmt(needed)}): tokens signed just "
+                "before retirement would stop verifying"
+            )
+        if self.private_key_grace > self.retirement_window:
+            raise ConfigError(
+                f"private_key_grace ({fmt(self.private_key_grace)}) must not exceed "
+                f"retirement_window ({fmt(self.retirement_window)})"
+            )
+
+    @property
+    def max_jwks_keys(self) -> int:
+        """Upper bound on published keys under scheduled rotation: W/P + 2."""
+        return int(self.retirement_window // self.rotation_period) + 2
+
+
+_POLICY_FIELDS = tuple(f.name for f in fields(Policy))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs, resolved from all sources."""
+
+    keystore: str = "file://./rotator-data/keystore"
+    publish: str = "file://./rotator-data/public"
+    issuer: str | None = None
+    passphrase: str | None = field(default=None, repr=False)
+    passphrase_file: str | None = None
+    insecure_plaintext_keys: bool = False
+    policy: Policy = field(default_factory=Policy)
+
+    def resolved_passphrase(self) -> str | None:
+        if self.passphrase:
+            return self.passphrase
+        if self.passphrase_file:
+            try:
+                text = Path(self.passphrase_file).read_text(encoding="utf-8")
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot read passphrase file {self.passphrase_file}: {e.strerror}"
+                ) from e
+            secret = text.rstrip("\r\n")
+            if not secret:
+                raise ConfigError(f"passphrase file {self.passphrase_file} is empty")
+            return secret
+        return None
+
+
+# name -> (environment variable, kind)
+_SETTINGS: dict[str, tuple[str, str]] = {
+    "keystore": ("ROTATOR_KEYSTORE", "str"),
+    "publish": ("ROTATOR_PUBLISH", "str"),
+    "issuer": ("ROTATOR_ISSUER", "str"),
+    "passphrase": ("ROTATOR_KEYSTORE_PASSPHRASE", "secret"),
+    "passphrase_file": ("ROTATOR_KEYSTORE_PASSPHRASE_FILE", "str"),
+    "insecure_plaintext_keys": ("ROTATOR_INSECURE_PLAINTEXT_KEYS", "bool"),
+    **{name: (f"ROTATOR_{name.upper()}", "duration") for name in _POLICY_FIELDS},
+}
+SETTING_NAMES = tuple(_SETTINGS)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _convert(name: str, kind: str, value: Any, source: str) -> Any:
+    if kind == "duration":
+        return parse_duration(value, name=f"{name} (from {source})")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"invalid {name} {value!r} (from {source}): expected true or false")
+    if not isinstance(value, str):
+        raise ConfigError(f"invalid {name} {value!r} (from {source}): expected a string")
+    return value
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {path} does not exist") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    if "passphrase" in data:
+        raise ConfigError(
+            f"config file {path} sets 'passphrase': keep secrets out of config files; "
+            "use ROTATOR_KEYSTORE_PASSPHRASE or passphrase_file"
+        )
+    for key in data:
+        if key not in _SETTINGS:
+            raise ConfigError(f"unknown setting {key!r} in config file {path}")
+    return data
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Merge the sources (CLI > environment > TOML > defaults) and validate."""
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    env = os.environ if env is None else env
+    for key in cli:
+        if key not in _SETTINGS:
+            raise ConfigError(f"unknown setting {key!r}")
+    config_file = config_file or env.get("ROTATOR_CONFIG") or None
+    file_values = _read_toml(config_file) if config_file else {}
+
+    values: dict[str, Any] = {}
+    for name, (var, kind) in _SETTINGS.items():
+        if name in cli:
+            values[name] = _convert(name, kind, cli[name], "command line")
+        elif env.get(var) not in (None, ""):
+            values[name] = _convert(name, kind, env[var], var)
+        elif name in file_values:
+            values[name] = _convert(name, kind, file_values[name], str(config_file))
+
+    policy = Policy(**{k: values.pop(k) for k in _POLICY_FIELDS if k in values})
+    return Settings(policy=policy, **values)

@@ -1,0 +1,26 @@
+"""Compact JWS encoding for ES256, shared by the issuer and the verifier."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from ._b64 import b64url_encode
+
+__all__ = ["sign_es256"]
+
+
+def _segment(obj: Mapping[str, Any]) -> str:
+    return b64url_encode(json.dumps(obj, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+
+
+def sign_es256(private: ec.EllipticCurvePrivateKey, kid: str, claims: Mapping[str, Any]) -> str:
+    """A compact JWT: header {alg, kid, typ}, the claims, and the raw 64-byte r||s signature."""
+    signing_input = f"{_segment({'alg': 'ES256', 'kid': kid, 'typ': 'JWT'})}.{_segment(claims)}"
+    der = private.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    return f"{signing_input}.{b64url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"

@@ -1,0 +1,34 @@
+"""Keystores hold the state document (with sealed private keys) and write it with compare-and-swap."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..errors import ConfigError
+from ..state import State
+from .file import FileKeystore
+
+__all__ = ["Keystore", "FileKeystore", "open_keystore"]
+
+
+class Keystore(Protocol):
+    location: str
+
+    def load(self) -> State | None:
+        """The stored state, or None when the key set does not exist yet."""
+
+    def save(self, state: State, expected_generation: int) -> State:
+        """Store ``state`` if the stored generation is still ``expected_generation`` (0: none).
+
+        Returns the state as stored (generation bumped); raises ConflictError otherwise.
+        """
+
+    def version(self) -> object:
+        """A cheap token that changes whenever the stored document changes."""
+
+
+def open_keystore(url: str) -> Keystore:
+    if url.startswith("file://") or "://" not in url:
+        return FileKeystore.from_url(url)
+    scheme = url.split("://", 1)[0]
+    raise ConfigError(f"unsupported keystore URL scheme {scheme!r} in {url!r} (supported: file://)")

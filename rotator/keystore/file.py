@@ -1,0 +1,105 @@
+"""File keystore: ``state.json`` in a private directory, compare-and-swap under a lock."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+from .._fs import atomic_write, locked, path_from_url
+from ..errors import ConflictError, KeystoreError
+from ..state import State, dump_state, parse_state
+
+__all__ = ["FileKeystore"]
+
+STATE_FILE = "state.json"
+LOCK_FILE = "state.lock"
+
+
+class FileKeystore:
+    """The embedded default. The directory must be 0700 and its files 0600."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.location = f"file://{directory.absolute()}"
+        self._state_path = directory / STATE_FILE
+        self._lock_path = directory / LOCK_FILE
+        self._checked = False
+
+    @classmethod
+    def from_url(cls, url: str) -> "FileKeystore":
+        return cls(path_from_url(url))
+
+    def _check_permissions(self, create: bool) -> None:
+        d = self.directory
+        try:
+            st = os.stat(d)
+        except FileNotFoundError:
+            if not create:
+                return
+            try:
+                os.makedirs(d, mode=0o700)
+                os.chmod(d, 0o700)
+            except OSError as e:
+                raise KeystoreError(f"cannot create keystore directory {d}: {e.strerror}") from e
+            st = os.stat(d)
+        except OSError as e:
+            raise KeystoreError(f"cannot access keystore directory {d}: {e.strerror}") from e
+        if not stat.S_ISDIR(st.st_mode):
+            raise KeystoreError(f"keystore path {d} is not a directory")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise KeystoreError(
+                f"keystore directory {d} is accessible to group or others (mode {mode:04o}); "
+                f"run: chmod 700 {d}"
+            )
+        for name in (STATE_FILE, LOCK_FILE):
+            path = d / name
+            try:
+                fmode = stat.S_IMODE(os.lstat(path).st_mode)
+            except FileNotFoundError:
+                continue
+            if fmode & 0o077:
+                raise KeystoreError(
+                    f"keystore file {path} is accessible to group or others (mode {fmode:04o}); "
+                    f"run: chmod 600 {path}"
+                )
+        self._checked = True
+
+    def _read(self) -> State | None:
+        try:
+            data = self._state_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise KeystoreError(f"cannot read {self._state_path}: {e.strerror}") from e
+        return parse_state(data, str(self._state_path))
+
+    def load(self) -> State | None:
+        self._check_permissions(create=False)
+        return self._read()
+
+    def version(self) -> object:
+        try:
+            st = os.stat(self._state_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def save(self, state: State, expected_generation: int) -> State:
+        self._check_permissions(create=True)
+        try:
+            with locked(self._lock_path):
+                current = self._read()
+                current_generation = current.generation if current else 0
+                if current_generation != expected_generation:
+                    raise ConflictError(
+                        f"{self._state_path} changed underneath (generation {current_generation}, "
+                        f"expected {expected_generation})"
+                    )
+                stored = replace(state, generation=expected_generation + 1)
+                atomic_write(self._state_path, dump_state(stored), 0o600)
+                return stored
+        except OSError as e:
+            raise KeystoreError(f"cannot write {self._state_path}: {e.strerror}") from e

@@ -1,0 +1,234 @@
+"""The key lifecycle as pure functions of (state, policy, now).
+
+Nothing here reads a clock, a file or the network. New keys come from an
+injected factory, so the planner is deterministic for a given factory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable
+
+from .config import Policy
+from .errors import LifecycleError, UnknownKey
+from .state import KeyRecord, KeyState, State
+
+__all__ = [
+    "Event",
+    "Plan",
+    "KeyFactory",
+    "plan",
+    "retire",
+    "revoke",
+    "record_confirmation",
+    "next_due",
+]
+
+KeyFactory = Callable[[float], KeyRecord]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the planner did or noticed; ``name`` is a stable log event name."""
+
+    name: str
+    kid: str | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        parts = [self.name] + ([f"kid={self.kid}"] if self.kid else []) + ([self.detail] if self.detail else [])
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Plan:
+    state: State
+    events: tuple[Event, ...] = field(default=())
+
+    @property
+    def warnings(self) -> tuple[Event, ...]:
+        return tuple(e for e in self.events if e.name in _WARNINGS)
+
+
+_WARNINGS = {"rotator.rotation_overdue", "rotator.no_active_key"}
+
+
+def _effective_now(state: State, now: float) -> float:
+    # A planner running late (slow host, skewed clock) must not write times
+    # before ones already recorded: state time only moves forward.
+    return max(now, state.updated_at)
+
+
+def _replace_keys(state: State, changed: Iterable[KeyRecord]) -> State:
+    by_kid = {k.kid: k for k in changed}
+    return state.with_keys(by_kid.pop(k.kid, k) for k in state.keys)
+
+
+def _promotion_candidate(state: State, now: float, settle: float) -> KeyRecord | None:
+    """Oldest pending key whose publication was confirmed at least ``settle`` ago."""
+    for key in state.pending:
+        if key.published_at is not None and key.published_at + settle <= now:
+            return key
+    return None
+
+
+def plan(state: State, policy: Policy, now: float, new_key: KeyFactory, *, force: bool = False) -> Plan:
+    """Compute the next state. Idempotent: planning the result again at the same ``now`` changes nothing."""
+    now = _effective_now(state, now)
+    events: list[Event] = []
+    keys = list(state.keys)
+
+    # Private halves of retired keys go after a short grace; nothing signs with them.
+    for i, key in enumerate(keys):
+        if key.state is KeyState.RETIRED and key.private is not None and key.retired_at is not None:
+            if now >= key.retired_at + policy.private_key_grace:
+                keys[i] = key.with_(private=None, private_destroyed_at=now)
+                events.append(Event("rotator.private_key_destroyed", key.kid))
+    # Retired keys leave the JWKS once every token they signed is past exp + L (+ M of caching).
+    for i, key in enumerate(keys):
+        if key.state is KeyState.RETIRED and key.retired_at is not None:
+            if now >= key.retired_at + policy.retirement_window:
+                keys[i] = key.with_(removed_at=now, private=None, private_destroyed_at=key.private_destroyed_at or now)
+                events.append(Event("rotator.key_removed", key.kid))
+    # Metadata of keys gone from the JWKS is kept for audit, then purged.
+    kept = []
+    for key in keys:
+        gone_at = key.revoked_at if key.revoked_at is not None else key.removed_at
+        if gone_at is not None and now >= gone_at + policy.audit_retention:
+            events.append(Event("rotator.key_purged", key.kid))
+            continue
+        kept.append(key)
+    state = state.with_keys(kept)
+
+    active = state.active
+    if active is None:
+        # Bootstrap (or recovery after revoking the active key with no published
+        # successor): no JWKS copy that verifiers hold can lack a key they have
+        # never been sent a token for, so confirmation alone is enough.
+        candidate = _promotion_candidate(state, now, 0.0)
+        if candidate is not None:
+            ever_active = any(k.activated_at is not None for k in state.keys)
+            reason = "promotion" if ever_active else "bootstrap"
+            state = _replace_keys(state, [candidate.with_(activated_at=now, activation=reason)])
+            events.append(Event("rotator.key_activated", candidate.kid, f"reason={reason}"))
+        elif state.keys:
+            events.append(Event("rotator.no_active_key", None, "waiting for a confirmed publication"))
+    else:
+        assert active.activated_at is not None
+        due = now >= active.activated_at + policy.rotation_period
+        if due or force:
+            candidate = _promotion_candidate(state, now, policy.max_age)
+            if candidate is None:
+                if due:
+                    events.append(
+                        Event(
+                            "rotator.rotation_overdue",
+                            active.kid,
+                            "no pending key has been confirmed published for max_age; current key keeps signing",
+                        )
+                    )
+            else:
+                state = _replace_keys(
+                    state,
+                    [
+                        active.with_(retired_at=now, retirement="rotation"),
+                        candidate.with_(activated_at=now, activation="rotation"),
+                    ],
+                )
+                events.append(Event("rotator.key_retired", active.kid, "reason=rotation"))
+                events.append(Event("rotator.key_activated", candidate.kid, "reason=rotation"))
+
+    # Keep a published successor in waiting; with no active key yet, one to
+    # activate and one to follow it, so a fresh key set publishes two keys.
+    wanted = 1 if state.active is not None else 2
+    new = [new_key(now) for _ in range(max(0, wanted - len(state.pending)))]
+    for key in new:
+        events.append(Event("rotator.key_created", key.kid))
+    if new:
+        state = state.with_keys(state.keys + tuple(new))
+
+    if any(e.name not in _WARNINGS for e in events):
+        state = replace(state, updated_at=now)
+    return Plan(state=state, events=tuple(events))
+
+
+def retire(state: State, kid: str, now: float, policy: Policy) -> Plan:
+    """Manual retirement: stop signing now, stay published for the retirement window."""
+    now = _effective_now(state, now)
+    key = state.get(kid)
+    if key is None:
+        raise UnknownKey(f"no key with kid {kid!r} in the keystore")
+    if key.state not in (KeyState.PENDING, KeyState.ACTIVE):
+        raise LifecycleError(f"key {kid} is already {key.state.value}")
+    changed = [key.with_(retired_at=now, retirement="manual")]
+    events = [Event("rotator.key_retired", kid, "reason=manual")]
+    if key.state is KeyState.ACTIVE:
+        successor = _promotion_candidate(state, now, policy.max_age)
+        if successor is None:
+            raise LifecycleError(
+                f"cannot retire active key {kid}: no successor has been published for max_age yet; "
+                "run `rotator rotate` and retry later, or use `rotator revoke` in an emergency"
+            )
+        changed.append(successor.with_(activated_at=now, activation="promotion"))
+        events.append(Event("rotator.key_activated", successor.kid, "reason=promotion"))
+    return Plan(state=replace(_replace_keys(state, changed), updated_at=now), events=tuple(events))
+
+
+def revoke(state: State, kid: str, now: float) -> Plan:
+    """Emergency: out of the JWKS now, private half destroyed, published successor promoted at once."""
+    now = _effective_now(state, now)
+    key = state.get(kid)
+    if key is None:
+        raise UnknownKey(f"no key with kid {kid!r} in the keystore")
+    if key.state is KeyState.REVOKED:
+        return Plan(state=state, events=(Event("rotator.key_already_revoked", kid),))
+    was_active = key.state is KeyState.ACTIVE
+    changed = [key.with_(revoked_at=now, private=None, private_destroyed_at=key.private_destroyed_at or now)]
+    events = [Event("rotator.key_revoked", kid)]
+    if was_active:
+        # Verifiers refetch on an unknown kid, so a confirmed publication is enough here.
+        successor = _promotion_candidate(state, now, 0.0)
+        if successor is not None:
+            changed.append(successor.with_(activated_at=now, activation="promotion"))
+            events.append(Event("rotator.key_activated", successor.kid, "reason=promotion"))
+        else:
+            events.append(Event("rotator.no_active_key", None, "no published successor; next rotate creates one"))
+    return Plan(state=replace(_replace_keys(state, changed), updated_at=now), events=tuple(events))
+
+
+def record_confirmation(state: State, kids: Iterable[str], digest: str, now: float) -> Plan:
+    """Record that a JWKS with ``digest`` holding ``kids`` was read back from the publish target."""
+    now = _effective_now(state, now)
+    seen = set(kids)
+    changed = [
+        k.with_(published_at=now)
+        for k in state.keys
+        if k.kid in seen and k.published_at is None and k.state in (KeyState.PENDING, KeyState.ACTIVE)
+    ]
+    events = tuple(Event("rotator.publication_confirmed", k.kid) for k in changed)
+    new = _replace_keys(state, changed)
+    new = replace(new, published_digest=digest, published_confirmed_at=now)
+    if changed or state.published_digest != digest:
+        new = replace(new, updated_at=now)
+    return Plan(state=new, events=events)
+
+
+def next_due(state: State, policy: Policy) -> float | None:
+    """The earliest instant at which planning would change something (None: nothing scheduled)."""
+    times: list[float] = []
+    active = state.active
+    if active is not None and active.activated_at is not None:
+        rotation_at = active.activated_at + policy.rotation_period
+        candidate = next((k for k in state.pending if k.published_at is not None), None)
+        if candidate is not None and candidate.published_at is not None:
+            rotation_at = max(rotation_at, candidate.published_at + policy.max_age)
+        times.append(rotation_at)
+    for key in state.keys:
+        if key.state is KeyState.RETIRED and key.retired_at is not None:
+            if key.private is not None:
+                times.append(key.retired_at + policy.private_key_grace)
+            times.append(key.retired_at + policy.retirement_window)
+        gone_at = key.revoked_at if key.revoked_at is not None else key.removed_at
+        if gone_at is not None:
+            times.append(gone_at + policy.audit_retention)
+    return min(times) if times else None

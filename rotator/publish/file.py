@@ -1,0 +1,55 @@
+"""File publisher: ``jwks.json`` written atomically, never rolled back to an older generation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._fs import atomic_write, locked, path_from_url
+from ..errors import PublishError
+
+__all__ = ["FilePublisher"]
+
+
+class FilePublisher:
+    """Publishes to ``<dir>/jwks.json``, or to the file itself when the URL ends in ``.json``."""
+
+    def __init__(self, path: Path) -> None:
+        if path.suffix != ".json":
+            path = path / "jwks.json"
+        self.path = path
+        self.location = f"file://{path.absolute()}"
+        self._generation_path = path.with_name(f".{path.name}.generation")
+        self._lock_path = path.with_name(f".{path.name}.lock")
+
+    @classmethod
+    def from_url(cls, url: str) -> "FilePublisher":
+        return cls(path_from_url(url))
+
+    def write(self, body: bytes, generation: int) -> bool:
+        """Write ``body`` unless a newer generation is already published. True if written."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with locked(self._lock_path):
+                try:
+                    published = int(self._generation_path.read_text())
+                except (FileNotFoundError, ValueError):
+                    published = 0
+                if published > generation:
+                    return False
+                # Generation first: a crash between the two leaves a newer number
+                # beside an older document, which only the same or a newer state
+                # can overwrite, never an older one.
+                atomic_write(self._generation_path, f"{generation}\n".encode(), 0o644)
+                atomic_write(self.path, body, 0o644)
+                return True
+        except OSError as e:
+            raise PublishError(f"cannot write {self.path}: {e.strerror}") from e
+
+    def read_back(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise PublishError(f"cannot read back {self.path}: {e.strerror}") from e

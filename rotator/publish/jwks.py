@@ -1,0 +1,86 @@
+"""The JWKS document: deterministic bytes from a state, and the publication guard."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable
+
+from ..errors import PublicationGuardError
+from ..keys import PRIVATE_MEMBERS
+from ..state import KeyState, State
+
+__all__ = ["build_jwks", "jwks_digest", "check_jwks", "jwks_kids", "required_kids"]
+
+
+def _order(state: State) -> list[Any]:
+    active = state.in_state(KeyState.ACTIVE)
+    pending = state.pending
+    retired = sorted(state.in_state(KeyState.RETIRED), key=lambda k: (-(k.retired_at or 0.0), k.kid))
+    return active + pending + retired
+
+
+def build_jwks(state: State) -> bytes:
+    """Public halves of every published key, active first; identical bytes for identical states."""
+    keys = [
+        {**key.public, "kid": key.kid, "alg": key.alg, "use": "sig"}
+        for key in _order(state)
+    ]
+    return (json.dumps({"keys": keys}, sort_keys=True, separators=(",", ":")) + "\n").encode("ascii")
+
+
+def jwks_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def required_kids(state: State) -> tuple[str | None, tuple[str, ...]]:
+    """(active kid, pending kids): what every JWKS published for this state must hold."""
+    active = state.active
+    return (active.kid if active else None, tuple(k.kid for k in state.pending))
+
+
+def jwks_kids(body: bytes) -> list[str]:
+    doc = json.loads(body)
+    return [k["kid"] for k in doc["keys"]]
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise PublicationGuardError(f"JWKS has duplicate member {key!r}")
+        seen[key] = value
+    return seen
+
+
+def check_jwks(body: bytes, active: str | None, pending: Iterable[str]) -> None:
+    """The publication guard. Raises PublicationGuardError unless ``body`` is safe to publish.
+
+    Safe: a ``{"keys": [...]}`` object of EC P-256 public keys with unique kids,
+    no private member anywhere, the active key first and every pending key present.
+    """
+    try:
+        doc = json.loads(body, object_pairs_hook=_reject_duplicates)
+    except (ValueError, UnicodeDecodeError) as e:
+        if isinstance(e, PublicationGuardError):
+            raise
+        raise PublicationGuardError(f"JWKS is not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or set(doc) != {"keys"} or not isinstance(doc["keys"], list):
+        raise PublicationGuardError('JWKS must be an object with exactly one member, "keys" (a list)')
+    kids: list[str] = []
+    for key in doc["keys"]:
+        if not isinstance(key, dict):
+            raise PublicationGuardError("JWKS entry is not an object")
+        leaked = PRIVATE_MEMBERS.intersection(key)
+        if leaked:
+            raise PublicationGuardError(f"JWKS entry {key.get('kid')!r} carries private members {sorted(leaked)}")
+        if key.get("kty") != "EC" or key.get("crv") != "P-256" or not isinstance(key.get("kid"), str):
+            raise PublicationGuardError(f"JWKS entry {key.get('kid')!r} is not an EC P-256 key with a kid")
+        kids.append(key["kid"])
+    if len(set(kids)) != len(kids):
+        raise PublicationGuardError("JWKS lists a kid twice")
+    if active is not None and (not kids or kids[0] != active):
+        raise PublicationGuardError(f"JWKS does not list the active key {active} first")
+    missing = [kid for kid in pending if kid not in kids]
+    if missing:
+        raise PublicationGuardError(f"JWKS lacks pending key(s) {', '.join(missing)}")

@@ -1,0 +1,213 @@
+"""The state document: one JSON object per key set.
+
+A key's lifecycle state is derived from the timestamps recorded on it, never
+stored separately, so the document cannot contradict itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+from .errors import KeystoreError
+from .keys import ALG, PublicJWK
+
+__all__ = ["SCHEMA_VERSION", "KeyState", "KeyRecord", "State", "parse_state", "dump_state"]
+
+SCHEMA_VERSION = 1
+
+
+class KeyState(str, enum.Enum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    RETIRED = "retired"
+    REMOVED = "removed"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    kid: str
+    public: PublicJWK
+    created_at: float
+    private: str | None = field(default=None, repr=False)  # sealed private key
+    alg: str = ALG
+    published_at: float | None = None  # publication confirmed (read back) at
+    activated_at: float | None = None
+    activation: str | None = None  # rotation | bootstrap | promotion
+    retired_at: float | None = None
+    retirement: str | None = None  # rotation | manual
+    private_destroyed_at: float | None = None
+    removed_at: float | None = None
+    revoked_at: float | None = None
+
+    @property
+    def state(self) -> KeyState:
+        if self.revoked_at is not None:
+            return KeyState.REVOKED
+        if self.removed_at is not None:
+            return KeyState.REMOVED
+        if self.retired_at is not None:
+            return KeyState.RETIRED
+        if self.activated_at is not None:
+            return KeyState.ACTIVE
+        return KeyState.PENDING
+
+    @property
+    def published(self) -> bool:
+        """Whether this key belongs in the JWKS."""
+        return self.state in (KeyState.PENDING, KeyState.ACTIVE, KeyState.RETIRED)
+
+    def with_(self, **changes: Any) -> "KeyRecord":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class State:
+    encryption: Mapping[str, Any]
+    keys: tuple[KeyRecord, ...] = ()
+    generation: int = 0
+    updated_at: float = 0.0
+    keyset: str = "default"
+    published_digest: str | None = None  # sha256 of the last JWKS confirmed
+    published_confirmed_at: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def in_state(self, *states: KeyState) -> list[KeyRecord]:
+        return [k for k in self.keys if k.state in states]
+
+    @property
+    def active(self) -> KeyRecord | None:
+        active = self.in_state(KeyState.ACTIVE)
+        return active[0] if active else None
+
+    @property
+    def pending(self) -> list[KeyRecord]:
+        return sorted(self.in_state(KeyState.PENDING), key=lambda k: (k.created_at, k.kid))
+
+    def get(self, kid: str) -> KeyRecord | None:
+        for key in self.keys:
+            if key.kid == kid:
+                return key
+        return None
+
+    def with_keys(self, keys: Iterable[KeyRecord], **changes: Any) -> "State":
+        return replace(self, keys=tuple(keys), **changes)
+
+
+_KEY_FIELDS = {
+    "kid": str,
+    "public": dict,
+    "created_at": float,
+    "private": (str, type(None)),
+    "alg": str,
+    "published_at": (float, type(None)),
+    "activated_at": (float, type(None)),
+    "activation": (str, type(None)),
+    "retired_at": (float, type(None)),
+    "retirement": (str, type(None)),
+    "private_destroyed_at": (float, type(None)),
+    "removed_at": (float, type(None)),
+    "revoked_at": (float, type(None)),
+}
+
+
+def _number(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _parse_key(raw: Any, where: str) -> KeyRecord:
+    if not isinstance(raw, dict):
+        raise KeystoreError(f"{where}: key entry is not an object")
+    unknown = set(raw) - set(_KEY_FIELDS)
+    if unknown:
+        raise KeystoreError(f"{where}: key entry has unknown fields {sorted(unknown)}")
+    values = {}
+    for name, kind in _KEY_FIELDS.items():
+        value = _number(raw.get(name))
+        if not isinstance(value, kind):  # type: ignore[arg-type]
+            raise KeystoreError(f"{where}: key field {name!r} is missing or has the wrong type")
+        values[name] = value
+    public = values["public"]
+    if set(public) != {"kty", "crv", "x", "y"} or not all(isinstance(v, str) for v in public.values()):
+        raise KeystoreError(f"{where}: key {values['kid']} has a malformed public JWK")
+    return KeyRecord(**values)
+
+
+def parse_state(data: bytes, where: str) -> State:
+    """Parse and check a state document; any problem is a one-line KeystoreError."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise KeystoreError(f"{where} is not UTF-8 text (damaged or not a state file)") from e
+    except json.JSONDecodeError as e:
+        raise KeystoreError(
+            f"{where} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}): "
+            "truncated or damaged; restore it from a backup"
+        ) from e
+    if not isinstance(doc, dict):
+        raise KeystoreError(f"{where} does not hold a JSON object")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise KeystoreError(f"{where} has no schema_version: not a rotator state file")
+    if version > SCHEMA_VERSION:
+        raise KeystoreError(
+            f"{where} has schema version {version}, newer than this rotator supports "
+            f"({SCHEMA_VERSION}); upgrade rotator"
+        )
+    if version < 1:
+        raise KeystoreError(f"{where} has invalid schema version {version}")
+    try:
+        generation = doc["generation"]
+        keyset = doc["keyset"]
+        encryption = doc["encryption"]
+        updated_at = _number(doc["updated_at"])
+        keys = doc["keys"]
+        digest = doc.get("published_digest")
+        confirmed_at = _number(doc.get("published_confirmed_at"))
+    except KeyError as e:
+        raise KeystoreError(f"{where} lacks the field {e.args[0]!r}") from e
+    if (
+        not isinstance(generation, int)
+        or generation < 1
+        or not isinstance(keyset, str)
+        or not isinstance(encryption, dict)
+        or not isinstance(updated_at, float)
+        or not isinstance(keys, list)
+        or not isinstance(digest, (str, type(None)))
+        or not isinstance(confirmed_at, (float, type(None)))
+    ):
+        raise KeystoreError(f"{where} has a field of the wrong type")
+    records = tuple(_parse_key(k, where) for k in keys)
+    kids = [k.kid for k in records]
+    if len(set(kids)) != len(kids):
+        raise KeystoreError(f"{where} lists a kid twice")
+    state = State(
+        encryption=encryption,
+        keys=records,
+        generation=generation,
+        updated_at=updated_at,
+        keyset=keyset,
+        published_digest=digest,
+        published_confirmed_at=confirmed_at,
+        schema_version=version,
+    )
+    if len(state.in_state(KeyState.ACTIVE)) > 1:
+        raise KeystoreError(f"{where} has more than one active key")
+    return state
+
+
+def dump_state(state: State) -> bytes:
+    doc = {
+        "schema_version": state.schema_version,
+        "keyset": state.keyset,
+        "generation": state.generation,
+        "updated_at": state.updated_at,
+        "encryption": dict(state.encryption),
+        "published_digest": state.published_digest,
+        "published_confirmed_at": state.published_confirmed_at,
+        "keys": [asdict(k) for k in state.keys],
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")

@@ -1,0 +1,80 @@
+"""Verifier errors: InvalidToken (reject the token, a 401) and KeysUnavailable (a 503)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "VerifierError",
+    "InvalidToken",
+    "MalformedToken",
+    "UnsupportedAlgorithm",
+    "ForbiddenHeader",
+    "UnknownKey",
+    "BadSignature",
+    "Expired",
+    "NotYetValid",
+    "WrongAudience",
+    "WrongIssuer",
+    "MissingClaim",
+    "InvalidLifetime",
+    "KeysUnavailable",
+]
+
+
+class VerifierError(Exception):
+    code = "verifier_error"
+
+
+class InvalidToken(VerifierError):
+    """The token must be rejected."""
+
+    code = "invalid_token"
+
+
+class MalformedToken(InvalidToken):
+    code = "malformed"
+
+
+class UnsupportedAlgorithm(InvalidToken):
+    code = "unsupported_alg"
+
+
+class ForbiddenHeader(InvalidToken):
+    code = "forbidden_header"
+
+
+class UnknownKey(InvalidToken):
+    code = "unknown_kid"
+
+
+class BadSignature(InvalidToken):
+    code = "bad_signature"
+
+
+class Expired(InvalidToken):
+    code = "expired"
+
+
+class NotYetValid(InvalidToken):
+    code = "not_yet_valid"
+
+
+class WrongAudience(InvalidToken):
+    code = "wrong_audience"
+
+
+class WrongIssuer(InvalidToken):
+    code = "wrong_issuer"
+
+
+class MissingClaim(InvalidToken):
+    code = "missing_claim"
+
+
+class InvalidLifetime(InvalidToken):
+    code = "lifetime"
+
+
+class KeysUnavailable(VerifierError):
+    """No usable key set could be had; the caller should answer 503, not 401."""
+
+    code = "keys_unavailable"

@@ -1,0 +1,41 @@
+"""Parse a JWKS into usable ES256 keys, skipping entries that are not."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ..keys import public_key_from_jwk
+from ._strict import strict_json
+
+__all__ = ["KeySet", "parse_jwks"]
+
+KeySet = Mapping[str, ec.EllipticCurvePublicKey]
+
+MAX_KEYS = 1000
+
+
+def parse_jwks(body: bytes | str | Mapping[str, Any]) -> dict[str, ec.EllipticCurvePublicKey]:
+    """kid -> P-256 public key for every ES256-usable signing key; ValueError for a malformed set."""
+    doc = strict_json(body) if isinstance(body, (bytes, str)) else body
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
+        raise ValueError('JWKS is not an object with a "keys" list')
+    if len(doc["keys"]) > MAX_KEYS:
+        raise ValueError(f"JWKS has more than {MAX_KEYS} keys")
+    keys: dict[str, ec.EllipticCurvePublicKey] = {}
+    for jwk in doc["keys"]:
+        if not isinstance(jwk, Mapping):
+            continue
+        kid = jwk.get("kid")
+        if not isinstance(kid, str) or kid in keys:
+            continue
+        if jwk.get("alg", "ES256") != "ES256" or jwk.get("use", "sig") != "sig":
+            continue
+        try:
+            keys[kid] = public_key_from_jwk(jwk)
+        except ValueError:
+            continue
+    return keys
+
+

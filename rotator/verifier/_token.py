@@ -1,0 +1,150 @@
+"""ES256 JWT checks against a set of keys: strict, and in a fixed order (cheap checks first)."""
+
+from __future__ import annotations
+
+from typing import Any, Collection, Mapping
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from .._b64 import b64url_decode
+from ._errors import (
+    BadSignature,
+    Expired,
+    ForbiddenHeader,
+    InvalidLifetime,
+    MalformedToken,
+    MissingClaim,
+    NotYetValid,
+    UnknownKey,
+    UnsupportedAlgorithm,
+    WrongAudience,
+    WrongIssuer,
+)
+from ._strict import strict_json
+
+__all__ = ["decode_header", "verify_signature", "check_claims", "verify_token", "MAX_TOKEN_BYTES"]
+
+MAX_TOKEN_BYTES = 16 * 1024
+MAX_HEADER_BYTES = 1024
+# P-256 group order.
+_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_FORBIDDEN = ("jwk", "jku", "x5u", "x5c", "crit", "b64")
+_ECDSA = ec.ECDSA(hashes.SHA256())
+
+
+def _json_segment(segment: str, what: str) -> Any:
+    try:
+        return strict_json(b64url_decode(segment))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedToken(f"{what} is not strict base64url JSON: {e}") from e
+
+
+def decode_header(token: str, algorithms: Collection[str]) -> tuple[dict[str, Any], list[str]]:
+    """Split and check the header; returns (header, parts)."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
+        raise MalformedToken(f"token is not a string of at most {MAX_TOKEN_BYTES} bytes")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise MalformedToken(f"token has {len(parts)} parts, expected 3")
+    if len(parts[0]) > MAX_HEADER_BYTES:
+        raise MalformedToken("token header is too large")
+    header = _json_segment(parts[0], "header")
+    if not isinstance(header, dict):
+        raise MalformedToken("header is not a JSON object")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise UnsupportedAlgorithm(f"alg {alg!r} is not allowed (allowed: {', '.join(algorithms)})")
+    for name in _FORBIDDEN:
+        if name in header:
+            raise ForbiddenHeader(f"header member {name!r} is not accepted")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise MalformedToken("header has no kid")
+    return header, parts
+
+
+def verify_signature(key: ec.EllipticCurvePublicKey, signing_input: bytes, signature: bytes) -> None:
+    """ES256 raw r||s check; high-S signatures are accepted, as ECDSA and RFC 7518 allow."""
+    if len(signature) != 64:
+        raise BadSignature(f"ES256 signature must be 64 bytes, got {len(signature)}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:], "big")
+    if not (0 < r < _N and 0 < s < _N):
+        raise BadSignature("ES256 signature r or s out of range")
+    try:
+        key.verify(encode_dss_signature(r, s), signing_input, _ECDSA)
+    except InvalidSignature as e:
+        raise BadSignature("signature does not verify") from e
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedToken(f"claim {name!r} is not a number")
+    return float(value)
+
+
+def check_claims(
+    claims: Mapping[str, Any],
+    *,
+    now: float,
+    leeway: float,
+    audience: str | None,
+    issuer: str | None,
+    max_lifetime: float | None = None,
+) -> None:
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise MissingClaim("token has no exp")
+    if now > exp + leeway:
+        raise Expired("token has expired")
+    nbf = _number(claims, "nbf")
+    if nbf is not None and now + leeway < nbf:
+        raise NotYetValid("token is not valid yet (nbf)")
+    iat = _number(claims, "iat")
+    if iat is not None and now + leeway < iat:
+        raise NotYetValid("token was issued in the future (iat)")
+    if max_lifetime is not None:
+        start = iat if iat is not None else nbf
+        if start is None or exp - start > max_lifetime:
+            raise InvalidLifetime("token lifetime exceeds the allowed maximum")
+    if issuer is not None and claims.get("iss") != issuer:
+        raise WrongIssuer("token issuer does not match")
+    if audience is not None:
+        aud = claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        if audience not in auds:
+            raise WrongAudience("token audience does not match")
+
+
+def verify_token(
+    token: str,
+    keys: Mapping[str, ec.EllipticCurvePublicKey],
+    *,
+    now: float,
+    leeway: float = 60.0,
+    audience: str | None = None,
+    issuer: str | None = None,
+    algorithms: Collection[str] = ("ES256",),
+    max_lifetime: float | None = None,
+) -> dict[str, Any]:
+    """Verify ``token`` against ``keys`` (kid -> key) and return its claims."""
+    header, parts = decode_header(token, algorithms)
+    key = keys.get(header["kid"])
+    if key is None:
+        raise UnknownKey("token kid is not in the key set")
+    try:
+        signature = b64url_decode(parts[2])
+    except ValueError as e:
+        raise MalformedToken("signature is not strict base64url") from e
+    verify_signature(key, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+    claims = _json_segment(parts[1], "payload")
+    if not isinstance(claims, dict):
+        raise MalformedToken("payload is not a JSON object")
+    check_claims(claims, now=now, leeway=leeway, audience=audience, issuer=issuer, max_lifetime=max_lifetime)
+    return claims
