@@ -7,6 +7,7 @@ validated once, here, so the rest of the code can trust a Policy it is given.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -61,8 +62,12 @@ class Policy:
 
     @property
     def max_jwks_keys(self) -> int:
-        """Upper bound on published keys under scheduled rotation: W/P + 2."""
-        return int(self.retirement_window // self.rotation_period) + 2
+        """Upper bound on published keys under scheduled rotation: ceil(W/P) + 2.
+
+        Retired keys are published for W and retire at least P apart; add the
+        active key and its pending successor.
+        """
+        return math.ceil(self.retirement_window / self.rotation_period) + 2
 
 
 _POLICY_FIELDS = tuple(f.name for f in fields(Policy))

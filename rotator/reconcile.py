@@ -152,7 +152,10 @@ class Rotator:
                     "(a stale copy or a cache in front of it); pending keys stay unconfirmed"
                 )
             checkpoint("confirmed")
-            confirmed = record_confirmation(state, jwks_kids(body), digest, now)
+            # Stamp the confirmation after the read-back, not with the step's start
+            # time: a step that stalled must not make a key look published earlier
+            # than it was, or its M wait would be cut short.
+            confirmed = record_confirmation(state, jwks_kids(body), digest, self.clock())
             state = confirmed.state
             events.extend(confirmed.events)
         if state != saved:
