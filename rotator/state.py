@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from .errors import KeystoreError
@@ -115,23 +115,23 @@ _KEY_FIELDS = {
 
 
 def _number(value: Any) -> Any:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return float(value) if type(value) is int else value
+
+
+_KEY_FIELD_NAMES = frozenset(_KEY_FIELDS)
 
 
 def _parse_key(raw: Any, where: str) -> KeyRecord:
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         raise KeystoreError(f"{where}: key entry is not an object")
-    unknown = set(raw) - set(_KEY_FIELDS)
-    if unknown:
-        raise KeystoreError(f"{where}: key entry has unknown fields {sorted(unknown)}")
-    values = {}
+    if not raw.keys() <= _KEY_FIELD_NAMES:
+        raise KeystoreError(f"{where}: key entry has unknown fields {sorted(raw.keys() - _KEY_FIELD_NAMES)}")
+    values = {name: _number(raw.get(name)) for name in _KEY_FIELDS}
     for name, kind in _KEY_FIELDS.items():
-        value = _number(raw.get(name))
-        if not isinstance(value, kind):  # type: ignore[arg-type]
+        if not isinstance(values[name], kind):  # type: ignore[arg-type]
             raise KeystoreError(f"{where}: key field {name!r} is missing or has the wrong type")
-        values[name] = value
     public = values["public"]
-    if set(public) != {"kty", "crv", "x", "y"} or not all(isinstance(v, str) for v in public.values()):
+    if public.keys() != {"kty", "crv", "x", "y"} or not all(type(v) is str for v in public.values()):
         raise KeystoreError(f"{where}: key {values['kid']} has a malformed public JWK")
     return KeyRecord(**values)
 
@@ -208,6 +208,7 @@ def dump_state(state: State) -> bytes:
         "encryption": dict(state.encryption),
         "published_digest": state.published_digest,
         "published_confirmed_at": state.published_confirmed_at,
-        "keys": [asdict(k) for k in state.keys],
+        "keys": [{name: getattr(k, name) for name in _KEY_FIELDS} for k in state.keys],
     }
-    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    # Compact: the document is rewritten on every change; `rotator status` is the human view.
+    return (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")

@@ -272,7 +272,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         for token, kid, signed_at, exp in self.tokens:
             for i, pub in enumerate(history):
                 current_until = history[i + 1].at if i + 1 < len(history) else self.clock.now
-                if current_until < signed_at - M or pub.at > exp + L:
+                # A copy replaced at instant x is older than M at any instant after x + M.
+                if current_until <= signed_at - M or pub.at > exp + L:
                     continue
                 if pub.at > self.clock.now:
                     continue
