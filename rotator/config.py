@@ -120,7 +120,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 def _convert(name: str, kind: str, value: Any, source: str) -> Any:
     if kind == "duration":
-        return parse_duration(value, name=f"{name} (from {source})")
+        return parse_duration(value, name=name, source=source)
     if kind == "bool":
         if isinstance(value, bool):
             return value

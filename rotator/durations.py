@@ -12,10 +12,11 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
-def parse_duration(value: str | int | float, *, name: str = "duration") -> float:
+def parse_duration(value: str | int | float, *, name: str = "duration", source: str | None = None) -> float:
     """Return seconds. Bare numbers are seconds; anything else must be unit-tagged parts."""
+    where = f" (from {source})" if source else ""
     if isinstance(value, bool):
-        raise ConfigError(f"invalid {name} {value!r}: expected a duration such as 90s, 15m or 24h")
+        raise ConfigError(f"invalid {name} {value!r}{where}: expected a duration such as 90s, 15m or 24h")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
@@ -31,10 +32,10 @@ def parse_duration(value: str | int | float, *, name: str = "duration") -> float
                 pos = match.end()
             if pos != len(text) or not text:
                 raise ConfigError(
-                    f"invalid {name} {value!r}: expected a duration such as 90s, 15m or 24h"
+                    f"invalid {name} {value!r}{where}: expected a duration such as 90s, 15m or 24h"
                 )
     if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
-        raise ConfigError(f"invalid {name} {value!r}: must be a finite, non-negative duration")
+        raise ConfigError(f"invalid {name} {value!r}{where}: must be a finite, non-negative duration")
     return seconds
 
 
