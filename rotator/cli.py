@@ -268,7 +268,7 @@ def plan_cmd(days: float, **kwargs: Any) -> None:
     rotations = sum(1 for e in entries if e.event == "key_activated")
     click.echo(
         f"summary: {created} keys created, {rotations} activations, JWKS size max {max(sizes, default=0)} "
-        f"(bound W/P + 2 = {policy.max_jwks_keys})"
+        f"(bound ceil(W/P) + 2 = {policy.max_jwks_keys})"
     )
 
 

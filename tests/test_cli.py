@@ -90,7 +90,7 @@ def test_plan_prints_timeline_and_bound() -> None:
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert "retirement_window=1d" in lines[0]
-    assert lines[-1].startswith("summary:") and "JWKS size max 98" in lines[-1] and "bound W/P + 2 = 98" in lines[-1]
+    assert lines[-1].startswith("summary:") and "JWKS size max 98" in lines[-1] and "bound ceil(W/P) + 2 = 98" in lines[-1]
     assert any("key_removed" in line for line in lines)
 
 
