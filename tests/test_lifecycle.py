@@ -29,6 +29,12 @@ def _placeholder_factory() -> Callable[[float], KeyRecord]:
     return make
 
 
+def _bootstrapped(policy: Policy, factory: Callable[[float], KeyRecord], confirmed: list[str]) -> State:
+    """Plan a fresh key set at t=0, confirm the publication of `confirmed`, plan again."""
+    state = plan(State(encryption={}), policy, 0.0, factory).state
+    return plan(record_confirmation(state, confirmed, "d", 0.0).state, policy, 0.0, factory).state
+
+
 def test_bootstrap_publishes_two_keys_and_activates_one(make_rotator: Callable[..., Rotator]) -> None:
     """A fresh key set: first key active as soon as its publication is confirmed, successor pending."""
     result = make_rotator().step()
@@ -67,9 +73,7 @@ def test_successor_not_published_for_max_age_keeps_current_key() -> None:
     """(b) a successor confirmed less than M ago does not activate; the condition is reported."""
     policy = Policy()
     factory = _placeholder_factory()
-    state = plan(State(encryption={}), policy, 0.0, factory).state
-    state = record_confirmation(state, ["k1", "k2"], "d", 0.0).state
-    state = plan(state, policy, 0.0, factory).state
+    state = _bootstrapped(policy, factory, ["k1", "k2"])
     assert state.active is not None and state.active.kid == "k1"
     # k3 will be created when k2 activates; make k2 look freshly confirmed instead.
     k2 = state.get("k2")
@@ -86,8 +90,7 @@ def test_unconfirmed_successor_never_activates() -> None:
     """(a) a pending key whose publication was never confirmed does not sign, however late."""
     policy = Policy()
     factory = _placeholder_factory()
-    state = plan(State(encryption={}), policy, 0.0, factory).state
-    state = plan(record_confirmation(state, ["k1"], "d", 0.0).state, policy, 0.0, factory).state
+    state = _bootstrapped(policy, factory, ["k1"])
     assert state.active is not None and state.active.kid == "k1"
     result = plan(state, policy, 10 * P, factory)
     assert result.state.active is not None and result.state.active.kid == "k1"
@@ -97,8 +100,7 @@ def test_unconfirmed_successor_never_activates() -> None:
 def test_retired_key_lifecycle_private_destroyed_then_removed_then_purged() -> None:
     policy = Policy()
     factory = _placeholder_factory()
-    state = plan(State(encryption={}), policy, 0.0, factory).state
-    state = plan(record_confirmation(state, ["k1", "k2"], "d", 0.0).state, policy, 0.0, factory).state
+    state = _bootstrapped(policy, factory, ["k1", "k2"])
     state = plan(state, policy, P, factory).state
     k1 = state.get("k1")
     assert k1 is not None and k1.state is KeyState.RETIRED and k1.private is not None
@@ -180,8 +182,7 @@ def test_revoke_active_removes_it_now_and_promotes(make_rotator: Callable[..., R
 def test_revoke_without_published_successor_recovers_next_step() -> None:
     policy = Policy()
     factory = _placeholder_factory()
-    state = plan(State(encryption={}), policy, 0.0, factory).state
-    state = plan(record_confirmation(state, ["k1"], "d", 0.0).state, policy, 0.0, factory).state
+    state = _bootstrapped(policy, factory, ["k1"])
     revoked = revoke(state, "k1", 5.0)
     assert revoked.state.active is None
     assert [e.name for e in revoked.events] == ["rotator.key_revoked", "rotator.no_active_key"]
@@ -210,8 +211,7 @@ def test_state_time_never_goes_backwards() -> None:
 def test_next_due_points_at_rotation_then_cleanup() -> None:
     policy = Policy()
     factory = _placeholder_factory()
-    state = plan(State(encryption={}), policy, 0.0, factory).state
-    state = plan(record_confirmation(state, ["k1", "k2"], "d", 0.0).state, policy, 0.0, factory).state
+    state = _bootstrapped(policy, factory, ["k1", "k2"])
     assert next_due(state, policy) == P
     state = plan(state, policy, P, factory).state
     assert next_due(state, policy) == P + policy.private_key_grace

@@ -18,7 +18,7 @@ from rotator.publish import FilePublisher, build_jwks, check_jwks, publish
 from rotator.reconcile import STAGES, Rotator
 from rotator.state import KeyState
 from rotator.verifier import BadSignature, Expired
-from rotator.verifier._strict import strict_json
+from rotator._strict import strict_json
 from rotator.verifier._token import check_claims, verify_signature
 
 from .conftest import PASSPHRASE, Clock, load_vectors, verify_with

@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any, Iterable
 
+from .._strict import strict_json
 from ..errors import PublicationGuardError
 from ..keys import PRIVATE_MEMBERS
 from ..state import KeyState, State
@@ -44,15 +45,6 @@ def jwks_kids(body: bytes) -> list[str]:
     return [k["kid"] for k in doc["keys"]]
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise PublicationGuardError(f"JWKS has duplicate member {key!r}")
-        seen[key] = value
-    return seen
-
-
 def check_jwks(body: bytes, active: str | None, pending: Iterable[str]) -> None:
     """The publication guard. Raises PublicationGuardError unless ``body`` is safe to publish.
 
@@ -60,10 +52,8 @@ def check_jwks(body: bytes, active: str | None, pending: Iterable[str]) -> None:
     no private member anywhere, the active key first and every pending key present.
     """
     try:
-        doc = json.loads(body, object_pairs_hook=_reject_duplicates)
+        doc = strict_json(body)
     except (ValueError, UnicodeDecodeError) as e:
-        if isinstance(e, PublicationGuardError):
-            raise
         raise PublicationGuardError(f"JWKS is not valid JSON: {e}") from e
     if not isinstance(doc, dict) or set(doc) != {"keys"} or not isinstance(doc["keys"], list):
         raise PublicationGuardError('JWKS must be an object with exactly one member, "keys" (a list)')

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..keys import public_key_from_jwk
-from ._strict import strict_json
+from .._strict import strict_json
 
 __all__ = ["KeySet", "parse_jwks"]
 

@@ -23,7 +23,7 @@ from ._errors import (
     WrongAudience,
     WrongIssuer,
 )
-from ._strict import strict_json
+from .._strict import strict_json
 
 __all__ = ["decode_header", "verify_signature", "check_claims", "verify_token", "MAX_TOKEN_BYTES"]
 
