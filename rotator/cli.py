@@ -131,7 +131,12 @@ def rotate(force: bool, **kwargs: Any) -> None:
     _report(result, settings)
 
 
-@main.command(name="retire")
+# Kids are base64url, so one in 32 starts with "-": take unknown option-like
+# tokens as the KID argument, and keep -h free of meaning on these commands.
+_KID_COMMAND = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
+
+
+@main.command(name="retire", context_settings=_KID_COMMAND)
 @click.argument("kid")
 @_store_options
 @_handle_errors
@@ -143,7 +148,7 @@ def retire_cmd(kid: str, **kwargs: Any) -> None:
     _report(result, settings)
 
 
-@main.command(name="revoke")
+@main.command(name="revoke", context_settings=_KID_COMMAND)
 @click.argument("kid")
 @_store_options
 @_handle_errors

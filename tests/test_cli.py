@@ -106,6 +106,14 @@ def test_retire_and_revoke_commands(bootstrapped: dict[str, str]) -> None:
     assert active not in run(bootstrapped, "jwks").output
 
 
+@pytest.mark.parametrize("command", ["retire", "revoke"])
+@pytest.mark.parametrize("kid", ["-r0XdOmXtI0PcwbG9yrK7xKSij7vepA2OAY0FmHEuWE", "-hAbc", "--x-y"])
+def test_kid_starting_with_dash_is_an_argument(bootstrapped: dict[str, str], command: str, kid: str) -> None:
+    """base64url kids may start with '-'; they are taken as the KID, not as options."""
+    result = run(bootstrapped, command, kid)
+    assert result.exit_code == 5 and f"no key with kid {kid!r}" in result.stderr
+
+
 def _assert_clean_failure(result: Result, fragment: str, before: dict[str, str], keystore: Path) -> None:
     assert result.exit_code not in (0, None), result.output
     lines = result.stderr.strip().splitlines()
