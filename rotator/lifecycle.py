@@ -196,7 +196,9 @@ def revoke(state: State, kid: str, now: float) -> Plan:
     return Plan(state=replace(_replace_keys(state, changed), updated_at=now), events=tuple(events))
 
 
-def record_confirmation(state: State, kids: Iterable[str], digest: str, now: float) -> Plan:
+def record_confirmation(
+    state: State, kids: Iterable[str], digest: str, now: float, etag: str | None = None
+) -> Plan:
     """Record that a JWKS with ``digest`` holding ``kids`` was read back from the publish target."""
     now = _effective_now(state, now)
     seen = set(kids)
@@ -207,8 +209,8 @@ def record_confirmation(state: State, kids: Iterable[str], digest: str, now: flo
     ]
     events = tuple(Event("rotator.publication_confirmed", k.kid) for k in changed)
     new = _replace_keys(state, changed)
-    new = replace(new, published_digest=digest, published_confirmed_at=now)
-    if changed or state.published_digest != digest:
+    new = replace(new, published_digest=digest, published_confirmed_at=now, published_etag=etag)
+    if changed or state.published_digest != digest or state.published_etag != etag:
         new = replace(new, updated_at=now)
     return Plan(state=new, events=events)
 

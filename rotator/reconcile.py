@@ -155,7 +155,7 @@ class Rotator:
             # Stamp the confirmation after the read-back, not with the step's start
             # time: a step that stalled must not make a key look published earlier
             # than it was, or its M wait would be cut short.
-            confirmed = record_confirmation(state, jwks_kids(body), digest, self.clock())
+            confirmed = record_confirmation(state, jwks_kids(body), digest, self.clock(), self.publisher.etag)
             state = confirmed.state
             events.extend(confirmed.events)
         if state != saved:

@@ -73,6 +73,7 @@ class State:
     keyset: str = "default"
     published_digest: str | None = None  # sha256 of the last JWKS confirmed
     published_confirmed_at: float | None = None
+    published_etag: str | None = None  # the publish target's version tag for that JWKS, if it has one
     schema_version: int = SCHEMA_VERSION
 
     def in_state(self, *states: KeyState) -> list[KeyRecord]:
@@ -167,6 +168,7 @@ def parse_state(data: bytes, where: str) -> State:
         keys = doc["keys"]
         digest = doc.get("published_digest")
         confirmed_at = _number(doc.get("published_confirmed_at"))
+        etag = doc.get("published_etag")
     except KeyError as e:
         raise KeystoreError(f"{where} lacks the field {e.args[0]!r}") from e
     if (
@@ -178,6 +180,7 @@ def parse_state(data: bytes, where: str) -> State:
         or not isinstance(keys, list)
         or not isinstance(digest, (str, type(None)))
         or not isinstance(confirmed_at, (float, type(None)))
+        or not isinstance(etag, (str, type(None)))
     ):
         raise KeystoreError(f"{where} has a field of the wrong type")
     records = tuple(_parse_key(k, where) for k in keys)
@@ -192,6 +195,7 @@ def parse_state(data: bytes, where: str) -> State:
         keyset=keyset,
         published_digest=digest,
         published_confirmed_at=confirmed_at,
+        published_etag=etag,
         schema_version=version,
     )
     if len(state.in_state(KeyState.ACTIVE)) > 1:
@@ -208,6 +212,7 @@ def dump_state(state: State) -> bytes:
         "encryption": dict(state.encryption),
         "published_digest": state.published_digest,
         "published_confirmed_at": state.published_confirmed_at,
+        "published_etag": state.published_etag,
         "keys": [{name: getattr(k, name) for name in _KEY_FIELDS} for k in state.keys],
     }
     # Compact: the document is rewritten on every change; `rotator status` is the human view.

@@ -55,12 +55,16 @@ class FaultyPublisher:
         self.writes = 0
         self.reads = 0
 
-    def write(self, body: bytes, generation: int) -> bool:
+    @property
+    def etag(self) -> str | None:
+        return self.inner.etag
+
+    def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
         if self.fail_writes:
             raise PublishError("injected: publish target answered 503")
         self.writes += 1
         before = self.inner.read_back()
-        written = self.inner.write(body, generation)
+        written = self.inner.write(body, generation, previous_etag)
         if written and body != before:
             self.history.append(Publication(self.clock(), body, generation))
         return written

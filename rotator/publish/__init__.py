@@ -23,9 +23,14 @@ __all__ = [
 
 class Publisher(Protocol):
     location: str
+    etag: str | None  # version tag of the document last written or read, where the target has one
 
-    def write(self, body: bytes, generation: int) -> bool:
-        """Store ``body`` unless a newer generation is there; True when written."""
+    def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
+        """Store ``body`` unless a newer generation is there; True when written.
+
+        ``previous_etag`` is the tag of the JWKS this state last confirmed; a
+        target that supports it replaces only that version (conditional put).
+        """
 
     def read_back(self) -> bytes | None:
         """The document as a verifier would now fetch it (None: nothing published)."""
@@ -35,7 +40,7 @@ def publish(publisher: Publisher, state: State, body: bytes) -> bool:
     """Guard, then write. The only way rotator publishes a JWKS."""
     active, pending = required_kids(state)
     check_jwks(body, active, pending)
-    return publisher.write(body, state.generation)
+    return publisher.write(body, state.generation, state.published_etag)
 
 
 def open_publisher(url: str) -> Publisher:

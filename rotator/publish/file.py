@@ -26,7 +26,9 @@ class FilePublisher:
     def from_url(cls, url: str) -> "FilePublisher":
         return cls(path_from_url(url))
 
-    def write(self, body: bytes, generation: int) -> bool:
+    etag = None  # files have no version tags; the lock and generation file do that work
+
+    def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
         """Write ``body`` unless a newer generation is already published. True if written."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
