@@ -15,9 +15,10 @@ from .config import Settings, load_settings
 from .durations import format_duration, parse_duration
 from .errors import ConfigError, RotatorError
 from .issuer import Signer
-from .keystore import open_keystore
+from ._aws import S3Options
+from .keystore import Keystore, open_keystore
 from .lifecycle import retire, revoke
-from .publish import open_publisher
+from .publish import Publisher, discovery_document, open_publisher
 from .reconcile import Rotator, StepResult
 from .state import KeyRecord, State
 
@@ -52,6 +53,16 @@ def _store_options(func: F) -> F:
             metavar="FILE",
             help="File holding the keystore passphrase (else ROTATOR_KEYSTORE_PASSPHRASE).",
         ),
+        click.option("--kms-key-id", default=None, metavar="ID", help="AWS KMS key for envelope encryption (ROTATOR_KMS_KEY_ID)."),
+        click.option("--s3-endpoint-url", default=None, metavar="URL", help="S3-compatible endpoint (ROTATOR_S3_ENDPOINT_URL)."),
+        click.option(
+            "--s3-single-writer",
+            is_flag=True,
+            default=None,
+            help="Allow a store that ignores conditional writes; only one rotator may run.",
+        ),
+        click.option("--public-url", default=None, metavar="URL", help="URL verifiers fetch the JWKS from; confirmation reads it."),
+        click.option("--discovery", is_flag=True, default=None, help="Also publish an OpenID discovery document."),
         click.option(
             "--insecure-plaintext-keys",
             is_flag=True,
@@ -84,13 +95,28 @@ def _handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _s3(settings: Settings) -> S3Options:
+    return S3Options(endpoint_url=settings.s3_endpoint_url, single_writer=settings.s3_single_writer)
+
+
+def _keystore(settings: Settings) -> Keystore:
+    return open_keystore(settings.keystore, _s3(settings))
+
+
+def _publisher(settings: Settings) -> Publisher:
+    return open_publisher(
+        settings.publish, s3=_s3(settings), max_age=settings.policy.max_age, public_url=settings.public_url
+    )
+
+
 def _rotator(settings: Settings) -> Rotator:
     return Rotator(
-        keystore=open_keystore(settings.keystore),
-        publisher=open_publisher(settings.publish),
+        keystore=_keystore(settings),
+        publisher=_publisher(settings),
         policy=settings.policy,
         passphrase=settings.resolved_passphrase(),
         allow_plaintext=settings.insecure_plaintext_keys,
+        kms_key_id=settings.kms_key_id,
     )
 
 
@@ -110,7 +136,7 @@ def _report(result: StepResult, settings: Settings) -> None:
     click.echo(
         f"active {active.kid if active else 'none'}; "
         f"pending {', '.join(k.kid for k in state.pending) or 'none'}; "
-        f"{len(published)} key(s) published at {open_publisher(settings.publish).location}"
+        f"{len(published)} key(s) published at {_publisher(settings).location}"
     )
 
 
@@ -127,7 +153,10 @@ def main() -> None:
 def rotate(force: bool, **kwargs: Any) -> None:
     """Run one reconcile step: create, activate, retire and remove keys as due."""
     settings = _settings(kwargs)
-    result = _rotator(settings).step(force=force)
+    rotator = _rotator(settings)
+    result = rotator.step(force=force)
+    if settings.discovery and result.published and settings.issuer and settings.public_url:
+        rotator.publisher.write_discovery(discovery_document(settings.issuer, settings.public_url))
     _report(result, settings)
 
 
@@ -184,7 +213,7 @@ def _key_row(key: KeyRecord, settings: Settings) -> dict[str, Any]:
 def status(as_json: bool, **kwargs: Any) -> None:
     """Show every key with its state and times (UTC)."""
     settings = _settings(kwargs)
-    state = open_keystore(settings.keystore).load()
+    state = _keystore(settings).load()
     if state is None:
         raise ConfigError(f"no key set at {settings.keystore}: run `rotator rotate` to create one")
     rows = [_key_row(k, settings) for k in _status_order(state)]
@@ -209,7 +238,7 @@ def _status_order(state: State) -> list[KeyRecord]:
 def jwks(**kwargs: Any) -> None:
     """Print the published JWKS."""
     settings = _settings(kwargs)
-    publisher = open_publisher(settings.publish)
+    publisher = _publisher(settings)
     body = publisher.read_back()
     if body is None:
         raise ConfigError(f"nothing published at {publisher.location}: run `rotator rotate` first")
@@ -238,11 +267,12 @@ def sign(subject: str, audience: str, ttl: str | None, claims: tuple[str, ...], 
     """Print a token signed with the active key."""
     settings = _settings(kwargs)
     signer = Signer(
-        open_keystore(settings.keystore),
+        _keystore(settings),
         settings.policy,
         passphrase=settings.resolved_passphrase(),
         allow_plaintext=settings.insecure_plaintext_keys,
         issuer=settings.issuer,
+        kms_key_id=settings.kms_key_id,
     )
     lifetime = parse_duration(ttl, name="--ttl") if ttl is not None else None
     click.echo(signer.sign(dict(_claim(c) for c in claims), subject=subject, audience=audience, ttl=lifetime))

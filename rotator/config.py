@@ -83,6 +83,11 @@ class Settings:
     passphrase: str | None = field(default=None, repr=False)
     passphrase_file: str | None = None
     insecure_plaintext_keys: bool = False
+    kms_key_id: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_single_writer: bool = False
+    public_url: str | None = None
+    discovery: bool = False
     policy: Policy = field(default_factory=Policy)
 
     def resolved_passphrase(self) -> str | None:
@@ -110,6 +115,11 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "passphrase": ("ROTATOR_KEYSTORE_PASSPHRASE", "secret"),
     "passphrase_file": ("ROTATOR_KEYSTORE_PASSPHRASE_FILE", "str"),
     "insecure_plaintext_keys": ("ROTATOR_INSECURE_PLAINTEXT_KEYS", "bool"),
+    "kms_key_id": ("ROTATOR_KMS_KEY_ID", "str"),
+    "s3_endpoint_url": ("ROTATOR_S3_ENDPOINT_URL", "str"),
+    "s3_single_writer": ("ROTATOR_S3_SINGLE_WRITER", "bool"),
+    "public_url": ("ROTATOR_PUBLIC_URL", "str"),
+    "discovery": ("ROTATOR_DISCOVERY", "bool"),
     **{name: (f"ROTATOR_{name.upper()}", "duration") for name in _POLICY_FIELDS},
 }
 SETTING_NAMES = tuple(_SETTINGS)
@@ -180,4 +190,7 @@ def load_settings(
             values[name] = _convert(name, kind, file_values[name], str(config_file))
 
     policy = Policy(**{k: values.pop(k) for k in _POLICY_FIELDS if k in values})
-    return Settings(policy=policy, **values)
+    settings = Settings(policy=policy, **values)
+    if settings.discovery and not (settings.issuer and settings.public_url):
+        raise ConfigError("discovery needs issuer and public_url (the jwks_uri verifiers fetch)")
+    return settings

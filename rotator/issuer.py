@@ -40,7 +40,9 @@ class Signer:
         allow_plaintext: bool = False,
         issuer: str | None = None,
         clock: Callable[[], float] = time.time,
+        kms_key_id: str | None = None,
     ) -> None:
+        self._kms_key_id = kms_key_id
         self._keystore = keystore
         self._policy = policy
         self._passphrase = passphrase
@@ -68,7 +70,7 @@ class Signer:
             raise NoActiveKey(f"active key {active.kid} in {where} is unconfirmed or has no private half")
         if self._current is not None and self._current[0].kid == active.kid:
             return self._current
-        sealer = open_sealer(state.encryption, self._passphrase, self._allow_plaintext)
+        sealer = open_sealer(state.encryption, self._passphrase, self._allow_plaintext, kms_key_id=self._kms_key_id)
         return active, private_from_bytes(sealer.unseal(active.private, state.keyset, active.kid))
 
     @property

@@ -54,11 +54,12 @@ class Rotator:
     clock: Clock = time.time
     scrypt_n: int = DEFAULT_SCRYPT_N
     max_attempts: int = 10
+    kms_key_id: str | None = None
 
     def sealer_for(self, state: State | None) -> Sealer:
         if state is None:
-            return new_sealer(self.passphrase, self.allow_plaintext, scrypt_n=self.scrypt_n)
-        return open_sealer(state.encryption, self.passphrase, self.allow_plaintext)
+            return new_sealer(self.passphrase, self.allow_plaintext, scrypt_n=self.scrypt_n, kms_key_id=self.kms_key_id)
+        return open_sealer(state.encryption, self.passphrase, self.allow_plaintext, kms_key_id=self.kms_key_id)
 
     def load(self) -> State | None:
         """The stored state, after checking that this configuration can open it."""

@@ -8,6 +8,10 @@ key set is created:
   and kid are the associated data, so a ciphertext cannot be moved to another
   key. A check value in the header tells a wrong passphrase apart from damage
   before anything is written.
+- ``kms-aes256gcm``: envelope encryption under an AWS KMS key. Each private
+  key gets its own data key from KMS GenerateDataKey; only the KMS-encrypted
+  data key is stored. The key set and kid are the AES-GCM associated data and
+  the KMS encryption context, so neither ciphertext can be replayed elsewhere.
 - ``none``: plaintext, only with the loudly named ``insecure_plaintext_keys``.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -25,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from ._b64 import b64url_decode, b64url_encode
 from .errors import KeystoreError, WrongPassphrase
 
-__all__ = ["Sealer", "PassphraseSealer", "PlaintextSealer", "new_sealer", "open_sealer"]
+__all__ = ["Sealer", "PassphraseSealer", "KmsSealer", "PlaintextSealer", "new_sealer", "open_sealer"]
 
 DEFAULT_SCRYPT_N = 2**15
 _MIN_SCRYPT_N = 2**10
@@ -108,6 +112,97 @@ class PassphraseSealer:
             raise KeystoreError(f"private key of {kid} cannot be decrypted: ciphertext damaged") from e
 
 
+class KmsSealer:
+    scheme = "kms-aes256gcm"
+
+    def __init__(self, key_id: str, client_factory: Callable[[], Any]) -> None:
+        self.key_id = key_id
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._check: str | None = None
+
+    @property
+    def _kms(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    @classmethod
+    def create(cls, key_id: str, client_factory: Callable[[], Any]) -> "KmsSealer":
+        sealer = cls(key_id, client_factory)
+        sealer._check = sealer._seal(_CHECK_PLAINTEXT, "rotator", "check")
+        return sealer
+
+    @classmethod
+    def open(cls, header: Mapping[str, Any], configured_key_id: str | None, client_factory: Callable[[], Any]) -> "KmsSealer":
+        key_id, check = header.get("key_id"), header.get("check")
+        if not isinstance(key_id, str) or not isinstance(check, str):
+            raise KeystoreError("state file has a damaged KMS encryption header")
+        if configured_key_id and configured_key_id != key_id:
+            raise KeystoreError(
+                f"keystore is encrypted under KMS key {key_id}, but ROTATOR_KMS_KEY_ID is {configured_key_id}"
+            )
+        sealer = cls(key_id, client_factory)
+        if sealer._unseal(check, "rotator", "check") != _CHECK_PLAINTEXT:
+            raise KeystoreError(f"KMS key {key_id} check value does not match")
+        sealer._check = check
+        return sealer
+
+    def header(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "key_id": self.key_id, "check": self._check}
+
+    @staticmethod
+    def _context(keyset: str, kid: str) -> dict[str, str]:
+        return {"rotator:keyset": keyset, "rotator:kid": kid}
+
+    def _kms_call(self, action: str, kid: str, call: Callable[[], Any]) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return call()
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "error")
+            raise KeystoreError(f"KMS {action} for {kid} with key {self.key_id} failed: {code}") from e
+        except BotoCoreError as e:
+            raise KeystoreError(f"KMS {action} for {kid} with key {self.key_id} failed: {e}") from e
+
+    def _seal(self, plaintext: bytes, keyset: str, kid: str) -> str:
+        data_key = self._kms_call(
+            "GenerateDataKey",
+            kid,
+            lambda: self._kms.generate_data_key(
+                KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=self._context(keyset, kid)
+            ),
+        )
+        nonce = os.urandom(12)
+        sealed = AESGCM(data_key["Plaintext"]).encrypt(nonce, plaintext, _aad(keyset, kid))
+        return f"{b64url_encode(data_key['CiphertextBlob'])}.{b64url_encode(nonce + sealed)}"
+
+    def _unseal(self, blob: str, keyset: str, kid: str) -> bytes:
+        try:
+            wrapped_text, _, sealed_text = blob.partition(".")
+            wrapped, sealed = b64url_decode(wrapped_text), b64url_decode(sealed_text)
+        except ValueError as e:
+            raise KeystoreError(f"private key of {kid} is damaged (not a KMS envelope)") from e
+        data_key = self._kms_call(
+            "Decrypt",
+            kid,
+            lambda: self._kms.decrypt(
+                CiphertextBlob=wrapped, KeyId=self.key_id, EncryptionContext=self._context(keyset, kid)
+            ),
+        )
+        try:
+            return AESGCM(data_key["Plaintext"]).decrypt(sealed[:12], sealed[12:], _aad(keyset, kid))
+        except (InvalidTag, ValueError) as e:
+            raise KeystoreError(f"private key of {kid} cannot be decrypted: ciphertext damaged") from e
+
+    def seal(self, plaintext: bytes, keyset: str, kid: str) -> str:
+        return self._seal(plaintext, keyset, kid)
+
+    def unseal(self, blob: str, keyset: str, kid: str) -> bytes:
+        return self._unseal(blob, keyset, kid)
+
+
 class PlaintextSealer:
     scheme = "none"
 
@@ -130,8 +225,23 @@ _NO_PASSPHRASE = (
 )
 
 
-def new_sealer(passphrase: str | None, allow_plaintext: bool, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> Sealer:
-    """The sealer for a key set being created."""
+def _default_kms_client() -> Any:
+    from ._aws import kms_client
+
+    return kms_client()
+
+
+def new_sealer(
+    passphrase: str | None,
+    allow_plaintext: bool,
+    *,
+    scrypt_n: int = DEFAULT_SCRYPT_N,
+    kms_key_id: str | None = None,
+    kms_client: Callable[[], Any] = _default_kms_client,
+) -> Sealer:
+    """The sealer for a key set being created: KMS if configured, else passphrase, else (if allowed) none."""
+    if kms_key_id:
+        return KmsSealer.create(kms_key_id, kms_client)
     if passphrase:
         return PassphraseSealer.create(passphrase, n=scrypt_n)
     if allow_plaintext:
@@ -139,9 +249,18 @@ def new_sealer(passphrase: str | None, allow_plaintext: bool, *, scrypt_n: int =
     raise KeystoreError(_NO_PASSPHRASE)
 
 
-def open_sealer(header: Mapping[str, Any], passphrase: str | None, allow_plaintext: bool) -> Sealer:
+def open_sealer(
+    header: Mapping[str, Any],
+    passphrase: str | None,
+    allow_plaintext: bool,
+    *,
+    kms_key_id: str | None = None,
+    kms_client: Callable[[], Any] = _default_kms_client,
+) -> Sealer:
     """The sealer for an existing key set; refuses a scheme the settings do not allow."""
     scheme = header.get("scheme")
+    if scheme == KmsSealer.scheme:
+        return KmsSealer.open(header, kms_key_id, kms_client)
     if scheme == PassphraseSealer.scheme:
         if not passphrase:
             raise KeystoreError(_NO_PASSPHRASE.split(";")[0] + " (the keystore is encrypted)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .._aws import S3Options
 from ..errors import ConfigError
 from ..state import State
 from .file import FileKeystore
@@ -27,8 +28,12 @@ class Keystore(Protocol):
         """A cheap token that changes whenever the stored document changes."""
 
 
-def open_keystore(url: str) -> Keystore:
+def open_keystore(url: str, s3: S3Options | None = None) -> Keystore:
     if url.startswith("file://") or "://" not in url:
         return FileKeystore.from_url(url)
+    if url.startswith("s3://"):
+        from .s3 import S3Keystore
+
+        return S3Keystore.from_url(url, s3 or S3Options())
     scheme = url.split("://", 1)[0]
-    raise ConfigError(f"unsupported keystore URL scheme {scheme!r} in {url!r} (supported: file://)")
+    raise ConfigError(f"unsupported keystore URL scheme {scheme!r} in {url!r} (supported: file://, s3://)")

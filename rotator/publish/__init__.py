@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .._aws import S3Options
 from ..errors import ConfigError
 from ..state import State
 from .file import FilePublisher
-from .jwks import build_jwks, check_jwks, jwks_digest, jwks_kids, required_kids
+from .jwks import build_jwks, check_jwks, discovery_document, jwks_digest, jwks_kids, required_kids
 
 __all__ = [
     "Publisher",
@@ -18,6 +19,7 @@ __all__ = [
     "check_jwks",
     "jwks_digest",
     "jwks_kids",
+    "discovery_document",
 ]
 
 
@@ -35,6 +37,9 @@ class Publisher(Protocol):
     def read_back(self) -> bytes | None:
         """The document as a verifier would now fetch it (None: nothing published)."""
 
+    def write_discovery(self, body: bytes) -> None:
+        """Write the OpenID discovery document beside the JWKS."""
+
 
 def publish(publisher: Publisher, state: State, body: bytes) -> bool:
     """Guard, then write. The only way rotator publishes a JWKS."""
@@ -43,8 +48,14 @@ def publish(publisher: Publisher, state: State, body: bytes) -> bool:
     return publisher.write(body, state.generation, state.published_etag)
 
 
-def open_publisher(url: str) -> Publisher:
+def open_publisher(
+    url: str, *, s3: S3Options | None = None, max_age: float = 300.0, public_url: str | None = None
+) -> Publisher:
     if url.startswith("file://") or "://" not in url:
         return FilePublisher.from_url(url)
+    if url.startswith("s3://"):
+        from .s3 import S3Publisher
+
+        return S3Publisher.from_url(url, s3 or S3Options(), max_age=max_age, public_url=public_url)
     scheme = url.split("://", 1)[0]
-    raise ConfigError(f"unsupported publish URL scheme {scheme!r} in {url!r} (supported: file://)")
+    raise ConfigError(f"unsupported publish URL scheme {scheme!r} in {url!r} (supported: file://, s3://)")

@@ -48,6 +48,12 @@ class FilePublisher:
         except OSError as e:
             raise PublishError(f"cannot write {self.path}: {e.strerror}") from e
 
+    def write_discovery(self, body: bytes) -> None:
+        try:
+            atomic_write(self.path.with_name("openid-configuration"), body, 0o644)
+        except OSError as e:
+            raise PublishError(f"cannot write discovery document beside {self.path}: {e.strerror}") from e
+
     def read_back(self) -> bytes | None:
         try:
             return self.path.read_bytes()

@@ -11,7 +11,7 @@ from ..errors import PublicationGuardError
 from ..keys import PRIVATE_MEMBERS
 from ..state import KeyState, State
 
-__all__ = ["build_jwks", "jwks_digest", "check_jwks", "jwks_kids", "required_kids"]
+__all__ = ["build_jwks", "jwks_digest", "check_jwks", "jwks_kids", "required_kids", "discovery_document"]
 
 
 def _order(state: State) -> list[Any]:
@@ -74,3 +74,9 @@ def check_jwks(body: bytes, active: str | None, pending: Iterable[str]) -> None:
     missing = [kid for kid in pending if kid not in kids]
     if missing:
         raise PublicationGuardError(f"JWKS lacks pending key(s) {', '.join(missing)}")
+
+
+def discovery_document(issuer: str, jwks_uri: str) -> bytes:
+    """OpenID Provider metadata naming the JWKS (the members rotator can vouch for)."""
+    doc = {"issuer": issuer, "jwks_uri": jwks_uri, "id_token_signing_alg_values_supported": ["ES256"]}
+    return (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode()

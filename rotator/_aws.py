@@ -1,0 +1,58 @@
+"""boto3 clients, imported lazily so that nothing outside the S3/KMS backends loads boto3."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["S3Options", "s3_client", "kms_client", "split_s3_url", "error_code", "http_status"]
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint_url: str | None = None  # MinIO, Ceph, R2, moto: anything S3-compatible
+    single_writer: bool = False  # allow stores that ignore conditional writes
+    max_attempts: int = 5
+
+
+def _config(max_attempts: int) -> Any:
+    from botocore.config import Config
+
+    # Standard retry mode retries throttling and 5xx with backoff; timeouts keep a
+    # hung endpoint from holding a reconcile step forever.
+    return Config(retries={"mode": "standard", "max_attempts": max_attempts}, connect_timeout=5, read_timeout=15)
+
+
+def s3_client(options: S3Options) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=options.endpoint_url, config=_config(options.max_attempts))
+
+
+def kms_client() -> Any:
+    """Region, credentials and endpoint (AWS_ENDPOINT_URL_KMS) from the standard AWS chain."""
+    import boto3
+
+    return boto3.client("kms", config=_config(5))
+
+
+def split_s3_url(url: str, what: str) -> tuple[str, str]:
+    """``s3://bucket/key/or/prefix`` -> (bucket, key-or-prefix)."""
+    rest = url[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise ConfigError(f"{what} URL {url!r} names no bucket (expected s3://bucket/prefix)")
+    return bucket, key.strip("/")
+
+
+def error_code(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", type(error).__name__))
+
+
+def http_status(error: Exception) -> int | None:
+    response = getattr(error, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None

@@ -1,0 +1,155 @@
+"""S3 publisher: the JWKS as one object, never replaced by an older generation.
+
+The generation of the state that produced a document rides in its metadata.
+A put replaces only the version this state last confirmed (If-Match on the
+ETag recorded in the state); when that fails, the publisher looks at what is
+there and steps aside for a newer generation. Confirmation reads the object
+back, or, with a public URL configured, fetches it the way verifiers do
+(through a CDN in front), waiting a bounded time for caches to catch up.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+from .._aws import S3Options, error_code, http_status, s3_client, split_s3_url
+from ..errors import PublishError
+
+__all__ = ["S3Publisher"]
+
+CONTENT_TYPE = "application/jwk-set+json"
+
+
+class S3Publisher:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        *,
+        max_age: float,
+        public_url: str | None = None,
+        confirm_wait: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._s3 = client
+        self.bucket = bucket
+        self.key = key if key.endswith(".json") else (f"{key}/jwks.json" if key else "jwks.json")
+        self.location = public_url or f"s3://{bucket}/{self.key}"
+        self.cache_control = f"public, max-age={int(max_age)}"
+        self.public_url = public_url
+        self.confirm_wait = confirm_wait
+        self._sleep = sleep
+        self.etag: str | None = None
+        self._last_written: bytes | None = None
+
+    @classmethod
+    def from_url(cls, url: str, options: S3Options, *, max_age: float, public_url: str | None = None) -> "S3Publisher":
+        bucket, key = split_s3_url(url, "publish")
+        return cls(s3_client(options), bucket, key, max_age=max_age, public_url=public_url)
+
+    def _fail(self, action: str, e: Exception) -> PublishError:
+        return PublishError(f"cannot {action} s3://{self.bucket}/{self.key}: {error_code(e)}")
+
+    def _published_generation(self) -> tuple[int, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as e:
+            if http_status(e) == 404:
+                return None
+            raise self._fail("check", e) from e
+        try:
+            generation = int(head.get("Metadata", {}).get("generation", "0"))
+        except ValueError:
+            generation = 0
+        return generation, str(head["ETag"])
+
+    def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        condition: dict[str, str] = {"IfMatch": previous_etag} if previous_etag else {"IfNoneMatch": "*"}
+        for _ in range(3):
+            try:
+                response = self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=body,
+                    ContentType=CONTENT_TYPE,
+                    CacheControl=self.cache_control,
+                    Metadata={"generation": str(generation)},
+                    **condition,
+                )
+            except ClientError as e:
+                if http_status(e) not in (412, 409):
+                    raise self._fail("write", e) from e
+                current = self._published_generation()
+                if current is None:
+                    condition = {"IfNoneMatch": "*"}
+                    continue
+                if current[0] > generation:
+                    return False  # a newer state's JWKS is there: never roll it back
+                condition = {"IfMatch": current[1]}
+                continue
+            except BotoCoreError as e:
+                raise self._fail("write", e) from e
+            self.etag = str(response["ETag"])
+            self._last_written = body
+            return True
+        raise PublishError(f"s3://{self.bucket}/{self.key} kept changing while publishing; retry")
+
+    def write_discovery(self, body: bytes) -> None:
+        """OpenID discovery document beside the JWKS (``<prefix>/openid-configuration``)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.key.rsplit("/", 1)[0] + "/openid-configuration" if "/" in self.key else "openid-configuration"
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", CacheControl=self.cache_control
+            )
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail("write discovery document beside", e) from e
+
+    def _read_s3(self) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=self.key)
+            data: bytes = response["Body"].read()
+        except ClientError as e:
+            if error_code(e) in ("NoSuchKey", "404"):
+                return None
+            raise self._fail("read back", e) from e
+        except BotoCoreError as e:
+            raise self._fail("read back", e) from e
+        self.etag = str(response["ETag"])
+        return data
+
+    def _read_public(self) -> bytes | None:
+        assert self.public_url is not None
+        request = urllib.request.Request(self.public_url, headers={"Cache-Control": "no-cache"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (operator-set URL)
+                return bytes(response.read(1 << 20))
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise PublishError(f"cannot fetch {self.public_url}: HTTP {e.code}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise PublishError(f"cannot fetch {self.public_url}: {getattr(e, 'reason', e)}") from e
+
+    def read_back(self) -> bytes | None:
+        if self.public_url is None:
+            return self._read_s3()
+        # Through a CDN, a fresh write may take a while to show: wait, bounded.
+        deadline = time.monotonic() + self.confirm_wait
+        while True:
+            data = self._read_public()
+            if self._last_written is None or data == self._last_written or time.monotonic() >= deadline:
+                return data
+            self._sleep(1.0)
+
