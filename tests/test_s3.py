@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from rotator._aws import S3Options
+from rotator._aws import S3Options, s3_client
 from rotator.config import Policy
 from rotator.errors import ConflictError, KeystoreError, PublishError
 from rotator.issuer import Signer
@@ -45,8 +45,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
 
 def make(aws: dict[str, Any], clock: Clock, *, client: Any = None, kms_key_id: str | None = None, single_writer: bool = False) -> Rotator:
-    s3 = client or boto3.client("s3")
     options = S3Options(single_writer=single_writer)
+    s3 = client or s3_client(options)
     return Rotator(
         keystore=S3Keystore(s3, BUCKET, "keys/prod", options),
         publisher=S3Publisher(s3, BUCKET, "public/jwks.json", max_age=M),
@@ -185,11 +185,11 @@ def test_s3_requests_per_step(aws: dict[str, Any], clock: Clock, capsys: pytest.
      ("PutObject", 400, "ThrottlingException")],
 )
 def test_transient_errors_are_retried(aws: dict[str, Any], clock: Clock, operation: str, status: int, code: str) -> None:
-    """Throttling and 5xx answered twice in a row: botocore's standard retries carry the step through."""
-    client = boto3.client("s3")
-    failed = inject_failures(client, operation, status, code, times=2)
+    """Throttling and 5xx answered four times in a row: the standard retry mode's fifth attempt carries the step."""
+    client = s3_client(S3Options())  # rotator's own client: standard retry mode, 5 attempts
+    failed = inject_failures(client, operation, status, code, times=4)
     state = make(aws, clock, client=client).step().state
-    assert failed() == 2 and state.active is not None
+    assert failed() == 4 and state.active is not None
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_persistent_failure_leaves_previous_jwks_and_next_run_repairs(aws: dict[
     published = get(aws, "public/jwks.json")["body"]
     signing = good.keystore.load().active.kid  # type: ignore[union-attr]
     clock.advance(P)
-    client = boto3.client("s3")
+    client = s3_client(S3Options())
     inject_failures(client, operation, 503, "ServiceUnavailable", when=lambda request: target in request.url)
     with pytest.raises((KeystoreError, PublishError)) as info:
         make(aws, clock, client=client).step()
