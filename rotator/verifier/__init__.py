@@ -1,6 +1,16 @@
-"""Token verification against a published JWKS.
+"""Verify ES256 JWTs against a published JWKS.
 
-Imports only the standard library and ``cryptography``.
+Imports only the standard library and ``cryptography``::
+
+    from rotator.verifier import Verifier, InvalidToken, KeysUnavailable
+
+    verifier = Verifier("https://issuer.example/jwks.json", issuer="https://issuer.example", audience="api")
+    try:
+        claims = verifier.verify(token)
+    except InvalidToken:      # 401
+        ...
+    except KeysUnavailable:   # 503
+        ...
 """
 
 from __future__ import annotations
@@ -9,11 +19,13 @@ from ._errors import (
     BadSignature,
     Expired,
     ForbiddenHeader,
+    InvalidLifetime,
     InvalidToken,
     KeysUnavailable,
     MalformedToken,
     MissingClaim,
     NotYetValid,
+    Revoked,
     UnknownKey,
     UnsupportedAlgorithm,
     VerifierError,
@@ -21,9 +33,15 @@ from ._errors import (
     WrongIssuer,
 )
 from ._jwks import parse_jwks
+from ._keycache import CacheStats
+from ._revocation import JtiDenylist
 from ._token import verify_token
+from ._verifier import Verifier
 
 __all__ = [
+    "Verifier",
+    "JtiDenylist",
+    "CacheStats",
     "verify_token",
     "parse_jwks",
     "VerifierError",
@@ -39,4 +57,6 @@ __all__ = [
     "WrongAudience",
     "WrongIssuer",
     "MissingClaim",
+    "InvalidLifetime",
+    "Revoked",
 ]

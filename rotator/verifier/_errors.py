@@ -16,6 +16,7 @@ __all__ = [
     "WrongIssuer",
     "MissingClaim",
     "InvalidLifetime",
+    "Revoked",
     "KeysUnavailable",
 ]
 
@@ -72,6 +73,12 @@ class MissingClaim(InvalidToken):
 
 class InvalidLifetime(InvalidToken):
     code = "lifetime"
+
+
+class Revoked(InvalidToken):
+    """A revocation hook (jti denylist, subject cutoff, session version) rejected the token."""
+
+    code = "revoked"
 
 
 class KeysUnavailable(VerifierError):

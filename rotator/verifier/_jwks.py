@@ -13,16 +13,18 @@ __all__ = ["KeySet", "parse_jwks"]
 
 KeySet = Mapping[str, ec.EllipticCurvePublicKey]
 
-MAX_KEYS = 1000
+MAX_KEYS = 256
 
 
-def parse_jwks(body: bytes | str | Mapping[str, Any]) -> dict[str, ec.EllipticCurvePublicKey]:
+def parse_jwks(
+    body: bytes | str | Mapping[str, Any], *, max_keys: int = MAX_KEYS
+) -> dict[str, ec.EllipticCurvePublicKey]:
     """kid -> P-256 public key for every ES256-usable signing key; ValueError for a malformed set."""
     doc = strict_json(body) if isinstance(body, (bytes, str)) else body
     if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
         raise ValueError('JWKS is not an object with a "keys" list')
-    if len(doc["keys"]) > MAX_KEYS:
-        raise ValueError(f"JWKS has more than {MAX_KEYS} keys")
+    if len(doc["keys"]) > max_keys:
+        raise ValueError(f"JWKS has {len(doc['keys'])} keys, more than the limit of {max_keys}")
     keys: dict[str, ec.EllipticCurvePublicKey] = {}
     for jwk in doc["keys"]:
         if not isinstance(jwk, Mapping):

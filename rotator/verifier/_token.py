@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Collection, Mapping
 
 from cryptography.exceptions import InvalidSignature
@@ -25,13 +26,25 @@ from ._errors import (
 )
 from .._strict import strict_json
 
-__all__ = ["decode_header", "verify_signature", "check_claims", "verify_token", "MAX_TOKEN_BYTES"]
+__all__ = [
+    "split_token",
+    "parse_header",
+    "decode_header",
+    "decode_segment",
+    "parse_claims",
+    "verify_signature",
+    "check_claims",
+    "verify_token",
+    "MAX_TOKEN_BYTES",
+]
 
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_HEADER_BYTES = 1024
 # P-256 group order.
 _N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _FORBIDDEN = ("jwk", "jku", "x5u", "x5c", "crit", "b64")
+# kids are looked up, never used as paths or in queries; anything else is refused outright.
+_KID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _ECDSA = ec.ECDSA(hashes.SHA256())
 
 
@@ -42,16 +55,11 @@ def _json_segment(segment: str, what: str) -> Any:
         raise MalformedToken(f"{what} is not strict base64url JSON: {e}") from e
 
 
-def decode_header(token: str, algorithms: Collection[str]) -> tuple[dict[str, Any], list[str]]:
-    """Split and check the header; returns (header, parts)."""
-    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
-        raise MalformedToken(f"token is not a string of at most {MAX_TOKEN_BYTES} bytes")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise MalformedToken(f"token has {len(parts)} parts, expected 3")
-    if len(parts[0]) > MAX_HEADER_BYTES:
+def parse_header(segment: str, algorithms: Collection[str]) -> dict[str, Any]:
+    """Decode and check a header segment: alg allowlisted, no key-carrying or critical members, a plain kid."""
+    if len(segment) > MAX_HEADER_BYTES:
         raise MalformedToken("token header is too large")
-    header = _json_segment(parts[0], "header")
+    header = _json_segment(segment, "header")
     if not isinstance(header, dict):
         raise MalformedToken("header is not a JSON object")
     alg = header.get("alg")
@@ -63,7 +71,41 @@ def decode_header(token: str, algorithms: Collection[str]) -> tuple[dict[str, An
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise MalformedToken("header has no kid")
-    return header, parts
+    if not _KID.fullmatch(kid):
+        raise MalformedToken("kid must be 1 to 128 characters from A-Z a-z 0-9 _ -")
+    return header
+
+
+def split_token(token: str) -> list[str]:
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
+        raise MalformedToken(f"token is not a string of at most {MAX_TOKEN_BYTES} bytes")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise MalformedToken(f"token has {len(parts)} parts, expected 3")
+    return parts
+
+
+def decode_header(token: str, algorithms: Collection[str]) -> tuple[dict[str, Any], list[str]]:
+    """Split and check the header; returns (header, parts)."""
+    parts = split_token(token)
+    return parse_header(parts[0], algorithms), parts
+
+
+def decode_segment(segment: str, what: str) -> bytes:
+    try:
+        return b64url_decode(segment)
+    except ValueError as e:
+        raise MalformedToken(f"{what} is not strict base64url") from e
+
+
+def parse_claims(payload: bytes) -> dict[str, Any]:
+    try:
+        claims = strict_json(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedToken(f"payload is not strict JSON: {e}") from e
+    if not isinstance(claims, dict):
+        raise MalformedToken("payload is not a JSON object")
+    return claims
 
 
 def verify_signature(key: ec.EllipticCurvePublicKey, signing_input: bytes, signature: bytes) -> None:
@@ -94,10 +136,14 @@ def check_claims(
     *,
     now: float,
     leeway: float,
-    audience: str | None,
+    audience: str | Collection[str] | None,
     issuer: str | None,
     max_lifetime: float | None = None,
 ) -> None:
+    """exp required; nbf/iat with leeway; exact iss; aud must name one of ``audience``.
+
+    A token that names an audience is refused by a verifier configured without one.
+    """
     exp = _number(claims, "exp")
     if exp is None:
         raise MissingClaim("token has no exp")
@@ -115,10 +161,14 @@ def check_claims(
             raise InvalidLifetime("token lifetime exceeds the allowed maximum")
     if issuer is not None and claims.get("iss") != issuer:
         raise WrongIssuer("token issuer does not match")
-    if audience is not None:
-        aud = claims.get("aud")
-        auds = aud if isinstance(aud, list) else [aud]
-        if audience not in auds:
+    aud = claims.get("aud")
+    if audience is None:
+        if aud is not None:
+            raise WrongAudience("token names an audience but no audience is configured to accept")
+    else:
+        wanted = (audience,) if isinstance(audience, str) else audience
+        auds = aud if isinstance(aud, list) else (aud,)
+        if not any(isinstance(a, str) and a in wanted for a in auds):
             raise WrongAudience("token audience does not match")
 
 
@@ -128,7 +178,7 @@ def verify_token(
     *,
     now: float,
     leeway: float = 60.0,
-    audience: str | None = None,
+    audience: str | Collection[str] | None = None,
     issuer: str | None = None,
     algorithms: Collection[str] = ("ES256",),
     max_lifetime: float | None = None,
@@ -138,13 +188,9 @@ def verify_token(
     key = keys.get(header["kid"])
     if key is None:
         raise UnknownKey("token kid is not in the key set")
-    try:
-        signature = b64url_decode(parts[2])
-    except ValueError as e:
-        raise MalformedToken("signature is not strict base64url") from e
+    signature = decode_segment(parts[2], "signature")
+    payload = decode_segment(parts[1], "payload")  # also proves the signing input is ASCII
     verify_signature(key, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
-    claims = _json_segment(parts[1], "payload")
-    if not isinstance(claims, dict):
-        raise MalformedToken("payload is not a JSON object")
+    claims = parse_claims(payload)
     check_claims(claims, now=now, leeway=leeway, audience=audience, issuer=issuer, max_lifetime=max_lifetime)
     return claims

@@ -1,0 +1,279 @@
+"""Verifier: ES256 JWT verification against a JWKS fetched over HTTPS."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+import time
+from functools import partial
+from typing import Any, Callable, Collection, Container, Mapping
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ._errors import MalformedToken
+from ._http import check_url, fetch
+from ._keycache import CacheStats, KeyCache
+from ._revocation import JtiDenylist, Revocation
+from ._token import (
+    MAX_TOKEN_BYTES,
+    check_claims,
+    decode_segment,
+    parse_claims,
+    parse_header,
+    verify_signature,
+)
+
+__all__ = ["Verifier"]
+
+_HEADER_CACHE = 256
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of decoded JSON (dicts, lists, scalars), faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+class _Result:
+    __slots__ = ("signature", "kid", "key", "claims", "flat", "exp", "nbf", "drop_at")
+
+    def __init__(self, signature: bytes, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], drop_at: float):
+        self.signature = signature
+        self.kid = kid
+        self.key = key
+        self.claims = claims
+        self.flat = all(type(v) in _SCALARS for v in claims.values())
+        self.exp = float(claims["exp"])
+        nbf = claims.get("nbf")
+        self.nbf = float(nbf) if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) else None
+        self.drop_at = drop_at
+
+
+class Verifier:
+    """Verify ES256 JWTs against the JWKS at ``jwks_url``.
+
+    One Verifier per JWKS URL, shared by every thread and coroutine of the process:
+    it holds one key snapshot, read without locks, and runs at most one fetch at a time.
+
+    ``verify`` returns a copy of the claims or raises a subclass of ``InvalidToken``
+    (answer 401); it raises ``KeysUnavailable`` when no usable key set can be had
+    (answer 503). See the README section "Verifying tokens" for every parameter.
+    """
+
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        issuer: str | None = None,
+        audience: str | Collection[str] | None = None,
+        algorithms: Collection[str] = ("ES256",),
+        leeway: float = 60.0,
+        allow_http: bool = False,
+        max_lifetime: float | None = None,
+        connect_timeout: float = 2.0,
+        timeout: float = 5.0,
+        max_jwks_bytes: int = 256 * 1024,
+        max_keys: int = 256,
+        default_max_age: float = 300.0,
+        min_max_age: float = 30.0,
+        max_max_age: float = 3600.0,
+        max_stale: float = 3600.0,
+        unknown_kid_cooldown: float = 30.0,
+        result_cache_size: int = 0,
+        result_cache_ttl: float = 300.0,
+        subject_not_before: Callable[[str], float | None] | None = None,
+        session_version: Callable[[Mapping[str, Any]], Any] | None = None,
+        session_claim: str = "sv",
+        jti_denylist: Container[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        check_url(jwks_url, allow_http=allow_http)
+        algorithms = tuple(algorithms)
+        if not algorithms or any(a != "ES256" for a in algorithms):
+            raise ValueError(f"algorithms {algorithms!r}: only ES256 is supported")
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("timeout", timeout),
+            ("default_max_age", default_max_age),
+            ("min_max_age", min_max_age),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name, value in (
+            ("leeway", leeway),
+            ("max_stale", max_stale),
+            ("unknown_kid_cooldown", unknown_kid_cooldown),
+            ("result_cache_size", result_cache_size),
+            ("result_cache_ttl", result_cache_ttl),
+        ):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if max_max_age < min_max_age:
+            raise ValueError(f"max_max_age ({max_max_age}) is below min_max_age ({min_max_age})")
+        if isinstance(jti_denylist, JtiDenylist) and jti_denylist.grace < leeway:
+            raise ValueError(f"jti_denylist grace ({jti_denylist.grace}s) must cover the leeway ({leeway}s)")
+
+        self.jwks_url = jwks_url
+        self.issuer = issuer
+        self.audience: str | frozenset[str] | None = (
+            audience if audience is None or isinstance(audience, str) else frozenset(audience)
+        )
+        self.algorithms = algorithms
+        self.leeway = float(leeway)
+        self.max_lifetime = max_lifetime
+        self._now = clock or time.time
+        self._keys = KeyCache(
+            url=jwks_url,
+            fetcher=partial(
+                self._fetch,
+                connect_timeout=connect_timeout,
+                timeout=timeout,
+                max_bytes=max_jwks_bytes,
+                ssl_context=ssl_context,
+            ),
+            clock=clock or time.monotonic,
+            fetch_wait=timeout + 0.5,
+            max_stale=max_stale,
+            unknown_kid_cooldown=unknown_kid_cooldown,
+            min_ttl=min_max_age,
+            max_ttl=max_max_age,
+            default_ttl=default_max_age,
+            max_keys=max_keys,
+        )
+        self._revocation = Revocation(
+            subject_not_before=subject_not_before,
+            session_version=session_version,
+            session_claim=session_claim,
+            jti_denylist=jti_denylist,
+        )
+        self._check_revocation = self._revocation.check if self._revocation.active else None
+        self._headers: dict[str, str] = {}
+        self._results: dict[bytes, _Result] | None = {} if result_cache_size else None
+        self._result_cache_size = result_cache_size
+        self._result_cache_ttl = result_cache_ttl
+
+    def _fetch(self, etag: str | None, **options: Any) -> Any:
+        return fetch(self.jwks_url, etag=etag, **options)
+
+    # -- public API --------------------------------------------------------------------
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims (a copy), or InvalidToken / KeysUnavailable."""
+        if self._results is not None:
+            hit = self._cached(token)
+            if hit is not None:
+                return hit
+        kid, parts = self._split(token)
+        return self._finish(token, kid, self._keys.get(kid), parts)
+
+    async def averify(self, token: str) -> dict[str, Any]:
+        """``verify`` for asyncio: a needed fetch is awaited, never blocking the event loop."""
+        if self._results is not None:
+            hit = self._cached(token)
+            if hit is not None:
+                return hit
+        kid, parts = self._split(token)
+        return self._finish(token, kid, await self._keys.aget(kid), parts)
+
+    def refresh(self) -> None:
+        """Fetch the JWKS now (or join the fetch in flight) and wait for it, within the timeout."""
+        self._keys.refresh()
+
+    def stats(self) -> CacheStats:
+        """Fetch counters and the key set's age; for metrics and health checks."""
+        return self._keys.stats()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _split(self, token: str) -> tuple[str, list[str]]:
+        if type(token) is not str or len(token) > MAX_TOKEN_BYTES:
+            raise MalformedToken(f"token is not a string of at most {MAX_TOKEN_BYTES} bytes")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise MalformedToken(f"token has {len(parts)} parts, expected 3")
+        kid = self._headers.get(parts[0])
+        if kid is None:
+            kid = parse_header(parts[0], self.algorithms)["kid"]
+        return kid, parts
+
+    def _finish(self, token: str, kid: str, key: ec.EllipticCurvePublicKey, parts: list[str]) -> dict[str, Any]:
+        header, payload_segment, signature_segment = parts
+        signature = decode_segment(signature_segment, "signature")
+        payload = decode_segment(payload_segment, "payload")  # also proves the signing input is ASCII
+        signing_input = token[: len(header) + 1 + len(payload_segment)].encode("ascii")
+        verify_signature(key, signing_input, signature)
+        claims = parse_claims(payload)
+        now = self._now()
+        check_claims(
+            claims,
+            now=now,
+            leeway=self.leeway,
+            audience=self.audience,
+            issuer=self.issuer,
+            max_lifetime=self.max_lifetime,
+        )
+        if self._check_revocation is not None:
+            self._check_revocation(claims)
+        if header not in self._headers and len(self._headers) < _HEADER_CACHE:
+            self._headers[header] = kid
+        if self._results is not None:
+            self._remember(signing_input, signature_segment.encode("ascii"), kid, key, claims, now)
+        return claims
+
+    def _remember(
+        self, signing_input: bytes, signature: bytes, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], now: float
+    ) -> None:
+        results = self._results
+        assert results is not None
+        if len(results) >= self._result_cache_size:
+            for digest in [d for d, r in results.items() if r.drop_at <= now] or list(results)[:1]:
+                results.pop(digest, None)
+        entry = _Result(signature, kid, key, _copy(claims), now + self._result_cache_ttl)
+        entry.drop_at = min(entry.drop_at, entry.exp + self.leeway)
+        results[hashlib.sha256(signing_input).digest()] = entry
+
+    def _cached(self, token: Any) -> dict[str, Any] | None:
+        """A repeat of an accepted token: same signing input, byte-identical signature.
+
+        Entries are keyed by the SHA-256 of the signing input and hold the signature they
+        were verified with; a token that reuses a cached signing input with any other
+        signature misses and takes the full path, so the cache never vouches for a
+        signature it has not checked.
+
+        The key must still be published (a revoked key's results stop at once), the time
+        checks and revocation hooks run again, and the caller gets its own copy.
+        """
+        if type(token) is not str:
+            return None
+        signing_input, _, signature_segment = token.rpartition(".")
+        try:
+            digest = hashlib.sha256(signing_input.encode("ascii")).digest()
+        except UnicodeEncodeError:
+            return None
+        results = self._results
+        assert results is not None
+        entry = results.get(digest)
+        if entry is None:
+            return None
+        try:
+            if not hmac.compare_digest(signature_segment.encode("ascii"), entry.signature):
+                return None
+        except UnicodeEncodeError:
+            return None
+        now = self._now()
+        if now >= entry.drop_at or (entry.nbf is not None and now + self.leeway < entry.nbf):
+            results.pop(digest, None)
+            return None  # the full path gives the precise reason
+        key = self._keys.get(entry.kid)
+        if key is not entry.key and key != entry.key:
+            results.pop(digest, None)
+            return None
+        if self._check_revocation is not None:
+            self._check_revocation(entry.claims)
+        return dict(entry.claims) if entry.flat else _copy(entry.claims)
