@@ -309,36 +309,47 @@ def plan_cmd(days: float, **kwargs: Any) -> None:
 
 @main.command()
 @click.argument("token")
-@click.option("--jwks-url", required=True, metavar="URL", help="JWKS location (file:// for now).")
-@click.option("--aud", "audience", default=None, help="Required audience.")
+@click.option(
+    "--jwks-url",
+    required=True,
+    metavar="URL",
+    help="JWKS location: https://…, http:// to a loopback host with --allow-http, or file://.",
+)
+@click.option("--aud", "audience", default=None, help="Required audience (a token naming another, or any when unset, is rejected).")
 @click.option("--iss", "issuer", default=None, help="Required issuer.")
 @click.option("--leeway", default="60s", metavar="DURATION", help="Leeway on exp/nbf/iat.")
+@click.option("--allow-http", is_flag=True, help="Permit plain http:// for a loopback JWKS host (tests, local runs).")
 @_handle_errors
-def verify(token: str, jwks_url: str, audience: str | None, issuer: str | None, leeway: str) -> None:
-    """Verify TOKEN against a JWKS and print its claims, or why it is rejected."""
+def verify(token: str, jwks_url: str, audience: str | None, issuer: str | None, leeway: str, allow_http: bool) -> None:
+    """Verify TOKEN against a JWKS and print its claims, or why it is rejected.
+
+    Exit codes: 0 valid, 1 rejected, 6 no usable key set (JWKS unreachable or unusable).
+    """
     import time
 
     from ._fs import path_from_url
-    from .verifier import InvalidToken, parse_jwks, verify_token
+    from .verifier import InvalidToken, KeysUnavailable, Verifier, parse_jwks, verify_token
 
-    if "://" in jwks_url and not jwks_url.startswith("file://"):
-        raise ConfigError(f"--jwks-url {jwks_url!r}: only file:// is supported by this command so far")
+    leeway_s = parse_duration(leeway, name="--leeway")
+    token = token.strip()
     try:
-        keys = parse_jwks(path_from_url(jwks_url).read_bytes())
-    except OSError as e:
-        raise ConfigError(f"cannot read JWKS {jwks_url}: {e.strerror}") from e
-    try:
-        claims = verify_token(
-            token.strip(),
-            keys,
-            now=time.time(),
-            leeway=parse_duration(leeway, name="--leeway"),
-            audience=audience,
-            issuer=issuer,
-        )
+        if jwks_url.startswith("file://") or "://" not in jwks_url:
+            try:
+                keys = parse_jwks(path_from_url(jwks_url).read_bytes())
+            except OSError as e:
+                raise ConfigError(f"cannot read JWKS {jwks_url}: {e.strerror}") from e
+            except ValueError as e:
+                raise ConfigError(f"JWKS {jwks_url} is not a usable key set: {e}") from e
+            claims = verify_token(token, keys, now=time.time(), leeway=leeway_s, audience=audience, issuer=issuer)
+        else:
+            verifier = Verifier(jwks_url, issuer=issuer, audience=audience, leeway=leeway_s, allow_http=allow_http)
+            claims = verifier.verify(token)
     except InvalidToken as e:
         click.echo(f"rejected ({e.code}): {e}", err=True)
         sys.exit(1)
+    except KeysUnavailable as e:
+        click.echo(f"rotator: error: keys unavailable: {e}", err=True)
+        sys.exit(6)
     click.echo(json.dumps(claims, indent=2, sort_keys=True))
 
 

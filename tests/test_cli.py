@@ -85,6 +85,35 @@ def test_verify_command(bootstrapped: dict[str, str], dirs: tuple[Path, Path]) -
     assert wrong.exit_code == 1 and "wrong_audience" in wrong.stderr
 
 
+def test_verify_command_over_http(bootstrapped: dict[str, str], dirs: tuple[Path, Path]) -> None:
+    """The published JWKS served by a real HTTP server on loopback, fetched by the verifier."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(dirs[1]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"
+        token = run(bootstrapped, "sign", "--sub", "s", "--aud", "api").output.strip()
+        refused = run(bootstrapped, "verify", token, "--jwks-url", url, "--aud", "api")
+        assert refused.exit_code == 2 and "plain http" in refused.stderr and len(refused.stderr.splitlines()) == 1
+        ok = run(bootstrapped, "verify", token, "--jwks-url", url, "--aud", "api", "--allow-http")
+        assert ok.exit_code == 0 and json.loads(ok.stdout)["sub"] == "s", ok.stderr
+        wrong = run(bootstrapped, "verify", token, "--jwks-url", url, "--aud", "api", "--iss", "https://other", "--allow-http")
+        assert wrong.exit_code == 1 and "wrong_issuer" in wrong.stderr
+        missing = run(bootstrapped, "verify", token, "--jwks-url", url + ".missing", "--aud", "api", "--allow-http")
+        assert missing.exit_code == 6 and "HTTP 404" in missing.stderr and len(missing.stderr.splitlines()) == 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_plan_prints_timeline_and_bound() -> None:
     result = CliRunner().invoke(main, ["plan", "--days", "2"], env={})
     assert result.exit_code == 0

@@ -147,7 +147,7 @@ class KeyCache:
         self, kid: str, snap: _Snapshot | None, now: float, *, may_fetch: bool
     ) -> tuple[ec.EllipticCurvePublicKey | None, _Fetch | None, Mode | None]:
         if snap is None:
-            raise KeysUnavailable(f"no key set from {self.url} yet: {self._stats.last_error or 'fetch pending'}")
+            raise KeysUnavailable(self._stats.last_error or f"no key set from {self.url} yet (fetch pending)")
         if now >= snap.fresh_until + self.max_stale:
             raise KeysUnavailable(
                 f"key set from {self.url} is {now - snap.fetched_at:.0f}s old and could not be refreshed: "
