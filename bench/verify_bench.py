@@ -1,0 +1,143 @@
+"""Single-thread verification speed: rotator.verifier against its peers, interleaved in one run.
+
+The same ES256 token (with iss, aud, iat, exp) goes through every contender, each with its
+key already loaded and each checking signature, exp, iss and aud:
+
+  ceiling      cryptography's ECDSA verify of a precomputed DER signature (nothing else)
+  rotator      rotator.verifier.Verifier, warm (JWKS already fetched from a local HTTP server)
+  pyjwt        jwt.decode with a PyJWK key
+  joserfc      joserfc.jwt.decode + JWTClaimsRegistry.validate
+  python-jose  jose.jwt.decode with a constructed key
+  jwcrypto     jwcrypto.jwt.JWT(jwt=..., key=..., check_claims=...)
+  rotator+rc   rotator with the result cache on, the same token repeated
+
+Rounds are interleaved (every contender once per round, in a shuffled order) so machine
+noise lands on all of them alike; the median round is reported as ops/s and as a ratio
+to the ceiling. Targets: rotator >= 0.80 of the ceiling and ahead of every peer;
+rotator+rc >= 20x pyjwt.
+
+    .venv/bin/python bench/verify_bench.py [--rounds 15] [--seconds 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature  # noqa: E402
+
+from rotator._b64 import b64url_decode  # noqa: E402
+from rotator.verifier import Verifier  # noqa: E402
+from tests.jwks_server import JwksServer, SigningKey  # noqa: E402
+
+ISS = "https://issuer.example"
+AUD = "orders-api"
+
+
+def contenders(key: SigningKey, token: str, url: str) -> dict[str, Callable[[], Any]]:
+    import jwcrypto.jwk
+    import jwcrypto.jwt
+    import jose.jwk
+    import jose.jwt
+    import joserfc.jwk
+    import joserfc.jwt
+    import jwt as pyjwt
+
+    head, payload, sig = token.split(".")
+    signing_input = f"{head}.{payload}".encode()
+    raw = b64url_decode(sig)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    public = key.private.public_key()
+    ecdsa = ec.ECDSA(hashes.SHA256())
+
+    ours = Verifier(url, issuer=ISS, audience=AUD, allow_http=True)
+    ours.refresh()
+    cached = Verifier(url, issuer=ISS, audience=AUD, allow_http=True, result_cache_size=1024)
+    cached.refresh()
+
+    pyjwt_key = pyjwt.PyJWK(key.jwk).key
+    rfc_key = joserfc.jwk.ECKey.import_key(key.jwk)
+    rfc_claims = joserfc.jwt.JWTClaimsRegistry(iss={"essential": True, "value": ISS}, aud={"essential": True, "value": AUD})
+    jose_key = jose.jwk.construct(key.jwk, "ES256")
+    jwc_key = jwcrypto.jwk.JWK(**key.jwk)
+
+    def joserfc_verify() -> Any:
+        decoded = joserfc.jwt.decode(token, rfc_key, algorithms=["ES256"])
+        rfc_claims.validate(decoded.claims)
+        return decoded.claims
+
+    return {
+        "ceiling": lambda: public.verify(der, signing_input, ecdsa),
+        "rotator": lambda: ours.verify(token),
+        "pyjwt": lambda: pyjwt.decode(token, pyjwt_key, algorithms=["ES256"], audience=AUD, issuer=ISS),
+        "joserfc": joserfc_verify,
+        "python-jose": lambda: jose.jwt.decode(token, jose_key, algorithms=["ES256"], audience=AUD, issuer=ISS),
+        "jwcrypto": lambda: jwcrypto.jwt.JWT(
+            jwt=token, key=jwc_key, algs=["ES256"], check_claims={"iss": ISS, "aud": AUD, "exp": None}
+        ).claims,
+        "rotator+rc": lambda: cached.verify(token),
+    }
+
+
+def ops_per_second(fn: Callable[[], Any], seconds: float) -> float:
+    batch = 50
+    done = 0
+    start = time.perf_counter()
+    while True:
+        for _ in range(batch):
+            fn()
+        done += batch
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--seconds", type=float, default=0.2, help="time per contender per round")
+    args = parser.parse_args()
+
+    key = SigningKey()
+    now = int(time.time())
+    token = key.sign({"iss": ISS, "aud": AUD, "sub": "user-1", "iat": now, "exp": now + 3600, "scope": "orders:read"})
+    with JwksServer([key]) as server:
+        fns = contenders(key, token, server.url)
+        for name, fn in fns.items():  # every contender accepts the token before anything is timed
+            fn()
+        samples: dict[str, list[float]] = {name: [] for name in fns}
+        order = list(fns)
+        for _ in range(args.rounds):
+            random.shuffle(order)
+            for name in order:
+                samples[name].append(ops_per_second(fns[name], args.seconds))
+
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    ceiling = median["ceiling"]
+    print(f"verify_bench: one ES256 token, single thread, {args.rounds} interleaved rounds x {args.seconds}s, median round")
+    print(f"{'contender':<12} {'ops/s':>12} {'us/op':>9} {'vs ceiling':>11} {'vs pyjwt':>9}")
+    for name, value in sorted(median.items(), key=lambda kv: -kv[1]):
+        print(f"{name:<12} {value:>12,.0f} {1e6 / value:>9.2f} {value / ceiling:>11.2f} {value / median['pyjwt']:>9.2f}")
+    peers = ("pyjwt", "joserfc", "python-jose", "jwcrypto")
+    best_peer = max(peers, key=median.__getitem__)
+    checks = {
+        "rotator >= 0.80 of ceiling": median["rotator"] / ceiling >= 0.80,
+        f"rotator ahead of every peer (best peer: {best_peer})": median["rotator"] > median[best_peer],
+        "rotator+rc >= 20x pyjwt": median["rotator+rc"] / median["pyjwt"] >= 20,
+    }
+    for label, ok in checks.items():
+        print(f"{'PASS' if ok else 'MISS'}  {label}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
