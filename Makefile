@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 # Rotates on the file keystore + local JWKS file in ./demo, prints the JWKS,
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Speed and stampede comparisons against peers (prints ratios; takes about a minute).
+bench: $(STAMP)
+	$(BIN)/python bench/verify_bench.py
+	$(BIN)/python bench/stampede_bench.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis
