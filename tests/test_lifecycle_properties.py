@@ -284,7 +284,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                     continue
                 keys = parse_jwks(pub.body)
                 assert kid in keys, f"token of {kid} signed at {signed_at} fails on copy published at {pub.at}"
-                verify_token(token, keys, now=signed_at, leeway=L)
+                verify_token(token, keys, now=signed_at, leeway=L, audience="a")
 
 
 TestLifecycleInvariants = LifecycleMachine.TestCase

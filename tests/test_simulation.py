@@ -97,7 +97,7 @@ def test_thirty_days_at_default_settings(tmp_path: Path, capsys: pytest.CaptureF
         if kid in removed:
             removal_checks += 1
             try:
-                verify_token(token, copy_at(removed[kid]), now=removed[kid] - 7200, leeway=policy.leeway)
+                verify_token(token, copy_at(removed[kid]), now=removed[kid] - 7200, leeway=policy.leeway, audience="api")
                 accepted_after_removal += 1
             except UnknownKey:
                 pass
