@@ -377,3 +377,13 @@ def test_plain_http_is_refused_unless_allowed_and_loopback() -> None:
         Verifier("file:///etc/jwks.json")
     Verifier("http://localhost:8080/jwks.json", allow_http=True)
     Verifier("http://[::1]:8080/jwks.json", allow_http=True)
+
+
+def test_result_cache_under_concurrent_use(server: JwksServer, key: SigningKey) -> None:
+    """Many threads filling, hitting and evicting a small result cache: every answer is right."""
+    verifier = make(server, result_cache_size=8)
+    tokens = [key.sign(claims_at(time.time(), jti=f"t{i}")) for i in range(40)]
+    results = run_together(16, lambda i: [verifier.verify(tokens[(i * 7 + n) % 40])["jti"] for n in range(400)])
+    for i, got in enumerate(results):
+        assert got == [f"t{(i * 7 + n) % 40}" for n in range(400)], got if isinstance(got, Exception) else "mismatch"
+    assert len(verifier._results or {}) <= 8

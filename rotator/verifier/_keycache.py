@@ -188,11 +188,12 @@ class KeyCache:
         return key
 
     def _remember_unknown(self, kid: str, now: float) -> None:
-        if len(self._negative) >= _NEGATIVE_CAP:
-            self._negative = {k: t for k, t in self._negative.items() if t > now}
+        with self._lock:
             if len(self._negative) >= _NEGATIVE_CAP:
-                self._negative = {}
-        self._negative[kid] = now + self.unknown_kid_cooldown
+                self._negative = {k: t for k, t in self._negative.items() if t > now}
+                if len(self._negative) >= _NEGATIVE_CAP:
+                    self._negative = {}
+            self._negative[kid] = now + self.unknown_kid_cooldown
 
     # -- fetching ----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ssl
+import threading
 import time
 from functools import partial
 from typing import Any, Callable, Collection, Container, Mapping
@@ -156,6 +157,7 @@ class Verifier:
         self._headers: dict[str, str] = {}
         self._results: dict[bytes, _Result] | None = {} if result_cache_size else None
         self._result_cache_size = result_cache_size
+        self._results_lock = threading.Lock()
         self._result_cache_ttl = result_cache_ttl
 
     def _fetch(self, etag: str | None, **options: Any) -> Any:
@@ -231,12 +233,21 @@ class Verifier:
     ) -> None:
         results = self._results
         assert results is not None
-        if len(results) >= self._result_cache_size:
-            for digest in [d for d, r in results.items() if r.drop_at <= now] or list(results)[:1]:
-                results.pop(digest, None)
         entry = _Result(signature, kid, key, _copy(claims), now + self._result_cache_ttl)
         entry.drop_at = min(entry.drop_at, entry.exp + self.leeway)
-        results[hashlib.sha256(signing_input).digest()] = entry
+        digest = hashlib.sha256(signing_input).digest()
+        with self._results_lock:  # writers only; readers take single dict operations without it
+            if len(results) >= self._result_cache_size:
+                # Drop what has expired; if nothing has, the oldest entry (dicts keep insertion order).
+                stale = [d for d, r in results.items() if r.drop_at <= now] or [next(iter(results))]
+                for d in stale:
+                    results.pop(d, None)
+            results[digest] = entry
+
+    def _drop(self, digest: bytes) -> None:
+        with self._results_lock:
+            assert self._results is not None
+            self._results.pop(digest, None)
 
     def _cached(self, token: Any) -> dict[str, Any] | None:
         """A repeat of an accepted token: same signing input, byte-identical signature.
@@ -268,11 +279,11 @@ class Verifier:
             return None
         now = self._now()
         if now >= entry.drop_at or (entry.nbf is not None and now + self.leeway < entry.nbf):
-            results.pop(digest, None)
+            self._drop(digest)
             return None  # the full path gives the precise reason
         key = self._keys.get(entry.kid)
         if key is not entry.key and key != entry.key:
-            results.pop(digest, None)
+            self._drop(digest)
             return None
         if self._check_revocation is not None:
             self._check_revocation(entry.claims)
