@@ -39,7 +39,8 @@ from rotator.verifier import (
     WrongAudience,
     WrongIssuer,
 )
-from rotator.verifier._token import check_claims, verify_signature
+from rotator.verifier import parse_jwks
+from rotator.verifier._token import check_claims, decode_header, decode_segment, verify_signature
 
 from .conftest import Clock, load_vectors
 from .jwks_server import JwksServer, SigningKey
@@ -121,6 +122,31 @@ def test_wycheproof_p1363_vectors_through_the_signature_check() -> None:
             outcomes[got] += 1
     assert outcomes == {"valid": 173, "invalid": 89}, outcomes
     assert suite["numberOfTests"] == sum(outcomes.values())
+
+
+def test_wycheproof_jws_es256_cases_through_the_jws_layer() -> None:
+    """Wycheproof's compact-JWS cases for ES256 keys (payload "foo", so the JWS layer only:
+    header checks, key lookup in a parsed JWKS, strict base64url, the signature check)."""
+    suite = load_vectors("wycheproof_json_web_signature_test.json")
+    groups = [g for g in suite["testGroups"] if g["comment"] in ("es256", "SpecialCaseEs256", "ec_key_for_encryption")]
+    checked = 0
+    for group in groups:
+        keys = parse_jwks({"keys": [group["public"]]})
+        for case in group["tests"]:
+            try:
+                header, parts = decode_header(case["jws"], ("ES256",))
+                key = keys.get(header["kid"])
+                if key is None:
+                    raise UnknownKey("not in the key set")
+                signature = decode_segment(parts[2], "signature")
+                decode_segment(parts[1], "payload")
+                verify_signature(key, f"{parts[0]}.{parts[1]}".encode(), signature)
+                got = "valid"
+            except InvalidToken:
+                got = "invalid"
+            assert got == case["result"], f"tcId {case['tcId']} ({case['comment']}): expected {case['result']}, got {got}"
+            checked += 1
+    assert checked == 41
 
 
 def test_rfc7515_a3_signature_verifies_then_token_is_expired() -> None:

@@ -34,6 +34,9 @@ def parse_jwks(
             continue
         if jwk.get("alg", "ES256") != "ES256" or jwk.get("use", "sig") != "sig":
             continue
+        key_ops = jwk.get("key_ops")
+        if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+            continue  # RFC 7517 4.3: a key whose operations exclude "verify" must not verify
         try:
             keys[kid] = public_key_from_jwk(jwk)
         except ValueError:
