@@ -149,6 +149,32 @@ def test_wycheproof_jws_es256_cases_through_the_jws_layer() -> None:
     assert checked == 41
 
 
+def test_wycheproof_jwk_es256_cases_through_jwks_parsing() -> None:
+    """Wycheproof's key-set cases whose JWS uses ES256: a key with the wrong alg, use, curve, kty
+    or an off-curve point must not verify. (Its HS/RS cases test algorithms we never accept.)"""
+    suite = load_vectors("wycheproof_json_web_key_test.json")
+    checked = 0
+    for group in suite["testGroups"]:
+        for case in group["tests"]:
+            header = json.loads(b64url_decode(case["jws"].split(".")[0]))
+            if header["alg"] != "ES256":
+                continue
+            public = group["public"]
+            keys = parse_jwks(public if "keys" in public else {"keys": [public]})
+            try:
+                header, parts = decode_header(case["jws"], ("ES256",))
+                key = keys.get(header["kid"])
+                if key is None:
+                    raise UnknownKey("not in the key set")
+                verify_signature(key, f"{parts[0]}.{parts[1]}".encode(), decode_segment(parts[2], "signature"))
+                got = "valid"
+            except InvalidToken:
+                got = "invalid"
+            assert got == case["result"], f"tcId {case['tcId']} ({case['comment']}): expected {case['result']}, got {got}"
+            checked += 1
+    assert checked == 6
+
+
 def test_rfc7515_a3_signature_verifies_then_token_is_expired() -> None:
     vector = load_vectors("rfc_examples.json")["rfc7515_A3_es256"]
     public = public_key_from_jwk(vector["jwk_public"])
