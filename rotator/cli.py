@@ -148,16 +148,107 @@ def main() -> None:
 
 @main.command()
 @click.option("--force", is_flag=True, help="Rotate now if a successor has been published for max-age.")
+@click.option(
+    "--metrics-file",
+    default=None,
+    metavar="FILE",
+    envvar="ROTATOR_METRICS_FILE",
+    help="Write Prometheus metrics here (node_exporter textfile collector), also when the step fails.",
+)
 @_store_options
 @_handle_errors
-def rotate(force: bool, **kwargs: Any) -> None:
+def rotate(force: bool, metrics_file: str | None, **kwargs: Any) -> None:
     """Run one reconcile step: create, activate, retire and remove keys as due."""
     settings = _settings(kwargs)
     rotator = _rotator(settings)
-    result = rotator.step(force=force)
+    if metrics_file is None:
+        result = rotator.step(force=force)
+    else:
+        result = _step_with_metrics(rotator, settings, force, metrics_file)
     if settings.discovery and result.published and settings.issuer and settings.public_url:
         rotator.publisher.write_discovery(discovery_document(settings.issuer, settings.public_url))
     _report(result, settings)
+
+
+def _step_with_metrics(rotator: Rotator, settings: Settings, force: bool, path: str) -> StepResult:
+    from .metrics import Metrics, failure_stage
+
+    metrics = Metrics()
+    metrics.carry_over(path)
+    last: list[str | None] = [None]
+
+    def checkpoint(stage: str) -> None:
+        last[0] = stage
+
+    try:
+        result = rotator.step(force=force, checkpoint=checkpoint)
+    except Exception as e:
+        metrics.failed(failure_stage(last[0], e))
+        try:
+            metrics.observe(rotator.keystore.load(), settings.policy)
+        except Exception:
+            metrics.policy = settings.policy
+        _write_metrics(metrics, path)
+        raise
+    metrics.succeeded(result.state, settings.policy, result.conflicts)
+    _write_metrics(metrics, path)
+    return result
+
+
+def _write_metrics(metrics: Any, path: str) -> None:
+    try:
+        metrics.write_textfile(path)
+    except OSError as e:
+        raise ConfigError(f"cannot write metrics file {path}: {e.strerror}") from e
+
+
+@main.command()
+@click.option(
+    "--metrics-port", type=int, default=None, envvar="ROTATOR_METRICS_PORT", metavar="PORT",
+    help="Serve /metrics and /healthz on this port (ROTATOR_METRICS_PORT).",
+)
+@click.option(
+    "--metrics-addr", default="127.0.0.1", show_default=True, envvar="ROTATOR_METRICS_ADDR", metavar="ADDR",
+    help="Address for the metrics server; 0.0.0.0 in a container (ROTATOR_METRICS_ADDR).",
+)
+@click.option(
+    "--max-sleep", default="60s", show_default=True, envvar="ROTATOR_MAX_SLEEP", metavar="DURATION",
+    help="Longest wait between steps; bounds how late the published JWKS is re-checked.",
+)
+@click.option(
+    "--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True,
+    envvar="ROTATOR_LOG_FORMAT", help="Log lines as text or as JSON objects.",
+)
+@_store_options
+@_handle_errors
+def run(metrics_port: int | None, metrics_addr: str, max_sleep: str, log_format: str, **kwargs: Any) -> None:
+    """Run continuously: a reconcile step at every due instant, metrics, health, systemd notify.
+
+    SIGTERM/SIGINT stop it cleanly (exit 0); SIGHUP re-reads the settings.
+    """
+    from .daemon import Daemon, DaemonOptions
+    from .logs import setup_logging
+
+    setup_logging(log_format)
+    options = dict(kwargs)
+
+    def load() -> Settings:
+        return _settings(dict(options))
+
+    settings = load()  # refuse bad settings at once, with a one-line error
+    sleep = parse_duration(max_sleep, name="--max-sleep")
+    if not 1 <= sleep <= 3600:
+        raise ConfigError(f"--max-sleep {max_sleep!r}: expected between 1s and 1h")
+    daemon_options = DaemonOptions(
+        max_sleep=min(sleep, settings.policy.rotation_period),
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
+    )
+    try:
+        code = Daemon(load, _rotator, daemon_options).run()
+    except OSError as e:
+        raise ConfigError(f"cannot start: {e.strerror or e}") from e
+    sys.exit(code)
 
 
 # Kids are base64url, so one in 32 starts with "-": take unknown option-like

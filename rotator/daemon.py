@@ -1,0 +1,274 @@
+"""`rotator run`: the long-running form, for systemd and Kubernetes Deployments.
+
+An APScheduler BackgroundScheduler runs one reconcile step at a time and schedules
+the next one at the next due instant computed from the state (activation,
+retirement, removal, private-key destruction), plus a small jitter, and never
+later than ``max_sleep`` (which bounds how stale a re-confirmation of the
+published JWKS can be). A failed step is logged, counted and retried with
+exponential backoff; nothing stops the daemon but SIGTERM or SIGINT.
+
+SIGTERM/SIGINT: no new step starts; a step in progress finishes (never a
+half-written state), then the process exits 0. SIGHUP: settings are re-read
+(CLI flags, environment, config file) and a step runs at once; a bad new
+configuration is logged and the old one kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import logging
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .config import Settings
+from .lifecycle import next_due
+from .logs import LOGGER, log_event
+from .metrics import Metrics, failure_stage
+from .publish import discovery_document
+from .reconcile import Rotator, StepResult
+from .sdnotify import Notifier
+
+__all__ = ["Daemon", "DaemonOptions"]
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    max_sleep: float = 60.0  # never sleep longer than this between steps
+    jitter: float = 1.0  # add up to this many seconds (and at most 5% of the delay)
+    min_backoff: float = 1.0
+    max_backoff: float = 60.0
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+
+
+class Daemon:
+    def __init__(
+        self,
+        load_settings: Callable[[], Settings],
+        make_rotator: Callable[[Settings], Rotator],
+        options: DaemonOptions,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger = LOGGER,
+    ) -> None:
+        self._load_settings = load_settings
+        self._make_rotator = make_rotator
+        self.options = options
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.log = logger
+        self.settings = load_settings()
+        self.rotator = make_rotator(self.settings)
+        self.metrics = Metrics(clock=clock)
+        self.metrics.policy = self.settings.policy
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self._step_lock = threading.Lock()
+        self._schedule_lock = threading.Lock()
+        self._next_job: Job | None = None
+        self._failures = 0
+        self._ready = False
+        self._scheduler = BackgroundScheduler(
+            timezone=dt.timezone.utc,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self._http: http.server.ThreadingHTTPServer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signal_handlers()
+        if self.options.metrics_port is not None:
+            self._start_http()
+        log_event(
+            self.log, "daemon.started",
+            keystore=self.rotator.keystore.location, publish=self.rotator.publisher.location,
+            rotation_period=self.settings.policy.rotation_period, max_sleep=self.options.max_sleep,
+        )
+        if self.notifier.watchdog_interval:
+            self._scheduler.add_job(self.notifier.watchdog, "interval", seconds=self.notifier.watchdog_interval, id="watchdog")
+            self.notifier.watchdog()
+        self._scheduler.start()
+        self._schedule(0.0)
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self._reload.is_set() and not self._stop.is_set():
+                self._schedule(0.0)
+        log_event(self.log, "daemon.stopping")
+        self.notifier.stopping()
+        self._scheduler.shutdown(wait=True)  # a step in progress finishes first
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        log_event(self.log, "daemon.stopped")
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _install_signal_handlers(self) -> None:
+        def on_stop(signum: int, _frame: Any) -> None:
+            self.stop()
+
+        def on_hup(signum: int, _frame: Any) -> None:
+            self._reload.set()
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _schedule(self, delay: float) -> None:
+        if self._stop.is_set():
+            return
+        if delay > 0:
+            delay += random.uniform(0, min(self.options.jitter, delay * 0.05))
+        run_at = dt.datetime.fromtimestamp(time.time() + delay, dt.timezone.utc)
+        with self._schedule_lock:
+            if self._next_job is not None:
+                try:
+                    self._next_job.remove()
+                except JobLookupError:
+                    pass  # it already ran
+            # A fresh job id each time: a date job is removed by the scheduler after it fires,
+            # which would race with re-adding the same id from inside the job.
+            self._next_job = self._scheduler.add_job(self._tick, "date", run_date=run_at)
+
+    def _tick(self) -> None:
+        with self._step_lock:
+            if self._stop.is_set():
+                return
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+            delay = self._step()
+        self._schedule(delay)
+
+    def _do_reload(self) -> None:
+        try:
+            settings = self._load_settings()
+            rotator = self._make_rotator(settings)
+        except Exception as e:
+            log_event(self.log, "daemon.reload_failed", logging.ERROR, error=e)
+            return
+        changed = sorted(k for k in vars(settings) if getattr(settings, k) != getattr(self.settings, k))
+        self.settings, self.rotator = settings, rotator
+        self.metrics.policy = settings.policy
+        log_event(self.log, "daemon.reloaded", changed=",".join(c for c in changed if "passphrase" not in c) or "nothing")
+
+    def _step(self) -> float:
+        """One reconcile step; returns the delay until the next one."""
+        last: list[str | None] = [None]
+
+        def checkpoint(stage: str) -> None:
+            last[0] = stage
+
+        policy = self.settings.policy
+        started = time.monotonic()
+        try:
+            result = self.rotator.step(checkpoint=checkpoint)
+            self._after_publish(result)
+        except Exception as e:
+            self._failures += 1
+            stage = failure_stage(last[0], e)
+            self.metrics.failed(stage)
+            self._observe_stored()
+            delay = min(self.options.max_backoff, self.options.min_backoff * 2 ** (self._failures - 1), self.options.max_sleep)
+            log_event(
+                self.log, "daemon.step_failed", logging.ERROR,
+                stage=stage, error=e, error_type=type(e).__name__, consecutive=self._failures, retry_in=round(delay, 3),
+            )
+            self.notifier.status(f"step failed at {stage} ({self._failures} in a row): {e}")
+            return delay
+        self._failures = 0
+        self.metrics.succeeded(result.state, policy, result.conflicts)
+        for event in result.events:
+            level = logging.WARNING if event in result.warnings else logging.INFO
+            log_event(self.log, event.name, level, **({"kid": event.kid} if event.kid else {}), **({"detail": event.detail} if event.detail else {}))
+        now = self.clock()
+        due = next_due(result.state, policy)
+        delay = self.options.max_sleep if due is None else min(max(due - now, 0.0), self.options.max_sleep)
+        active = result.state.active
+        status = f"active key {active.kid if active else 'none'}; next step in {delay:.0f}s"
+        log_event(
+            self.log, "daemon.step_succeeded",
+            active=active.kid if active else None, published=result.published, conflicts=result.conflicts,
+            duration_ms=round((time.monotonic() - started) * 1000, 1), next_step_in=round(delay, 3),
+        )
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready(status)
+        else:
+            self.notifier.status(status)
+        return delay
+
+    def _after_publish(self, result: StepResult) -> None:
+        s = self.settings
+        if s.discovery and result.published and s.issuer and s.public_url:
+            self.rotator.publisher.write_discovery(discovery_document(s.issuer, s.public_url))
+
+    def _observe_stored(self) -> None:
+        """After a failure, let health and metrics see what is stored (best effort)."""
+        try:
+            self.metrics.observe(self.rotator.keystore.load(), self.settings.policy)
+        except Exception:
+            pass
+
+    # -- HTTP: /metrics and /healthz -------------------------------------------------------
+
+    def _start_http(self) -> None:
+        daemon = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, daemon.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+                elif path == "/healthz":
+                    problems = daemon.metrics.problems()
+                    state = daemon.metrics.state
+                    active = state.active if state is not None else None
+                    body = {
+                        "status": "unhealthy" if problems else "ok",
+                        "problems": problems,
+                        "active_kid": active.kid if active else None,
+                        "last_success": daemon.metrics.last_success_at,
+                        "consecutive_failures": daemon._failures,
+                    }
+                    self._send(503 if problems else 200, json.dumps(body).encode() + b"\n", "application/json")
+                else:
+                    self._send(404, b"not found: try /metrics or /healthz\n", "text/plain")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        assert self.options.metrics_port is not None
+        self._http = http.server.ThreadingHTTPServer((self.options.metrics_addr, self.options.metrics_port), Handler)
+        self._http.daemon_threads = True
+        threading.Thread(target=self._http.serve_forever, name="rotator-metrics", daemon=True).start()
+        host, port = self._http.server_address[:2]
+        log_event(self.log, "daemon.metrics_listening", address=f"{host}:{port}")

@@ -1,0 +1,185 @@
+"""Prometheus metrics and the health verdict, shared by `rotator run` and the one-shot commands.
+
+Imported only by the daemon and the CLI (never by the verifier).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
+
+from .config import Policy
+from .lifecycle import next_due
+from .publish import build_jwks, jwks_digest, jwks_kids
+from .state import KeyState, State
+
+__all__ = ["Metrics", "health_problems", "failure_stage"]
+
+# The stage a failure happened in, from the last checkpoint the step passed (reconcile.STAGES).
+_NEXT_STAGE = {
+    None: "load",
+    "loaded": "plan",
+    "planned": "write_state",
+    "state_written": "publish",
+    "published": "confirm",
+    "confirmed": "record",
+    "recorded": "record",
+}
+FAILURE_STAGES = ("load", "plan", "write_state", "publish", "confirm", "record")
+
+
+def failure_stage(last_checkpoint: str | None, error: BaseException) -> str:
+    from .errors import PublishError
+
+    stage = _NEXT_STAGE.get(last_checkpoint, "load")
+    if isinstance(error, PublishError):
+        if stage == "plan":
+            return "confirm"  # nothing to change: the step was re-reading the published JWKS
+        if stage == "write_state":
+            return "publish"  # the state was unchanged, so the step went straight to publishing
+    return stage
+
+
+def health_problems(
+    state: State | None, policy: Policy, now: float, *, last_success: float | None, since: float
+) -> list[str]:
+    """Why the deployment is unhealthy (an empty list: healthy).
+
+    - no state or no active key;
+    - the active key overdue: older than P + M + P/2 (a rotation waits at most M for
+      its successor's publication; P/2 covers missed wake-ups);
+    - the current key set's JWKS not confirmed published for longer than P - M (a
+      successor must be confirmed by then to activate on time);
+    - no successful step for longer than P (``since``: when the process started).
+    """
+    problems: list[str] = []
+    period, max_age = policy.rotation_period, policy.max_age
+    if state is None:
+        problems.append("no key set stored yet")
+    else:
+        active = state.active
+        if active is None:
+            problems.append("no active key")
+        elif active.activated_at is not None:
+            overdue_at = active.activated_at + period + max_age + period / 2
+            if now > overdue_at:
+                problems.append(f"active key {active.kid} is overdue for rotation by {now - overdue_at:.0f}s")
+        if state.published_digest != jwks_digest(build_jwks(state)):
+            waiting = now - state.updated_at
+            if waiting > period - max_age:
+                problems.append(f"the current JWKS has not been confirmed published for {waiting:.0f}s")
+    reference = last_success if last_success is not None else since
+    if now - reference > period:
+        problems.append(f"no successful reconcile step for {now - reference:.0f}s")
+    return problems
+
+
+@dataclass
+class Metrics:
+    """The metric set; gauges that depend on the current time are computed at collection."""
+
+    clock: Callable[[], float] = time.time
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    state: State | None = None
+    policy: Policy | None = None
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.keys = Gauge("rotator_keys", "Keys in the key set by lifecycle state.", ["state"], registry=r)
+        self.active_key_age = Gauge("rotator_active_key_age_seconds", "Seconds since the active key started signing.", registry=r)
+        self.next_due = Gauge("rotator_next_due_seconds", "Seconds until the next due lifecycle action (negative: late).", registry=r)
+        self.last_success = Gauge(
+            "rotator_last_success_timestamp_seconds", "Unix time of the last successful reconcile step.", registry=r
+        )
+        self.confirmed = Gauge(
+            "rotator_publication_confirmed_timestamp_seconds", "Unix time the published JWKS was last confirmed by read-back.", registry=r
+        )
+        self.failures = Counter("rotator_step_failures", "Failed reconcile steps by stage.", ["stage"], registry=r)
+        self.steps = Counter("rotator_steps", "Successful reconcile steps.", registry=r)
+        self.conflicts = Counter("rotator_cas_conflicts", "Compare-and-swap conflicts resolved by re-reading.", registry=r)
+        self.jwks_bytes = Gauge("rotator_jwks_bytes", "Size of the JWKS for the current key set.", registry=r)
+        self.jwks_keys = Gauge("rotator_jwks_keys", "Keys in the JWKS for the current key set.", registry=r)
+        self.healthy = Gauge("rotator_healthy", "1 when /healthz would answer 200.", registry=r)
+        self.started_at = self.clock()
+        self.last_success_at: float | None = None
+        for stage in FAILURE_STAGES:
+            self.failures.labels(stage=stage)
+        for s in KeyState:
+            self.keys.labels(state=s.value)
+        self.active_key_age.set_function(self._active_age)
+        self.next_due.set_function(self._next_due)
+        self.healthy.set_function(lambda: 0.0 if self.problems() else 1.0)
+
+    # -- updates ---------------------------------------------------------------------
+
+    def observe(self, state: State | None, policy: Policy) -> None:
+        self.state, self.policy = state, policy
+        if state is None:
+            return
+        for s in KeyState:
+            self.keys.labels(state=s.value).set(len(state.in_state(s)))
+        body = build_jwks(state)
+        self.jwks_bytes.set(len(body))
+        self.jwks_keys.set(len(jwks_kids(body)))
+        if state.published_confirmed_at is not None:
+            self.confirmed.set(state.published_confirmed_at)
+
+    def succeeded(self, state: State, policy: Policy, conflicts: int = 0) -> None:
+        self.last_success_at = self.clock()
+        self.last_success.set(self.last_success_at)
+        self.steps.inc()
+        if conflicts:
+            self.conflicts.inc(conflicts)
+        self.observe(state, policy)
+
+    def failed(self, stage: str, conflicts: int = 0) -> None:
+        self.failures.labels(stage=stage).inc()
+        if conflicts:
+            self.conflicts.inc(conflicts)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _active_age(self) -> float:
+        active = self.state.active if self.state is not None else None
+        if active is None or active.activated_at is None:
+            return float("nan")
+        return self.clock() - active.activated_at
+
+    def _next_due(self) -> float:
+        if self.state is None or self.policy is None:
+            return float("nan")
+        due = next_due(self.state, self.policy)
+        return float("nan") if due is None else due - self.clock()
+
+    def problems(self) -> list[str]:
+        if self.policy is None:
+            return ["no successful reconcile step yet"]
+        return health_problems(
+            self.state, self.policy, self.clock(), last_success=self.last_success_at, since=self.started_at
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def write_textfile(self, path: str | Path) -> None:
+        """Atomically (temp file + rename) write the metrics for node_exporter's textfile collector."""
+        write_to_textfile(str(path), self.registry)
+
+    def carry_over(self, path: str | Path) -> None:
+        """For one-shot runs: keep the last success time from the previous textfile."""
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            return
+        try:
+            for family in text_string_to_metric_families(text):
+                if family.name == "rotator_last_success_timestamp_seconds":
+                    for sample in family.samples:
+                        self.last_success.set(sample.value)
+        except ValueError:
+            return

@@ -1,0 +1,416 @@
+"""`rotator run` as a real subprocess: schedule, JWKS, /metrics, /healthz, signals, systemd notify, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator._b64 import b64url_encode
+from rotator.config import Policy
+from rotator.keys import private_from_bytes
+from rotator.keystore import FileKeystore
+from rotator.metrics import failure_stage, health_problems
+from rotator.sealing import open_sealer
+from rotator.sdnotify import Notifier
+from rotator.state import State
+from rotator.errors import KeystoreError, PublishError
+from rotator.verifier import parse_jwks, verify_token
+
+from .conftest import PASSPHRASE
+
+# A policy in seconds: P=4 s, M=1 s, T=2 s, L=1 s, W=6 s.
+SHORT = [
+    "--rotation-period", "4s", "--max-age", "1s", "--token-lifetime", "2s",
+    "--leeway", "1s", "--retirement-window", "6s", "--private-key-grace", "2s",
+]
+ROTATOR = [sys.executable, "-m", "rotator.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def metrics(port: int) -> dict[str, float]:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{label}}}" if label else sample.name] = sample.value
+    return values
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.extend(self.sock.recv(4096).decode().splitlines())
+            except (TimeoutError, BlockingIOError):
+                return self.messages
+
+    def has(self, line: str) -> bool:
+        return line in self.drain()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RunningDaemon:
+    def __init__(self, tmp: Path, *extra: str, log_format: str = "json", watchdog_usec: int = 1_000_000) -> None:
+        self.tmp = tmp
+        self.keystore = tmp / "keystore"
+        self.public = tmp / "public"
+        self.port = free_port()
+        self.notify = NotifySocket(tmp / "notify.sock")
+        self.log_path = tmp / "daemon.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "NOTIFY_", "WATCHDOG_"))}
+        self.env.update(
+            ROTATOR_KEYSTORE=f"file://{self.keystore}",
+            ROTATOR_PUBLISH=f"file://{self.public}",
+            ROTATOR_KEYSTORE_PASSPHRASE=PASSPHRASE,
+            ROTATOR_ISSUER="https://issuer.test",
+            NOTIFY_SOCKET=str(self.notify.path),
+            WATCHDOG_USEC=str(watchdog_usec),
+        )
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [*ROTATOR, "run", *SHORT, "--metrics-port", str(self.port), "--log-format", log_format, *extra],
+            env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT,
+        )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ROTATOR, *args, *SHORT], env=self.env, capture_output=True, text=True, timeout=60)
+
+    def state(self) -> State | None:
+        return FileKeystore(self.keystore).load()
+
+    def jwks(self) -> dict[str, Any]:
+        return json.loads((self.public / "jwks.json").read_text())
+
+    def log(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=20)
+        self.log_file.close()
+        self.notify.close()
+        return code
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
+    started: list[RunningDaemon] = []
+
+    def start(*extra: str, **kwargs: Any) -> RunningDaemon:
+        d = RunningDaemon(tmp_path, *extra, **kwargs)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def private_scalars(state: State | None) -> set[str]:
+    """Every encoding of every private scalar in the state that a log line could carry."""
+    if state is None:
+        return set()
+    sealer = open_sealer(state.encryption, PASSPHRASE, False)
+    found: set[str] = set()
+    for key in state.keys:
+        if key.private is None:
+            continue
+        private = private_from_bytes(sealer.unseal(key.private, state.keyset, key.kid))
+        d = private.private_numbers().private_value
+        raw = d.to_bytes(32, "big")
+        found |= {b64url_encode(raw), raw.hex(), str(d), key.private[:40]}
+    return found
+
+
+# -- the whole daemon, end to end ------------------------------------------------------------
+
+
+def test_run_rotates_on_schedule_serves_metrics_and_health_and_stops_on_sigterm(daemon_factory: Callable[..., RunningDaemon]) -> None:
+    d = daemon_factory()
+    wait_for(lambda: d.notify.has("READY=1"), what="READY=1")
+    actives: list[str] = []
+    scalars: set[str] = set()
+    deadline = time.monotonic() + 14
+    while time.monotonic() < deadline:
+        d.notify.drain()
+        state = d.state()
+        scalars |= private_scalars(state)
+        if state is not None and state.active is not None and (not actives or actives[-1] != state.active.kid):
+            actives.append(state.active.kid)
+            # The JWKS follows: whenever a key signs, it is published.
+            published = wait_for(lambda: {k["kid"] for k in d.jwks()["keys"]}, what="a JWKS")
+            assert state.active.kid in published
+        time.sleep(0.1)
+    # P = 4 s over 14 s: the first key plus three rotations, give or take one wake-up.
+    assert len(actives) >= 4, actives
+    assert len(set(actives)) == len(actives)
+
+    m = metrics(d.port)
+    state = d.state()
+    assert state is not None and state.active is not None
+    assert m['rotator_keys{state=active}'] == 1
+    assert m["rotator_steps_total"] >= len(actives)
+    assert sum(v for k, v in m.items() if k.startswith("rotator_step_failures_total")) == 0
+    assert 0 <= m["rotator_active_key_age_seconds"] <= 4 + 1 + 2
+    assert -1 <= m["rotator_next_due_seconds"] <= 4
+    assert abs(m["rotator_last_success_timestamp_seconds"] - time.time()) < 5
+    assert abs(m["rotator_publication_confirmed_timestamp_seconds"] - time.time()) < 6
+    assert m["rotator_healthy"] == 1
+    jwks_keys = len(d.jwks()["keys"])
+    assert m["rotator_jwks_keys"] in (jwks_keys - 1, jwks_keys, jwks_keys + 1)  # a rotation may land between reads
+    assert m["rotator_jwks_bytes"] > 200
+
+    status, body = http_get(f"http://127.0.0.1:{d.port}/healthz")
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "ok" and health["problems"] == []
+    assert http_get(f"http://127.0.0.1:{d.port}/nope")[0] == 404
+
+    assert d.notify.has("WATCHDOG=1")
+    assert any(line.startswith("STATUS=active key ") for line in d.notify.drain())
+
+    start = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    code = d.proc.wait(timeout=20)
+    took = time.monotonic() - start
+    print(f"\n[daemon] {len(actives)} active keys in 14 s at P=4s; SIGTERM to exit {took:.2f}s")
+    assert code == 0 and took < 5
+    assert d.notify.has("STOPPING=1")
+    log = d.log()
+    events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith("{")]
+    assert events[0] == "daemon.metrics_listening" and "daemon.started" in events
+    assert events[-2:] == ["daemon.stopping", "daemon.stopped"]
+    assert {"rotator.key_created", "rotator.key_activated", "rotator.key_retired", "daemon.step_succeeded"} <= set(events)
+
+    # Key material never reaches the log.
+    scalars |= private_scalars(d.state())
+    assert scalars, "no private keys were collected to search for"
+    assert "BEGIN" not in log and "PRIVATE" not in log
+    for secret in scalars:
+        assert secret not in log
+    assert PASSPHRASE not in log
+
+
+def test_publish_target_failing_then_recovering(daemon_factory: Callable[..., RunningDaemon], tmp_path: Path) -> None:
+    d = daemon_factory(log_format="human")
+    wait_for(lambda: d.notify.has("READY=1"), what="READY=1")
+    wait_for(lambda: metrics(d.port)["rotator_steps_total"] >= 2, what="two steps")
+
+    # Break the publish target: its directory becomes a plain file.
+    saved = tmp_path / "public-before-outage"
+    shutil.move(d.public, saved)
+    d.public.write_text("not a directory")
+    served_before = parse_jwks((saved / "jwks.json").read_bytes())
+
+    def unhealthy() -> dict[str, Any] | None:
+        status, body = http_get(f"http://127.0.0.1:{d.port}/healthz")
+        return json.loads(body) if status == 503 else None
+
+    health = wait_for(unhealthy, timeout=20, what="/healthz to report the outage")
+    assert any("successful reconcile step" in p or "not been confirmed" in p for p in health["problems"]), health
+    assert d.proc.poll() is None, "the daemon died during the outage"
+    # A rotation falls due during the outage, so its successor's publication fails too.
+    m = wait_for(lambda: (lambda m: m if m["rotator_step_failures_total{stage=publish}"] >= 1 else None)(metrics(d.port)), what="a failed publication")
+    assert m["rotator_step_failures_total{stage=confirm}"] >= 1  # re-reading the JWKS while nothing was due
+    assert m["rotator_healthy"] == 0
+
+    # The current key keeps signing, and its tokens verify against what verifiers hold.
+    token = d.cli("sign", "--sub", "alice", "--aud", "api", "--ttl", "2s")
+    assert token.returncode == 0, token.stderr
+    claims = verify_token(token.stdout.strip(), served_before, now=time.time(), audience="api", leeway=1)
+    assert claims["sub"] == "alice"
+
+    # Recovery: everything converges.
+    d.public.unlink()
+    shutil.move(saved, d.public)
+    wait_for(lambda: http_get(f"http://127.0.0.1:{d.port}/healthz")[0] == 200, timeout=20, what="health to recover")
+    state = d.state()
+    assert state is not None and state.active is not None
+    published = {k["kid"] for k in d.jwks()["keys"]}
+    assert state.active.kid in published and all(k.kid in published for k in state.pending)
+    failures = {k: v for k, v in metrics(d.port).items() if k.startswith("rotator_step_failures_total")}
+    time.sleep(3)
+    assert {k: v for k, v in metrics(d.port).items() if k.startswith("rotator_step_failures_total")} == failures
+    log = d.log()
+    assert re.search(r"error +daemon\.step_failed stage=publish .*retry_in=", log), log[-2000:]
+    assert re.search(r"error +daemon\.step_failed stage=confirm .*Not a directory", log), log[-2000:]
+    assert d.stop() == 0
+
+
+def test_sighup_reloads_settings_and_keeps_running_on_a_bad_file(daemon_factory: Callable[..., RunningDaemon], tmp_path: Path) -> None:
+    config = tmp_path / "rotator.toml"
+    config.write_text('audit_retention = "1d"\n')
+    d = daemon_factory("--config", str(config))
+    wait_for(lambda: d.notify.has("READY=1"), what="READY=1")
+
+    config.write_text('audit_retention = "2d"\n')
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: '"event":"daemon.reloaded"' in d.log(), what="the reload")
+    reloaded = next(json.loads(line) for line in d.log().splitlines() if '"daemon.reloaded"' in line)
+    assert reloaded["changed"] == "policy"
+
+    config.write_text("rotation_period = \n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: '"event":"daemon.reload_failed"' in d.log(), what="the failed reload")
+    failed = next(json.loads(line) for line in d.log().splitlines() if '"daemon.reload_failed"' in line)
+    assert "not valid TOML" in failed["error"]
+    time.sleep(1)
+    assert d.proc.poll() is None
+    assert http_get(f"http://127.0.0.1:{d.port}/healthz")[0] == 200
+    assert d.stop() == 0
+
+
+def test_bad_settings_refused_before_starting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROTATOR_")}
+    env.update(ROTATOR_KEYSTORE=f"file://{tmp_path / 'ks'}", ROTATOR_PUBLISH=f"file://{tmp_path / 'pub'}")
+    result = subprocess.run(
+        [*ROTATOR, "run", "--rotation-period", "4s"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and result.stderr.startswith("rotator: error:") and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "ks").exists()
+
+
+# -- one-shot metrics ------------------------------------------------------------------------
+
+
+def test_rotate_writes_a_metrics_textfile_also_on_failure(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROTATOR_")}
+    env.update(
+        ROTATOR_KEYSTORE=f"file://{tmp_path / 'ks'}",
+        ROTATOR_PUBLISH=f"file://{tmp_path / 'pub'}",
+        ROTATOR_KEYSTORE_PASSPHRASE=PASSPHRASE,
+    )
+    prom = tmp_path / "textfile" / "rotator.prom"
+    prom.parent.mkdir()
+
+    def rotate() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ROTATOR, "rotate", "--metrics-file", str(prom)], env=env, capture_output=True, text=True, timeout=60)
+
+    def read() -> dict[str, float]:
+        return {
+            s.name + ("{" + ",".join(f"{k}={v}" for k, v in s.labels.items()) + "}" if s.labels else ""): s.value
+            for f in text_string_to_metric_families(prom.read_text()) for s in f.samples
+        }
+
+    assert rotate().returncode == 0
+    first = read()
+    assert first["rotator_keys{state=active}"] == 1 and first["rotator_keys{state=pending}"] == 1
+    assert first["rotator_steps_total"] == 1 and first["rotator_jwks_keys"] == 2
+    success_at = first["rotator_last_success_timestamp_seconds"]
+    assert abs(success_at - time.time()) < 30
+
+    (tmp_path / "pub").rename(tmp_path / "pub-away")
+    (tmp_path / "pub").write_text("not a directory")
+    failed = rotate()
+    assert failed.returncode != 0
+    after = read()
+    # Nothing changed, so the step only read back the JWKS, and that failed.
+    assert after["rotator_step_failures_total{stage=confirm}"] + after["rotator_step_failures_total{stage=publish}"] == 1
+    assert after["rotator_last_success_timestamp_seconds"] == success_at
+    assert after["rotator_keys{state=active}"] == 1
+    assert not list(prom.parent.glob("*.tmp*")), "the textfile was not written atomically"
+
+
+# -- pieces ----------------------------------------------------------------------------------
+
+
+def test_failure_stage_names() -> None:
+    assert failure_stage(None, KeystoreError("x")) == "load"
+    assert failure_stage("loaded", ValueError("x")) == "plan"
+    assert failure_stage("loaded", PublishError("read-back")) == "confirm"
+    assert failure_stage("planned", KeystoreError("x")) == "write_state"
+    assert failure_stage("planned", PublishError("x")) == "publish"
+    assert failure_stage("state_written", PublishError("x")) == "publish"
+    assert failure_stage("published", PublishError("x")) == "confirm"
+    assert failure_stage("confirmed", KeystoreError("x")) == "record"
+
+
+def test_health_problems(make_rotator: Callable[..., Any], clock: Any) -> None:
+    policy = Policy()
+    rotator = make_rotator(policy)
+    state = rotator.step().state
+    now = clock.now
+    assert health_problems(state, policy, now, last_success=now, since=now) == []
+    assert health_problems(None, policy, now, last_success=None, since=now) == ["no key set stored yet"]
+    late = now + 900 + 300 + 450 + 10
+    problems = health_problems(state, policy, late, last_success=late, since=now)
+    assert len(problems) == 1 and "overdue for rotation by 10s" in problems[0]
+    stale = health_problems(state, policy, now + 901, last_success=now, since=now)
+    assert any("no successful reconcile step for 901s" in p for p in stale)
+
+
+def test_notifier_never_blocks_on_a_receiver_that_does_not_read(tmp_path: Path) -> None:
+    receiver = NotifySocket(tmp_path / "full.sock")  # never drained
+    notifier = Notifier({"NOTIFY_SOCKET": str(receiver.path)})
+    start = time.monotonic()
+    sent = [notifier.notify("WATCHDOG=1") for _ in range(500)]
+    assert time.monotonic() - start < 5
+    assert sent[0] is True and sent[-1] is False  # the queue filled up and later messages were dropped
+    receiver.close()
+
+
+def test_notifier_speaks_to_an_abstract_socket() -> None:
+    name = f"rotator-test-{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind("\0" + name)
+        server.settimeout(2)
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "3000000"})
+        assert notifier.enabled and notifier.watchdog_interval == 1.5
+        notifier.ready("up")
+        assert server.recv(1024) == b"READY=1\nSTATUS=up"
+    assert not Notifier({}).enabled and Notifier({}).notify("READY=1") is False
+    assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
