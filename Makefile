@@ -18,6 +18,7 @@ demo: $(STAMP)
 	sh scripts/demo.sh
 
 test: $(STAMP)
+	sh scripts/test-deps.sh
 	$(BIN)/python -m pytest -q
 
 # Speed and stampede comparisons against peers (prints ratios; takes about a minute).

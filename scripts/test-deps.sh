@@ -1,0 +1,22 @@
+#!/bin/sh
+# Tools the test suite needs beyond Python packages, from Debian's archive:
+# systemd-analyze (package systemd) to verify and score the systemd units.
+# Installs only what is missing; needs root or sudo when something is.
+set -eu
+
+missing=""
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" = 0 ]; then
+    SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+else
+    echo "test-deps: missing Debian packages:$missing (no root or sudo to install them); their tests will fail" >&2
+    exit 0
+fi
+echo "test-deps: installing Debian packages:$missing" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,134 @@
+"""The systemd units: each directive explained, `systemd-analyze verify` clean, exposure <= 2.0,
+and rotator itself working under the restrictions the units impose where they can be imposed here."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rotator.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+UNITS = ROOT / "systemd"
+ROTATOR_BIN = Path(sys.executable).parent / "rotator"
+
+
+def analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    assert path, "systemd-analyze not found: install Debian's systemd package (scripts/test-deps.sh does)"
+    return path
+
+
+@pytest.fixture
+def units(tmp_path: Path) -> Path:
+    """The unit files with ExecStart pointing at this checkout's rotator (verify checks it exists)."""
+    assert ROTATOR_BIN.exists()
+    for unit in UNITS.glob("rotator*.*"):
+        if unit.suffix in (".service", ".timer"):
+            (tmp_path / unit.name).write_text(unit.read_text().replace("/usr/local/bin/rotator", str(ROTATOR_BIN)))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["rotator.service", "rotator-rotate.service", "rotator-rotate.timer"])
+def test_every_directive_has_its_reason_on_the_line_above(name: str) -> None:
+    lines = (UNITS / name).read_text().splitlines()
+    directives = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z]+=", line)]
+    assert directives
+    unexplained = [lines[i] for i in directives if not lines[i - 1].startswith("# ")]
+    assert unexplained == []
+
+
+def test_systemd_analyze_verify_passes(units: Path) -> None:
+    names = ["rotator.service", "rotator-rotate.service", "rotator-rotate.timer"]
+    result = subprocess.run([analyze(), "verify", *names], cwd=units, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_systemd_analyze_verify_catches_a_missing_executable(tmp_path: Path) -> None:
+    """The check is real: the shipped path does not exist here, and verify says so."""
+    unit = tmp_path / "rotator.service"
+    unit.write_text((UNITS / "rotator.service").read_text().replace("/usr/local/bin/rotator", "/nonexistent/rotator"))
+    result = subprocess.run([analyze(), "verify", unit.name], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "/nonexistent/rotator" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["rotator.service", "rotator-rotate.service"])
+def test_security_exposure_at_most_2(units: Path, name: str) -> None:
+    result = subprocess.run(
+        [analyze(), "security", "--offline=true", "--no-pager", name], cwd=units, capture_output=True, text=True, timeout=120
+    )
+    match = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    exposure = float(match.group(1))
+    print(f"\n[systemd] {name}: exposure {exposure}")
+    assert exposure <= 2.0
+
+
+def test_units_share_user_state_and_config() -> None:
+    for name in ("rotator.service", "rotator-rotate.service"):
+        text = (UNITS / name).read_text()
+        for line in ("DynamicUser=yes", "User=rotator", "StateDirectoryMode=0700", "ProtectSystem=strict",
+                     "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=", "SystemCallFilter=@system-service",
+                     "EnvironmentFile=-/etc/rotator/rotator.env", "UMask=0077"):
+            assert f"\n{line}\n" in text, (name, line)
+        assert "--config /etc/rotator/rotator.toml" in text
+    assert "Type=notify" in (UNITS / "rotator.service").read_text()
+    assert "WatchdogSec=" in (UNITS / "rotator.service").read_text()
+
+
+def test_example_configuration_loads() -> None:
+    settings = load_settings({}, env={}, config_file=str(UNITS / "rotator.toml"))
+    assert settings.keystore == "file:///var/lib/rotator/keystore"
+    assert settings.policy.rotation_period == 900
+
+
+PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
+
+
+def test_rotator_works_without_writable_executable_memory(tmp_path: Path) -> None:
+    """MemoryDenyWriteExecute=yes, imposed here with prctl(PR_SET_MDWE) (the same refusal, Linux 6.3+):
+    a reconcile step (scrypt, AES-GCM, ECDSA, file I/O) and the daemon's start-up run under it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_GET_MDWE, 0, 0, 0, 0) >= 0, "this kernel has no PR_SET_MDWE (Linux 6.3+ needed)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROTATOR_")}
+    env.update(
+        ROTATOR_KEYSTORE=f"file://{tmp_path / 'ks'}",
+        ROTATOR_PUBLISH=f"file://{tmp_path / 'pub'}",
+        ROTATOR_KEYSTORE_PASSPHRASE="a passphrase for this test",
+    )
+    wrapper = (
+        "import ctypes, runpy, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"assert libc.prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) == 0, ctypes.get_errno()\n"
+        f"assert libc.prctl({PR_GET_MDWE}, 0, 0, 0, 0) == {PR_MDWE_REFUSE_EXEC_GAIN}\n"
+        "sys.argv = ['rotator'] + sys.argv[1:]\n"
+        "runpy.run_module('rotator.cli', run_name='__main__')\n"
+    )
+    rotate = subprocess.run([sys.executable, "-c", wrapper, "rotate"], env=env, capture_output=True, text=True, timeout=120)
+    assert rotate.returncode == 0, rotate.stderr
+    sign = subprocess.run(
+        [sys.executable, "-c", wrapper, "sign", "--sub", "s", "--aud", "a"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert sign.returncode == 0 and sign.stdout.count(".") == 2, sign.stderr
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", wrapper, "run", "--max-sleep", "1s", "--log-format", "json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        seen = []
+        for line in daemon.stdout:
+            seen.append(line)
+            if '"daemon.step_succeeded"' in line:
+                break
+        assert any('"daemon.step_succeeded"' in line for line in seen), "".join(seen)
+    finally:
+        daemon.terminate()
+        assert daemon.wait(timeout=30) == 0
