@@ -1,0 +1,256 @@
+"""The Helm chart, rendered and linted by Helm's own Go SDK (helm-python-sdk: libhelm_c over
+helm.sh/helm/v4, no cluster), every manifest checked against the Kubernetes API schemas
+(kubernetes-validate, strict), and values checked against values.schema.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from rotator.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "rotator"
+BAD_VALUES = Path(__file__).parent / "helm" / "bad-values"
+KUBE_VERSION = "1.30.0"
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "deployment": {"mode": "deployment"},
+    "deployment-monitored-kms": {
+        "mode": "deployment",
+        "deployment": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "secrets": {"kmsKeyId": "alias/rotator"},
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/rotator"}},
+        "config": {"issuer": "https://auth.example.com", "publicUrl": "https://auth.example.com/.well-known/jwks.json", "discovery": True},
+        "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
+        "nodeSelector": {"kubernetes.io/arch": "amd64"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "auth", "effect": "NoSchedule"}],
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podAnnotations": {"team": "identity"},
+    },
+    "cronjob-existing-account": {"serviceAccount": {"create": False, "name": "rotator-irsa"}, "image": {"tag": "0.1.0-rc1"}},
+}
+
+
+def render(values: dict[str, Any]) -> dict[str, str]:
+    chart = helm_python.Chart.load(CHART)
+    return chart.render(values, name="auth", namespace="identity", is_install=True)
+
+
+def manifests(values: dict[str, Any]) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for name, text in render(values).items():
+        if name.endswith(".yaml"):
+            docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in docs}
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+# -- lint and render -----------------------------------------------------------------------
+
+
+def test_helm_lint_strict_passes() -> None:
+    report = helm_python.lint(CHART, strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == [], report
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [], report["messages"]
+    print(f"\n[helm] lint (Helm SDK {helm_python.helm_sdk_version()}): {len(report['messages'])} info message(s), no warnings or errors")
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_rendered_manifest_passes_the_kubernetes_schema(scenario: str) -> None:
+    docs = manifests(SCENARIOS[scenario])
+    assert docs
+    checked = []
+    for doc in docs:
+        if doc["kind"] == "ServiceMonitor":
+            check_service_monitor(doc)
+            continue
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        checked.append(doc["kind"])
+    print(f"\n[helm] {scenario}: {', '.join(sorted(checked))} valid against Kubernetes {KUBE_VERSION} (strict)")
+
+
+def check_service_monitor(doc: dict[str, Any]) -> None:
+    """A CRD kind the Kubernetes schemas do not have: the fields Prometheus Operator requires."""
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    assert doc["spec"]["selector"]["matchLabels"]
+    (endpoint,) = doc["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "30s"}
+
+
+def test_schema_check_is_real() -> None:
+    """kubernetes-validate rejects a manifest with a misspelt field, so passing means something."""
+    doc = by_kind(manifests({}))["CronJob"]
+    doc["spec"]["concurrencyPolicyy"] = "Forbid"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_cronjob_by_default() -> None:
+    kinds = by_kind(manifests({}))
+    assert set(kinds) == {"CronJob", "ConfigMap", "ServiceAccount"}
+    spec = kinds["CronJob"]["spec"]
+    assert spec["schedule"] == "*/2 * * * *" and spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] == 120
+    assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
+    assert spec["jobTemplate"]["spec"]["backoffLimit"] == 2
+    container = pod_spec(kinds["CronJob"])["containers"][0]
+    assert container["args"] == ["rotate", "--config", "/etc/rotator/rotator.toml"]
+    assert pod_spec(kinds["CronJob"])["restartPolicy"] == "Never"
+
+
+def test_schedule_comes_from_values() -> None:
+    assert by_kind(manifests({"cronjob": {"schedule": "* * * * *"}}))["CronJob"]["spec"]["schedule"] == "* * * * *"
+
+
+def test_deployment_mode_runs_the_daemon_with_probes_service_and_monitor() -> None:
+    kinds = by_kind(manifests(SCENARIOS["deployment-monitored-kms"]))
+    assert set(kinds) == {"Deployment", "ConfigMap", "ServiceAccount", "Service", "ServiceMonitor"}
+    container = pod_spec(kinds["Deployment"])["containers"][0]
+    assert container["args"][:1] == ["run"] and "--metrics-port" in container["args"]
+    assert container["args"][container["args"].index("--metrics-addr") + 1] == "0.0.0.0"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
+    assert kinds["Service"]["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert kinds["ServiceMonitor"]["metadata"]["labels"]["release"] == "prometheus"
+    assert kinds["ServiceAccount"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AWS_REGION"] == "eu-west-1" and "ROTATOR_KEYSTORE_PASSPHRASE_FILE" not in env  # KMS: no passphrase
+
+
+def test_service_monitor_without_service_is_refused() -> None:
+    values = {"mode": "deployment", "deployment": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}
+    with pytest.raises(helm_python.HelmError, match="needs deployment.service.enabled"):
+        render(values)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_secure_defaults_in_every_pod(scenario: str) -> None:
+    workloads = [d for d in manifests(SCENARIOS[scenario]) if d["kind"] in ("CronJob", "Deployment")]
+    assert len(workloads) == 1
+    spec = pod_spec(workloads[0])
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 10001
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in spec["containers"]:
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/etc/rotator"}
+
+
+def test_passphrase_comes_from_the_existing_secret_as_a_file() -> None:
+    spec = pod_spec(by_kind(manifests({}))["CronJob"])
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ROTATOR_KEYSTORE_PASSPHRASE_FILE"] == "/var/run/secrets/rotator/passphrase"
+    volume = next(v for v in spec["volumes"] if v["name"] == "passphrase")
+    assert volume["secret"]["secretName"] == "rotator-passphrase"
+    assert volume["secret"]["items"] == [{"key": "passphrase", "path": "passphrase"}]
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_the_rendered_configuration_is_one_rotator_accepts(scenario: str, tmp_path: Path) -> None:
+    configmap = by_kind(manifests(SCENARIOS[scenario]))["ConfigMap"]
+    path = tmp_path / "rotator.toml"
+    path.write_text(configmap["data"]["rotator.toml"])
+    settings = load_settings({}, env={}, config_file=str(path))
+    values = helm_python.Chart.load(CHART).merge_values(SCENARIOS[scenario])
+    assert settings.keystore == values["config"]["keystore"]
+    assert settings.publish == values["config"]["publish"]
+    assert settings.policy.rotation_period == 900 and settings.policy.retirement_window == 86400
+    assert settings.kms_key_id == (values["secrets"]["kmsKeyId"] or None)
+    assert settings.discovery is values["config"]["discovery"]
+
+
+def test_notes_say_where_the_jwks_will_be() -> None:
+    notes = render(SCENARIOS["deployment-monitored-kms"])["rotator/templates/NOTES.txt"]
+    assert "s3://my-rotator-bucket/jwks/jwks.json" in notes
+    assert "https://auth.example.com/.well-known/jwks.json" in notes
+    assert "discovery document" in notes
+    default_notes = render({})["rotator/templates/NOTES.txt"]
+    assert "s3://my-rotator-bucket/jwks/jwks.json" in default_notes and "create secret generic rotator-passphrase" in default_notes
+
+
+# -- values and their schema -------------------------------------------------------------
+
+
+def schema() -> dict[str, Any]:
+    return json.loads((CHART / "values.schema.json").read_text())
+
+
+def test_values_yaml_satisfies_the_schema() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator.check_schema(schema())
+    jsonschema.Draft7Validator(schema()).validate(values)
+    helm_python.Chart.load(CHART).validate_schema(values)
+
+
+BAD = sorted(BAD_VALUES.glob("*.yaml"))
+
+
+def test_there_are_bad_value_examples() -> None:
+    assert len(BAD) >= 10
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_values_are_rejected(path: Path) -> None:
+    overrides = yaml.safe_load(path.read_text())
+    chart = helm_python.Chart.load(CHART)
+    merged = chart.merge_values(overrides)
+    errors = list(jsonschema.Draft7Validator(schema()).iter_errors(merged))
+    assert errors, f"{path.name} passed the schema"
+    with pytest.raises(helm_python.HelmValuesError):
+        chart.validate_schema(overrides)
+    with pytest.raises(helm_python.HelmValuesError):
+        render(overrides)  # helm install/template would refuse the same values
+
+
+def test_every_value_is_documented() -> None:
+    """Every key in values.yaml has a comment on the line above it, or sits inside a value
+    documented as a whole (a "# --" comment above its parent, e.g. securityContext)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented_blocks: list[int] = []  # indents of open "# --"-documented parents
+    undocumented = []
+    for i, line in enumerate(lines):
+        match = re.match(r"^(\s*)([A-Za-z][\w.-]*):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        documented_blocks = [d for d in documented_blocks if d < indent]
+        above = lines[i - 1].strip() if i else ""
+        if above.startswith("# --"):
+            documented_blocks.append(indent)
+        elif not above.startswith("#") and not documented_blocks:
+            undocumented.append(line.strip())
+    assert undocumented == []
+
+
+def test_dockerfile_runs_as_the_chart_user_on_a_slim_base() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.\d+-slim$", text, re.M)
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["repository"] == "rotator"
+    assert values["podSecurityContext"]["runAsUser"] == 10001 and values["podSecurityContext"]["runAsGroup"] == 10001
+    assert 'ENTRYPOINT ["rotator"]' in text
