@@ -124,11 +124,10 @@ def verify_signature(key: ec.EllipticCurvePublicKey, signing_input: bytes, signa
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MalformedToken(f"claim {name!r} is not a number")
-    return float(value)
+    kind = type(value)
+    if kind is int or kind is float or value is None:  # bool is not a number here (type, not isinstance)
+        return value
+    raise MalformedToken(f"claim {name!r} is not a number")
 
 
 def check_claims(
@@ -165,10 +164,13 @@ def check_claims(
     if audience is None:
         if aud is not None:
             raise WrongAudience("token names an audience but no audience is configured to accept")
+    elif type(aud) is str:
+        if aud != audience if type(audience) is str else aud not in audience:
+            raise WrongAudience("token audience does not match")
     else:
-        wanted = (audience,) if isinstance(audience, str) else audience
-        auds = aud if isinstance(aud, list) else (aud,)
-        if not any(isinstance(a, str) and a in wanted for a in auds):
+        wanted = (audience,) if type(audience) is str else audience
+        auds = aud if type(aud) is list else ()
+        if not any(type(a) is str and a in wanted for a in auds):
             raise WrongAudience("token audience does not match")
 
 
