@@ -49,6 +49,7 @@ class DaemonOptions:
     max_backoff: float = 60.0
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
+    stuck_after: float = 300.0  # a step running longer than this stops the watchdog pings
 
 
 class Daemon:
@@ -76,6 +77,8 @@ class Daemon:
         self._reload = threading.Event()
         self._wake = threading.Event()
         self._step_lock = threading.Lock()
+        self._step_started: float | None = None  # monotonic, while a step runs
+        self._last_tick = time.monotonic()
         self._schedule_lock = threading.Lock()
         self._next_job: Job | None = None
         self._failures = 0
@@ -98,8 +101,8 @@ class Daemon:
             rotation_period=self.settings.policy.rotation_period, max_sleep=self.options.max_sleep,
         )
         if self.notifier.watchdog_interval:
-            self._scheduler.add_job(self.notifier.watchdog, "interval", seconds=self.notifier.watchdog_interval, id="watchdog")
-            self.notifier.watchdog()
+            self._scheduler.add_job(self._watchdog, "interval", seconds=self.notifier.watchdog_interval, id="watchdog")
+            self._watchdog()
         self._scheduler.start()
         self._schedule(0.0)
         while not self._stop.is_set():
@@ -154,11 +157,34 @@ class Daemon:
         with self._step_lock:
             if self._stop.is_set():
                 return
-            if self._reload.is_set():
-                self._reload.clear()
-                self._do_reload()
-            delay = self._step()
+            self._step_started = self._last_tick = time.monotonic()
+            try:
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._do_reload()
+                delay = self._step()
+            finally:
+                self._step_started = None
+                self._last_tick = time.monotonic()
         self._schedule(delay)
+
+    def watchdog_ok(self, now: float | None = None) -> bool:
+        """Whether the step loop is alive: no step stuck past ``stuck_after``, and steps still
+        being scheduled (one is due at least every ``max_sleep``, or the backoff)."""
+        now = time.monotonic() if now is None else now
+        started = self._step_started
+        if started is not None:
+            return now - started < self.options.stuck_after
+        quiet_limit = max(self.options.max_sleep, self.options.max_backoff) + self.options.stuck_after
+        return now - self._last_tick < quiet_limit
+
+    def _watchdog(self) -> None:
+        # Pinging from the scheduler proves the scheduler runs; checking the step loop proves
+        # rotation is not wedged (a hung network call, a lost schedule), so systemd restarts it.
+        if self.watchdog_ok():
+            self.notifier.watchdog()
+        else:
+            log_event(self.log, "daemon.watchdog_withheld", logging.ERROR, stuck_after=self.options.stuck_after)
 
     def _do_reload(self) -> None:
         try:

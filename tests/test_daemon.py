@@ -414,3 +414,21 @@ def test_notifier_speaks_to_an_abstract_socket() -> None:
         assert server.recv(1024) == b"READY=1\nSTATUS=up"
     assert not Notifier({}).enabled and Notifier({}).notify("READY=1") is False
     assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+
+
+def test_watchdog_pings_stop_when_the_step_loop_is_wedged(make_rotator: Callable[..., Any], dirs: tuple[Path, Path]) -> None:
+    from rotator.config import Settings
+    from rotator.daemon import Daemon, DaemonOptions
+
+    keystore, public = dirs
+    settings = Settings(keystore=f"file://{keystore}", publish=f"file://{public}", passphrase=PASSPHRASE)
+    daemon = Daemon(lambda: settings, lambda s: make_rotator(), DaemonOptions(max_sleep=60, stuck_after=300))
+    now = time.monotonic()
+    daemon._last_tick = now
+    assert daemon.watchdog_ok(now + 10)
+    daemon._step_started = now
+    assert daemon.watchdog_ok(now + 299)
+    assert not daemon.watchdog_ok(now + 301)  # one step has hung for over five minutes
+    daemon._step_started = None
+    assert daemon.watchdog_ok(now + 300)
+    assert not daemon.watchdog_ok(now + 60 + 300 + 1)  # no step has even started for too long
