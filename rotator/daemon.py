@@ -215,7 +215,7 @@ class Daemon:
             stage = failure_stage(last[0], e)
             self.metrics.failed(stage)
             self._observe_stored()
-            delay = min(self.options.max_backoff, self.options.min_backoff * 2 ** (self._failures - 1), self.options.max_sleep)
+            delay = min(self.options.max_backoff, self.options.min_backoff * 2.0 ** (self._failures - 1), self.options.max_sleep)
             log_event(
                 self.log, "daemon.step_failed", logging.ERROR,
                 stage=stage, error=e, error_type=type(e).__name__, consecutive=self._failures, retry_in=round(delay, 3),
@@ -297,4 +297,5 @@ class Daemon:
         self._http.daemon_threads = True
         threading.Thread(target=self._http.serve_forever, name="rotator-metrics", daemon=True).start()
         host, port = self._http.server_address[:2]
-        log_event(self.log, "daemon.metrics_listening", address=f"{host}:{port}")
+        host_text = host.decode() if isinstance(host, bytes) else str(host)
+        log_event(self.log, "daemon.metrics_listening", address=f"{host_text}:{port}")

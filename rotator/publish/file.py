@@ -26,7 +26,7 @@ class FilePublisher:
     def from_url(cls, url: str) -> "FilePublisher":
         return cls(path_from_url(url))
 
-    etag = None  # files have no version tags; the lock and generation file do that work
+    etag: str | None = None  # files have no version tags; the lock and generation file do that work
 
     def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
         """Write ``body`` unless a newer generation is already published. True if written."""
