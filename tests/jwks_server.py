@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import ssl
 import threading
 import time
 from typing import Any
@@ -32,7 +33,8 @@ class SigningKey:
 
 
 class JwksServer:
-    def __init__(self, keys: list[SigningKey], *, max_age: int | None = 300) -> None:
+    def __init__(self, keys: list[SigningKey], *, max_age: int | None = 300, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # serve HTTPS with this server context
         self.keys = list(keys)
         self.max_age = max_age
         self.requests = 0
@@ -60,6 +62,8 @@ class JwksServer:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}/keys/jwks.json"
         return f"http://127.0.0.1:{self.port}/keys/jwks.json"
 
     # -- lifecycle -------------------------------------------------------------------
@@ -117,6 +121,8 @@ class JwksServer:
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self

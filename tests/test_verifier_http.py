@@ -387,3 +387,52 @@ def test_result_cache_under_concurrent_use(server: JwksServer, key: SigningKey) 
     for i, got in enumerate(results):
         assert got == [f"t{(i * 7 + n) % 40}" for n in range(400)], got if isinstance(got, Exception) else "mismatch"
     assert len(verifier._results or {}) <= 8
+
+
+# -- HTTPS ------------------------------------------------------------------------------------
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str]:
+    """A certificate for localhost and 127.0.0.1, made with cryptography; returns (cert, key) paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_https_with_a_trusted_certificate_and_refusal_of_an_untrusted_one(key: SigningKey, tmp_path: Any) -> None:
+    import ssl
+
+    cert, private = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, private)
+    with JwksServer([key], tls=server_ctx) as server:
+        assert server.url.startswith("https://localhost:")
+        token = key.sign(claims_at(time.time()))
+        trusting = Verifier(server.url, issuer=ISS, audience=AUD, ssl_context=ssl.create_default_context(cafile=cert))
+        assert trusting.verify(token)["sub"] == "user-1"
+        # The system trust store does not know this certificate: no keys, and the reason says TLS.
+        default = Verifier(server.url, issuer=ISS, audience=AUD)
+        with pytest.raises(KeysUnavailable, match="TLS error|CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            default.verify(token)
+        assert server.requests == 1  # the untrusted handshake never reached a request
