@@ -32,6 +32,7 @@ __all__ = [
     "decode_header",
     "decode_segment",
     "parse_claims",
+    "verified_claims",
     "verify_signature",
     "check_claims",
     "verify_token",
@@ -174,6 +175,16 @@ def check_claims(
             raise WrongAudience("token audience does not match")
 
 
+def verified_claims(key: ec.EllipticCurvePublicKey, parts: list[str]) -> tuple[dict[str, Any], bytes]:
+    """Check the signature of a split token, then decode its payload: (claims, signing input)."""
+    header, payload_segment, signature_segment = parts
+    signature = decode_segment(signature_segment, "signature")
+    payload = decode_segment(payload_segment, "payload")  # also proves the signing input is ASCII
+    signing_input = f"{header}.{payload_segment}".encode("ascii")
+    verify_signature(key, signing_input, signature)
+    return parse_claims(payload), signing_input
+
+
 def verify_token(
     token: str,
     keys: Mapping[str, ec.EllipticCurvePublicKey],
@@ -190,9 +201,6 @@ def verify_token(
     key = keys.get(header["kid"])
     if key is None:
         raise UnknownKey("token kid is not in the key set")
-    signature = decode_segment(parts[2], "signature")
-    payload = decode_segment(parts[1], "payload")  # also proves the signing input is ASCII
-    verify_signature(key, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
-    claims = parse_claims(payload)
+    claims, _ = verified_claims(key, parts)
     check_claims(claims, now=now, leeway=leeway, audience=audience, issuer=issuer, max_lifetime=max_lifetime)
     return claims

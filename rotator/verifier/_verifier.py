@@ -12,18 +12,10 @@ from typing import Any, Callable, Collection, Container, Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ._errors import MalformedToken
 from ._http import check_url, fetch
 from ._keycache import CacheStats, KeyCache
 from ._revocation import JtiDenylist, Revocation
-from ._token import (
-    MAX_TOKEN_BYTES,
-    check_claims,
-    decode_segment,
-    parse_claims,
-    parse_header,
-    verify_signature,
-)
+from ._token import check_claims, parse_header, split_token, verified_claims
 
 __all__ = ["Verifier"]
 
@@ -172,7 +164,7 @@ class Verifier:
             if hit is not None:
                 return hit
         kid, parts = self._split(token)
-        return self._finish(token, kid, self._keys.get(kid), parts)
+        return self._finish(kid, self._keys.get(kid), parts)
 
     async def averify(self, token: str) -> dict[str, Any]:
         """``verify`` for asyncio: a needed fetch is awaited, never blocking the event loop."""
@@ -181,7 +173,7 @@ class Verifier:
             if hit is not None:
                 return hit
         kid, parts = self._split(token)
-        return self._finish(token, kid, await self._keys.aget(kid), parts)
+        return self._finish(kid, await self._keys.aget(kid), parts)
 
     def refresh(self) -> None:
         """Fetch the JWKS now (or join the fetch in flight) and wait for it, within the timeout."""
@@ -194,23 +186,15 @@ class Verifier:
     # -- internals ---------------------------------------------------------------------
 
     def _split(self, token: str) -> tuple[str, list[str]]:
-        if type(token) is not str or len(token) > MAX_TOKEN_BYTES:
-            raise MalformedToken(f"token is not a string of at most {MAX_TOKEN_BYTES} bytes")
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise MalformedToken(f"token has {len(parts)} parts, expected 3")
+        parts = split_token(token)
         kid = self._headers.get(parts[0])
         if kid is None:
             kid = parse_header(parts[0], self.algorithms)["kid"]
         return kid, parts
 
-    def _finish(self, token: str, kid: str, key: ec.EllipticCurvePublicKey, parts: list[str]) -> dict[str, Any]:
-        header, payload_segment, signature_segment = parts
-        signature = decode_segment(signature_segment, "signature")
-        payload = decode_segment(payload_segment, "payload")  # also proves the signing input is ASCII
-        signing_input = token[: len(header) + 1 + len(payload_segment)].encode("ascii")
-        verify_signature(key, signing_input, signature)
-        claims = parse_claims(payload)
+    def _finish(self, kid: str, key: ec.EllipticCurvePublicKey, parts: list[str]) -> dict[str, Any]:
+        header, _, signature_segment = parts
+        claims, signing_input = verified_claims(key, parts)
         now = self._now()
         check_claims(
             claims,
