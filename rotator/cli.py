@@ -171,28 +171,14 @@ def rotate(force: bool, metrics_file: str | None, **kwargs: Any) -> None:
 
 
 def _step_with_metrics(rotator: Rotator, settings: Settings, force: bool, path: str) -> StepResult:
-    from .metrics import Metrics, failure_stage
+    from .metrics import Metrics
 
     metrics = Metrics()
     metrics.carry_over(path)
-    last: list[str | None] = [None]
-
-    def checkpoint(stage: str) -> None:
-        last[0] = stage
-
     try:
-        result = rotator.step(force=force, checkpoint=checkpoint)
-    except Exception as e:
-        metrics.failed(failure_stage(last[0], e))
-        try:
-            metrics.observe(rotator.keystore.load(), settings.policy)
-        except Exception:
-            metrics.policy = settings.policy
+        return metrics.record_step(rotator, settings.policy, force=force)
+    finally:
         _write_metrics(metrics, path)
-        raise
-    metrics.succeeded(result.state, settings.policy, result.conflicts)
-    _write_metrics(metrics, path)
-    return result
 
 
 def _write_metrics(metrics: Any, path: str) -> None:

@@ -33,7 +33,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from .config import Settings
 from .lifecycle import next_due
 from .logs import LOGGER, log_event
-from .metrics import Metrics, failure_stage
+from .metrics import Metrics
 from .publish import discovery_document
 from .reconcile import Rotator, StepResult
 from .sdnotify import Notifier
@@ -200,21 +200,13 @@ class Daemon:
 
     def _step(self) -> float:
         """One reconcile step; returns the delay until the next one."""
-        last: list[str | None] = [None]
-
-        def checkpoint(stage: str) -> None:
-            last[0] = stage
-
         policy = self.settings.policy
         started = time.monotonic()
         try:
-            result = self.rotator.step(checkpoint=checkpoint)
-            self._after_publish(result)
+            result = self.metrics.record_step(self.rotator, policy, after=self._after_publish)
         except Exception as e:
             self._failures += 1
-            stage = failure_stage(last[0], e)
-            self.metrics.failed(stage)
-            self._observe_stored()
+            stage = self.metrics.last_failure_stage
             delay = min(self.options.max_backoff, self.options.min_backoff * 2.0 ** (self._failures - 1), self.options.max_sleep)
             log_event(
                 self.log, "daemon.step_failed", logging.ERROR,
@@ -223,7 +215,6 @@ class Daemon:
             self.notifier.status(f"step failed at {stage} ({self._failures} in a row): {e}")
             return delay
         self._failures = 0
-        self.metrics.succeeded(result.state, policy, result.conflicts)
         for event in result.events:
             level = logging.WARNING if event in result.warnings else logging.INFO
             log_event(self.log, event.name, level, **({"kid": event.kid} if event.kid else {}), **({"detail": event.detail} if event.detail else {}))
@@ -248,13 +239,6 @@ class Daemon:
         s = self.settings
         if s.discovery and result.published and s.issuer and s.public_url:
             self.rotator.publisher.write_discovery(discovery_document(s.issuer, s.public_url))
-
-    def _observe_stored(self) -> None:
-        """After a failure, let health and metrics see what is stored (best effort)."""
-        try:
-            self.metrics.observe(self.rotator.keystore.load(), self.settings.policy)
-        except Exception:
-            pass
 
     # -- HTTP: /metrics and /healthz -------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +17,9 @@ from .config import Policy
 from .lifecycle import next_due
 from .publish import build_jwks, jwks_digest, jwks_kids
 from .state import KeyState, State
+
+if TYPE_CHECKING:
+    from .reconcile import Rotator, StepResult
 
 __all__ = ["Metrics", "health_problems", "failure_stage"]
 
@@ -107,6 +110,7 @@ class Metrics:
         self.healthy = Gauge("rotator_healthy", "1 when /healthz would answer 200.", registry=r)
         self.started_at = self.clock()
         self.last_success_at: float | None = None
+        self.last_failure_stage: str | None = None
         for stage in FAILURE_STAGES:
             self.failures.labels(stage=stage)
         for s in KeyState:
@@ -116,6 +120,39 @@ class Metrics:
         self.healthy.set_function(lambda: 0.0 if self.problems() else 1.0)
 
     # -- updates ---------------------------------------------------------------------
+
+    def record_step(
+        self,
+        rotator: Rotator,
+        policy: Policy,
+        *,
+        after: Callable[[StepResult], None] | None = None,
+        **step_options: Any,
+    ) -> StepResult:
+        """One reconcile step (then ``after``, if given) with its outcome counted.
+
+        On failure: the stage is counted and kept in ``last_failure_stage``, what is
+        stored is observed (best effort) so health sees it, and the error is re-raised.
+        """
+        last: list[str | None] = [None]
+
+        def checkpoint(stage: str) -> None:
+            last[0] = stage
+
+        try:
+            result = rotator.step(checkpoint=checkpoint, **step_options)
+            if after is not None:
+                after(result)
+        except Exception as e:
+            self.last_failure_stage = failure_stage(last[0], e)
+            self.failed(self.last_failure_stage)
+            try:
+                self.observe(rotator.keystore.load(), policy)
+            except Exception:
+                self.policy = policy
+            raise
+        self.succeeded(result.state, policy, result.conflicts)
+        return result
 
     def observe(self, state: State | None, policy: Policy) -> None:
         self.state, self.policy = state, policy
