@@ -47,6 +47,19 @@ def split_s3_url(url: str, what: str) -> tuple[str, str]:
     return bucket, key.strip("/")
 
 
+def get_object(s3: Any, bucket: str, key: str) -> tuple[bytes, str] | None:
+    """(body, ETag) of an object, or None when there is none; other S3 errors propagate."""
+    from botocore.exceptions import ClientError
+
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+        return response["Body"].read(), str(response["ETag"])
+    except ClientError as e:
+        if error_code(e) in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
 def error_code(error: Exception) -> str:
     response = getattr(error, "response", None) or {}
     return str(response.get("Error", {}).get("Code", type(error).__name__))

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .._aws import S3Options, error_code, http_status, s3_client, split_s3_url
+from .._aws import S3Options, error_code, get_object, http_status, s3_client, split_s3_url
 from ..errors import ConflictError, KeystoreError
 from ..state import State, dump_state, parse_state
 
@@ -47,16 +47,14 @@ class S3Keystore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=self.key)
-            data = response["Body"].read()
-        except ClientError as e:
-            if error_code(e) in ("NoSuchKey", "404"):
-                return None
+            found = get_object(self._s3, self.bucket, self.key)
+        except (ClientError, BotoCoreError) as e:
             raise self._fail("read", e) from e
-        except BotoCoreError as e:
-            raise self._fail("read", e) from e
+        if found is None:
+            return None
+        data, etag = found
         state = parse_state(data, self.location)
-        self._etags = {state.generation: response["ETag"]}
+        self._etags = {state.generation: etag}
         return state
 
     def version(self) -> object:

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable
 
-from .._aws import S3Options, error_code, http_status, s3_client, split_s3_url
+from .._aws import S3Options, error_code, get_object, http_status, s3_client, split_s3_url
 from ..errors import PublishError
 
 __all__ = ["S3Publisher"]
@@ -118,15 +118,12 @@ class S3Publisher:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=self.key)
-            data: bytes = response["Body"].read()
-        except ClientError as e:
-            if error_code(e) in ("NoSuchKey", "404"):
-                return None
+            found = get_object(self._s3, self.bucket, self.key)
+        except (ClientError, BotoCoreError) as e:
             raise self._fail("read back", e) from e
-        except BotoCoreError as e:
-            raise self._fail("read back", e) from e
-        self.etag = str(response["ETag"])
+        if found is None:
+            return None
+        data, self.etag = found
         return data
 
     def _read_public(self) -> bytes | None:
