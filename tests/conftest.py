@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,20 @@ def load_vectors(name: str) -> Any:
     if not path.exists():
         path = SHARED_VECTORS / name
     return json.loads(path.read_text())
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition", poll: float = 0.01
+) -> Any:
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll)
 
 
 class Clock:

@@ -30,7 +30,7 @@ from rotator.state import State
 from rotator.errors import KeystoreError, PublishError
 from rotator.verifier import parse_jwks, verify_token
 
-from .conftest import PASSPHRASE
+from .conftest import PASSPHRASE, wait_for
 
 # A policy in seconds: P=4 s, M=1 s, T=2 s, L=1 s, W=6 s.
 SHORT = [
@@ -46,17 +46,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def http_get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -65,15 +54,20 @@ def http_get(url: str) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def metrics(port: int) -> dict[str, float]:
-    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200
+def prom_values(text: str) -> dict[str, float]:
+    """Prometheus exposition text as {'name{label=value,...}': value}, labels sorted."""
     values: dict[str, float] = {}
-    for family in text_string_to_metric_families(body.decode()):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             values[f"{sample.name}{{{label}}}" if label else sample.name] = sample.value
     return values
+
+
+def metrics(port: int) -> dict[str, float]:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    return prom_values(body.decode())
 
 
 class NotifySocket:
@@ -341,10 +335,7 @@ def test_rotate_writes_a_metrics_textfile_also_on_failure(tmp_path: Path) -> Non
         return subprocess.run([*ROTATOR, "rotate", "--metrics-file", str(prom)], env=env, capture_output=True, text=True, timeout=60)
 
     def read() -> dict[str, float]:
-        return {
-            s.name + ("{" + ",".join(f"{k}={v}" for k, v in s.labels.items()) + "}" if s.labels else ""): s.value
-            for f in text_string_to_metric_families(prom.read_text()) for s in f.samples
-        }
+        return prom_values(prom.read_text())
 
     assert rotate().returncode == 0
     first = read()

@@ -124,6 +124,22 @@ def test_wycheproof_p1363_vectors_through_the_signature_check() -> None:
     assert suite["numberOfTests"] == sum(outcomes.values())
 
 
+def jws_layer_result(jws: str, keys: dict[str, ec.EllipticCurvePublicKey]) -> str:
+    """"valid" or "invalid" through the verifier's JWS layer: header checks, key lookup,
+    strict base64url, the signature check (the claims are not looked at)."""
+    try:
+        header, parts = decode_header(jws, ("ES256",))
+        key = keys.get(header["kid"])
+        if key is None:
+            raise UnknownKey("not in the key set")
+        signature = decode_segment(parts[2], "signature")
+        decode_segment(parts[1], "payload")
+        verify_signature(key, f"{parts[0]}.{parts[1]}".encode(), signature)
+        return "valid"
+    except InvalidToken:
+        return "invalid"
+
+
 def test_wycheproof_jws_es256_cases_through_the_jws_layer() -> None:
     """Wycheproof's compact-JWS cases for ES256 keys (payload "foo", so the JWS layer only:
     header checks, key lookup in a parsed JWKS, strict base64url, the signature check)."""
@@ -133,17 +149,7 @@ def test_wycheproof_jws_es256_cases_through_the_jws_layer() -> None:
     for group in groups:
         keys = parse_jwks({"keys": [group["public"]]})
         for case in group["tests"]:
-            try:
-                header, parts = decode_header(case["jws"], ("ES256",))
-                key = keys.get(header["kid"])
-                if key is None:
-                    raise UnknownKey("not in the key set")
-                signature = decode_segment(parts[2], "signature")
-                decode_segment(parts[1], "payload")
-                verify_signature(key, f"{parts[0]}.{parts[1]}".encode(), signature)
-                got = "valid"
-            except InvalidToken:
-                got = "invalid"
+            got = jws_layer_result(case["jws"], keys)
             assert got == case["result"], f"tcId {case['tcId']} ({case['comment']}): expected {case['result']}, got {got}"
             checked += 1
     assert checked == 41
@@ -161,15 +167,7 @@ def test_wycheproof_jwk_es256_cases_through_jwks_parsing() -> None:
                 continue
             public = group["public"]
             keys = parse_jwks(public if "keys" in public else {"keys": [public]})
-            try:
-                header, parts = decode_header(case["jws"], ("ES256",))
-                key = keys.get(header["kid"])
-                if key is None:
-                    raise UnknownKey("not in the key set")
-                verify_signature(key, f"{parts[0]}.{parts[1]}".encode(), decode_segment(parts[2], "signature"))
-                got = "valid"
-            except InvalidToken:
-                got = "invalid"
+            got = jws_layer_result(case["jws"], keys)
             assert got == case["result"], f"tcId {case['tcId']} ({case['comment']}): expected {case['result']}, got {got}"
             checked += 1
     assert checked == 6

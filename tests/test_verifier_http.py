@@ -14,7 +14,7 @@ import pytest
 
 from rotator.verifier import BadSignature, KeysUnavailable, UnknownKey, Verifier
 
-from .conftest import Clock
+from .conftest import Clock, wait_for
 from .jwks_server import JwksServer, SigningKey
 
 ISS = "https://issuer.example"
@@ -38,14 +38,6 @@ def claims_at(now: float, **extra: Any) -> dict[str, Any]:
 
 def make(server: JwksServer, **options: Any) -> Verifier:
     return Verifier(server.url, issuer=ISS, audience=AUD, allow_http=True, **options)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached within the wait")
-        time.sleep(0.005)
 
 
 def run_together(n: int, fn: Callable[[int], Any]) -> list[Any]:
@@ -143,7 +135,7 @@ def test_random_kid_flood_costs_one_fetch_per_cooldown_and_never_delays_valid_to
         target=lambda: flood.extend(run_together(200, lambda i: verifier.verify(attacker.sign(claims_at(clock.now), kid=random_kid())))),
     )
     flooder.start()
-    wait_until(lambda: server.in_flight == 1)
+    wait_for(lambda: server.in_flight == 1, timeout=10)
     for _ in range(50):
         assert verifier.verify(valid)["sub"] == "user-1"
     assert server.in_flight == 1, "the refetch finished before the valid tokens were checked"
@@ -251,10 +243,10 @@ def test_hanging_refresh_does_not_delay_a_warm_cache(server: JwksServer, key: Si
     clock.advance(250)  # past the refresh-ahead point (80% of max-age 300), still fresh
     for _ in range(20):
         assert verifier.verify(token)["sub"] == "user-1"
-    wait_until(lambda: server.in_flight == 1)
+    wait_for(lambda: server.in_flight == 1, timeout=10)
     assert server.requests == 2 and server.in_flight == 1  # one background refresh, still hanging
     server.hold.set()
-    wait_until(lambda: verifier.stats().age is not None and verifier.stats().age < 1)
+    wait_for(lambda: verifier.stats().age is not None and verifier.stats().age < 1, timeout=10)
 
 
 def test_stopped_host_serves_stale_keys_up_to_the_bound_then_keys_unavailable(server: JwksServer, key: SigningKey) -> None:
@@ -267,7 +259,7 @@ def test_stopped_host_serves_stale_keys_up_to_the_bound_then_keys_unavailable(se
     for t in (250, 301, 600, 899):  # refresh due, expired, stale within the 600 s bound
         clock.now = t0 + t
         assert verifier.verify(token)["sub"] == "user-1", f"rejected {t}s after the fetch"
-        wait_until(lambda: verifier._keys._inflight is None)
+        wait_for(lambda: verifier._keys._inflight is None, timeout=10)
     stats = verifier.stats()
     assert stats.failures >= 1 and "cannot fetch" in (stats.last_error or "")
     clock.now = t0 + 300 + 600 + 1
@@ -276,7 +268,7 @@ def test_stopped_host_serves_stale_keys_up_to_the_bound_then_keys_unavailable(se
     # The host comes back: after the back-off the next call fetches and verifies again.
     server.start()
     clock.advance(60)
-    wait_until(lambda: _verifies(verifier, token))
+    wait_for(lambda: _verifies(verifier, token), timeout=10)
     assert verifier.stats().failures >= 1 and verifier.stats().last_error is None
 
 
@@ -348,7 +340,7 @@ def test_oversized_or_malformed_jwks_keeps_the_old_keys(server: JwksServer, key:
     server.body_override = body
     clock.advance(301)
     assert verifier.verify(token)["sub"] == "user-1"
-    wait_until(lambda: verifier._keys._inflight is None)
+    wait_for(lambda: verifier._keys._inflight is None, timeout=10)
     stats = verifier.stats()
     assert stats.failures == 1 and reason in (stats.last_error or ""), stats.last_error
     assert stats.keys == 1
