@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Union
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -25,7 +25,6 @@ __all__ = ["KeyCache", "CacheStats"]
 _NEGATIVE_CAP = 4096
 _REFRESH_AHEAD = 0.8  # refresh in the background after this fraction of the freshness lifetime
 
-Mode = Literal["refresh", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +77,10 @@ class _Fetch:
                 pass
 
 
+# A key to use now, or the fetch in flight to wait for before looking again.
+_KeyOrFetch = Union[ec.EllipticCurvePublicKey, _Fetch]
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -110,42 +113,40 @@ class KeyCache:
     # -- lookups -----------------------------------------------------------------------
 
     def get(self, kid: str) -> ec.EllipticCurvePublicKey:
-        key, fetch, mode = self._begin(kid)
-        if key is not None:
-            return key
-        assert fetch is not None and mode is not None
-        fetch.done.wait(self.fetch_wait)
-        return self._finish(kid)
+        found = self._begin(kid)
+        if isinstance(found, _Fetch):
+            found.done.wait(self.fetch_wait)
+            return self._finish(kid)
+        return found
 
     async def aget(self, kid: str) -> ec.EllipticCurvePublicKey:
-        key, fetch, mode = self._begin(kid)
-        if key is not None:
-            return key
-        assert fetch is not None and mode is not None
-        try:
-            await asyncio.wait_for(fetch.future(), self.fetch_wait)
-        except asyncio.TimeoutError:
-            pass
-        return self._finish(kid)
+        found = self._begin(kid)
+        if isinstance(found, _Fetch):
+            try:
+                await asyncio.wait_for(found.future(), self.fetch_wait)
+            except asyncio.TimeoutError:
+                pass
+            return self._finish(kid)
+        return found
 
-    def _begin(self, kid: str) -> tuple[ec.EllipticCurvePublicKey | None, _Fetch | None, Mode | None]:
+    def _begin(self, kid: str) -> _KeyOrFetch:
         now = self.clock()
         snap = self._snapshot
         if snap is not None and now < snap.refresh_at:
             key = snap.keys.get(kid)
             if key is not None:
-                return key, None, None
+                return key
             return self._begin_unknown(kid, snap, now)
         fetch = self._start_fetch(now)
         # Wait for the fetch only when there is nothing fresh to use and no sign the host is failing:
         # a cold cache, or a key set that expired while idle. During an outage the stale set serves at once.
         if fetch is not None and (snap is None or (now >= snap.fresh_until and self._consecutive_failures == 0)):
-            return None, fetch, "refresh"
+            return fetch
         return self._lookup(kid, snap, now, may_fetch=True)
 
     def _lookup(
         self, kid: str, snap: _Snapshot | None, now: float, *, may_fetch: bool
-    ) -> tuple[ec.EllipticCurvePublicKey | None, _Fetch | None, Mode | None]:
+    ) -> _KeyOrFetch:
         if snap is None:
             raise KeysUnavailable(self._stats.last_error or f"no key set from {self.url} yet (fetch pending)")
         if now >= snap.fresh_until + self.max_stale:
@@ -155,7 +156,7 @@ class KeyCache:
             )
         key = snap.keys.get(kid)
         if key is not None:
-            return key, None, None
+            return key
         if not may_fetch:
             self._remember_unknown(kid, now)
             raise UnknownKey("token kid is not in the key set")
@@ -163,7 +164,7 @@ class KeyCache:
 
     def _begin_unknown(
         self, kid: str, snap: _Snapshot, now: float
-    ) -> tuple[ec.EllipticCurvePublicKey | None, _Fetch | None, Mode | None]:
+    ) -> _KeyOrFetch:
         until = self._negative.get(kid)
         if until is not None and until > now:
             raise UnknownKey("token kid is not in the key set")
@@ -180,11 +181,11 @@ class KeyCache:
         if fetch is None:
             self._remember_unknown(kid, now)
             raise UnknownKey("token kid is not in the key set")
-        return None, fetch, "unknown"
+        return fetch
 
     def _finish(self, kid: str) -> ec.EllipticCurvePublicKey:
-        key, _, _ = self._lookup(kid, self._snapshot, self.clock(), may_fetch=False)
-        assert key is not None
+        key = self._lookup(kid, self._snapshot, self.clock(), may_fetch=False)
+        assert not isinstance(key, _Fetch)
         return key
 
     def _remember_unknown(self, kid: str, now: float) -> None:
@@ -285,7 +286,3 @@ class KeyCache:
             age=(now - snap.fetched_at) if snap else None,
             fresh_for=(snap.fresh_until - now) if snap else None,
         )
-
-    def kids(self) -> list[str]:
-        snap = self._snapshot
-        return list(snap.keys) if snap else []
