@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import email.utils
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
-__all__ = ["S3Options", "s3_client", "kms_client", "split_s3_url", "error_code", "http_status"]
+__all__ = [
+    "S3Options", "S3Object", "ServerClock", "s3_client", "kms_client", "split_s3_url", "get_object", "error_code", "http_status",
+]
 
 
 @dataclass(frozen=True)
@@ -47,17 +51,51 @@ def split_s3_url(url: str, what: str) -> tuple[str, str]:
     return bucket, key.strip("/")
 
 
-def get_object(s3: Any, bucket: str, key: str) -> tuple[bytes, str] | None:
-    """(body, ETag) of an object, or None when there is none; other S3 errors propagate."""
+class S3Object(NamedTuple):
+    body: bytes
+    etag: str
+    last_modified: float | None  # when the store recorded the object, by the store's clock
+
+
+class ServerClock:
+    """The store's clock, as its responses' ``Date`` headers tell it (one-second resolution)."""
+
+    def __init__(self) -> None:
+        self._reading: tuple[float, float] | None = None  # (server time, local monotonic)
+
+    def observe(self, response: Any) -> None:
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) if isinstance(response, dict) else {}
+        date = headers.get("date")
+        if not date:
+            return
+        try:
+            self._reading = (email.utils.parsedate_to_datetime(date).timestamp(), time.monotonic())
+        except (TypeError, ValueError):
+            return
+
+    def now(self) -> float | None:
+        if self._reading is None:
+            return None
+        server, seen = self._reading
+        return server + (time.monotonic() - seen)
+
+
+def get_object(s3: Any, bucket: str, key: str, clock: ServerClock | None = None) -> S3Object | None:
+    """An object's body, ETag and time, or None when there is none; other S3 errors propagate."""
     from botocore.exceptions import ClientError
 
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
-        return response["Body"].read(), str(response["ETag"])
     except ClientError as e:
+        if clock is not None:
+            clock.observe(getattr(e, "response", None) or {})
         if error_code(e) in ("NoSuchKey", "404"):
             return None
         raise
+    if clock is not None:
+        clock.observe(response)
+    modified = response.get("LastModified")
+    return S3Object(response["Body"].read(), str(response["ETag"]), modified.timestamp() if modified else None)
 
 
 def error_code(error: Exception) -> str:

@@ -8,12 +8,37 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_write", "locked", "path_from_url"]
+__all__ = ["atomic_write", "locked", "path_from_url", "remove_stale_temp_files"]
 
 
-def path_from_url(url: str) -> Path:
-    """``file:///abs``, ``file://./rel`` or a bare path, as a Path."""
-    return Path(url[len("file://"):] if url.startswith("file://") else url)
+def path_from_url(url: str, what: str = "location") -> Path:
+    """``file:///abs``, ``file://localhost/abs`` (RFC 8089), ``file://./rel`` or a bare path, as a Path."""
+    from .errors import ConfigError
+
+    if url.startswith("file://"):
+        rest = url[len("file://"):]
+        if rest.startswith("localhost/"):
+            rest = rest[len("localhost"):]
+        elif not rest.startswith(("/", "./", "../")) and rest not in (".", ".."):
+            host = rest.split("/", 1)[0]
+            raise ConfigError(
+                f"{what} {url!r} names the host {host!r}: file:// URLs must be local "
+                "(file:///path, file://localhost/path, or file://./relative/path)"
+            )
+    else:
+        rest = url
+    if not rest.strip():
+        raise ConfigError(f"{what} is empty: give a file:// URL or a path")
+    return Path(rest)
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Remove temp files ``atomic_write`` left for ``path`` when a writer crashed before
+    its rename. Call only while holding the lock every writer of ``path`` takes."""
+    with contextlib.suppress(OSError):
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def atomic_write(path: Path, data: bytes, mode: int) -> None:

@@ -32,6 +32,7 @@ _POLICY_OPTIONS = (
     ("--retirement-window", "retirement_window", "How long a retired key stays published (W). Default 24h."),
     ("--private-key-grace", "private_key_grace", "How long a retired key's private half is kept. Default 5m."),
     ("--audit-retention", "audit_retention", "How long metadata of removed keys is kept. Default 24h."),
+    ("--max-clock-skew", "max_clock_skew", "Tolerated clock difference with the store and stored times. Default 60s."),
 )
 
 

@@ -31,6 +31,7 @@ class Policy:
     retirement_window: float = 86400.0  # W
     private_key_grace: float = 300.0  # retired key's private half kept this long for issuers' caches
     audit_retention: float = 86400.0  # removed/revoked key metadata kept this long
+    max_clock_skew: float = 60.0  # stored times ahead of this host's clock by more are refused or repaired
 
     def __post_init__(self) -> None:
         self.validate()
@@ -39,6 +40,8 @@ class Policy:
         fmt = format_duration
         if self.rotation_period <= 0:
             raise ConfigError("rotation_period must be greater than zero")
+        if not 1 <= self.max_clock_skew <= 3600:
+            raise ConfigError(f"max_clock_skew ({fmt(self.max_clock_skew)}) must be between 1s and 1h")
         if self.token_lifetime <= 0:
             raise ConfigError("token_lifetime must be greater than zero")
         if self.max_age * 2 > self.rotation_period:

@@ -12,8 +12,10 @@ __all__ = [
     "KeystoreError",
     "WrongPassphrase",
     "ConflictError",
+    "ClockSkewError",
     "PublishError",
     "PublicationGuardError",
+    "PublishTargetAhead",
     "LifecycleError",
     "UnknownKey",
     "NoActiveKey",
@@ -51,6 +53,12 @@ class ConflictError(KeystoreError):
     code = "conflict"
 
 
+class ClockSkewError(KeystoreError):
+    """This host's clock disagrees with the store's, or with the stored state, beyond the tolerance."""
+
+    code = "clock_skew"
+
+
 class PublishError(RotatorError):
     """The JWKS could not be written or confirmed."""
 
@@ -62,6 +70,13 @@ class PublicationGuardError(PublishError):
     """A JWKS that breaks an invariant was about to be published."""
 
     code = "publication_guard"
+
+
+class PublishTargetAhead(PublishError):
+    """The publish target holds the JWKS of a newer state than the keystore's: a restored
+    or recreated keystore. ``rotator recover`` adopts what is published."""
+
+    code = "publish_target_ahead"
 
 
 class LifecycleError(RotatorError):

@@ -7,10 +7,11 @@ injected factory, so the planner is deterministic for a given factory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from .config import Policy
 from .errors import LifecycleError, UnknownKey
+from .keys import PublicJWK
 from .state import KeyRecord, KeyState, State
 
 __all__ = [
@@ -22,6 +23,10 @@ __all__ = [
     "revoke",
     "record_confirmation",
     "next_due",
+    "adopt",
+    "mark_damaged",
+    "future_skew",
+    "clamp_future",
 ]
 
 KeyFactory = Callable[[float], KeyRecord]
@@ -50,7 +55,13 @@ class Plan:
         return tuple(e for e in self.events if e.name in _WARNINGS)
 
 
-_WARNINGS = {"rotator.rotation_overdue", "rotator.no_active_key"}
+_WARNINGS = {
+    "rotator.rotation_overdue",
+    "rotator.no_active_key",
+    "rotator.pending_key_damaged",
+    "rotator.clock_skew_repaired",
+    "rotator.key_not_adopted",
+}
 
 
 def _effective_now(state: State, now: float) -> float:
@@ -234,3 +245,127 @@ def next_due(state: State, policy: Policy) -> float | None:
         if gone_at is not None:
             times.append(gone_at + policy.audit_retention)
     return min(times) if times else None
+
+
+def adopt(
+    state: State, served: Sequence[tuple[str, PublicJWK]], now: float, *, published_generation: int | None
+) -> Plan:
+    """Recovery of a restored or recreated keystore from what the publish target serves.
+
+    Every key the served JWKS lists and the state lacks is adopted as retired (public
+    half only: its private half is lost), so tokens it signed keep verifying for the
+    retirement window. When the publish target is ahead of the state (its generation is
+    higher: the keystore went back in time), keys the state would publish but the served
+    JWKS no longer lists were removed or revoked since the backup: they are revoked, so a
+    restore never brings a key back. The state's generation moves past the publish
+    target's, so the next publication is accepted.
+    """
+    now = _effective_now(state, now)
+    served_kids = {kid for kid, _ in served}
+    ahead = published_generation is not None and published_generation > state.generation and bool(served)
+    changed: list[KeyRecord] = []
+    events: list[Event] = []
+    if ahead:
+        for key in state.keys:
+            if key.published and key.kid not in served_kids:
+                changed.append(
+                    key.with_(
+                        revoked_at=now,
+                        revocation="recovery",
+                        private=None,
+                        private_destroyed_at=key.private_destroyed_at or now,
+                    )
+                )
+                events.append(Event("rotator.key_revoked", key.kid, "reason=recovery (no longer published)"))
+    new = _replace_keys(state, changed)
+    known = {k.kid for k in state.keys}
+    adopted = [
+        KeyRecord(
+            kid=kid,
+            public=jwk,
+            created_at=now,
+            published_at=now,
+            retired_at=now,
+            retirement="recovery",
+            private_destroyed_at=now,
+        )
+        for kid, jwk in served
+        if kid not in known
+    ]
+    events.extend(Event("rotator.key_adopted", k.kid, "published, private half lost: retired") for k in adopted)
+    if adopted:
+        new = new.with_keys(new.keys + tuple(adopted))
+    if ahead and published_generation is not None:
+        new = replace(new, generation=max(new.generation, published_generation))
+    if events:
+        new = replace(new, updated_at=now)
+    return Plan(state=new, events=tuple(events))
+
+
+def mark_damaged(state: State, kids: Iterable[str], now: float) -> Plan:
+    """Pending keys whose sealed private half cannot be decrypted: out of the JWKS, never to
+    sign; the next plan creates a replacement."""
+    now = _effective_now(state, now)
+    damaged = [state.get(kid) for kid in kids]
+    changed = [
+        k.with_(revoked_at=now, revocation="damaged", private=None, private_destroyed_at=now)
+        for k in damaged
+        if k is not None
+    ]
+    events = tuple(
+        Event("rotator.pending_key_damaged", k.kid, "its private half cannot be decrypted; replaced")
+        for k in changed
+    )
+    return Plan(state=replace(_replace_keys(state, changed), updated_at=now), events=events)
+
+
+def _times(state: State) -> Iterable[float]:
+    yield state.updated_at
+    if state.published_confirmed_at is not None:
+        yield state.published_confirmed_at
+    for key in state.keys:
+        for name in _KEY_TIMES:
+            value = getattr(key, name)
+            if value is not None:
+                yield value
+
+
+_KEY_TIMES = (
+    "created_at",
+    "published_at",
+    "activated_at",
+    "retired_at",
+    "private_destroyed_at",
+    "removed_at",
+    "revoked_at",
+)
+
+
+def future_skew(state: State, now: float) -> float:
+    """How far the latest time recorded in ``state`` lies ahead of ``now`` (0 when none does)."""
+    return max(0.0, max(_times(state), default=0.0) - now)
+
+
+def clamp_future(state: State, now: float) -> Plan:
+    """Set every recorded time later than ``now`` to ``now``: the repair of a state written
+    by a host whose clock was fast.
+
+    Safe for the invariants when ``now`` is right: each recorded event really happened
+    no later than ``now``, so keys look published, active and retired for no longer than
+    they were, and retired keys stay published a little longer than needed, never less.
+    """
+    skew = future_skew(state, now)
+    if skew <= 0:
+        return Plan(state=state)
+
+    def clamp(value: float | None) -> float | None:
+        return None if value is None else min(value, now)
+
+    keys = [k.with_(**{name: clamp(getattr(k, name)) for name in _KEY_TIMES}) for k in state.keys]
+    new = state.with_keys(
+        keys,
+        updated_at=min(state.updated_at, now),
+        published_confirmed_at=clamp(state.published_confirmed_at),
+    )
+    detail = f"stored times up to {skew:.0f}s ahead of this host's clock were set to now"
+    return Plan(state=new, events=(Event("rotator.clock_skew_repaired", None, detail),))

@@ -12,11 +12,20 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .config import Policy
-from .errors import ConflictError, KeystoreError, PublishError
-from .keys import generate_private_key, private_to_bytes, public_jwk, thumbprint
+from .errors import ClockSkewError, ConflictError, KeystoreError, PublishError, PublishTargetAhead
+from .keys import generate_private_key, private_from_bytes, private_to_bytes, public_jwk, thumbprint
 from .keystore import Keystore
-from .lifecycle import Event, Plan, plan, record_confirmation
-from .publish import Publisher, build_jwks, jwks_digest, jwks_kids, publish
+from .lifecycle import (
+    Event,
+    Plan,
+    adopt,
+    clamp_future,
+    future_skew,
+    mark_damaged,
+    plan,
+    record_confirmation,
+)
+from .publish import Publisher, build_jwks, jwks_digest, jwks_kids, publish, published_keys
 from .sealing import DEFAULT_SCRYPT_N, Sealer, new_sealer, open_sealer
 from .state import KeyRecord, State
 
@@ -55,6 +64,9 @@ class Rotator:
     scrypt_n: int = DEFAULT_SCRYPT_N
     max_attempts: int = 10
     kms_key_id: str | None = None
+    # Compare this host's clock with the store's own (file times, S3 Date and Last-Modified).
+    # Only a test driving simulated time, which no store shares, turns this off.
+    storage_clock: bool = True
 
     def sealer_for(self, state: State | None) -> Sealer:
         if state is None:
@@ -88,15 +100,83 @@ class Rotator:
         force: bool = False,
         operation: Operation | None = None,
         checkpoint: Callable[[str], None] = _no_checkpoint,
+        recover: bool = False,
     ) -> StepResult:
-        """Run one reconcile step, retrying from a fresh read on compare-and-swap conflicts."""
+        """Run one reconcile step, retrying from a fresh read on compare-and-swap conflicts.
+
+        ``recover``: the operator's recovery step (``rotator recover``): adopt the keys the
+        publish target still serves (after a restored or recreated keystore), and take this
+        host's clock as right for stored times ahead of it.
+        """
         conflicts = 0
         for _ in range(self.max_attempts):
             try:
-                return self._attempt(force, operation, checkpoint, conflicts)
+                return self._attempt(force, operation, checkpoint, conflicts, recover)
             except ConflictError:
                 conflicts += 1
         raise KeystoreError(f"gave up after {conflicts} compare-and-swap conflicts on {self.keystore.location}")
+
+    def _check_host_clock(self, now: float) -> None:
+        """Refuse to write from a host whose clock disagrees with the store's own clock."""
+        storage_now = self.keystore.storage_time() if self.storage_clock else None
+        tolerance = self.policy.max_clock_skew
+        if storage_now is not None and abs(now - storage_now) > tolerance:
+            off = now - storage_now
+            raise ClockSkewError(
+                f"this host's clock is {abs(off):.0f}s {'ahead of' if off > 0 else 'behind'} the clock of "
+                f"{self.keystore.location} (tolerance {tolerance:.0f}s): fix its time (NTP); nothing was written"
+            )
+
+    def _repair_clock(self, stored: State, now: float, recover: bool) -> Plan:
+        """Stored times ahead of this host's clock: repaired when the store's own record of the
+        write shows the writer's clock was fast, refused when this host may be the one behind."""
+        tolerance = self.policy.max_clock_skew
+        skew = future_skew(stored, now)
+        if skew <= tolerance:
+            return Plan(stored)
+        stored_at = stored.stored_at if self.storage_clock else None
+        writer_was_fast = stored_at is not None and stored_at <= now + tolerance
+        if recover or writer_was_fast:
+            return clamp_future(stored, now)
+        raise ClockSkewError(
+            f"{self.keystore.location} holds times up to {skew:.0f}s ahead of this host's clock "
+            f"(tolerance {tolerance:.0f}s) and the store cannot tell which clock is wrong: fix this "
+            "host's time if it is behind; if it is right, run `rotator recover` to set those times "
+            "to now; nothing was written"
+        )
+
+    def _adopt_published(self, state: State, now: float) -> Plan:
+        served, skipped = published_keys(self.publisher.read_back())
+        adopted = adopt(state, served, now, published_generation=self.publisher.published_generation())
+        skipped_events = tuple(Event("rotator.key_not_adopted", kid, "not a P-256 key with its thumbprint as kid") for kid in skipped)
+        return Plan(adopted.state, adopted.events + skipped_events)
+
+    def _unusable(self, state: State, planned: Plan, sealer: Sealer) -> list[str]:
+        """Kids of keys this plan activates whose sealed private half does not open."""
+        damaged = []
+        for event in planned.events:
+            if event.name != "rotator.key_activated" or event.kid is None:
+                continue
+            key = planned.state.get(event.kid)
+            if key is None or key.private is None:
+                continue
+            try:
+                private_from_bytes(sealer.unseal(key.private, state.keyset, key.kid))
+            except (KeystoreError, ValueError):
+                damaged.append(key.kid)
+        return damaged
+
+    def _refused(self, saved: State) -> None:
+        """The publish target holds a newer generation's JWKS: a race, or a keystore gone back."""
+        latest = self.keystore.load()
+        if latest is not None and latest.generation != saved.generation:
+            raise ConflictError("a newer state was published meanwhile")
+        ahead = self.publisher.published_generation()
+        raise PublishTargetAhead(
+            f"{self.publisher.location} holds the JWKS of state generation {ahead}, above this keystore's "
+            f"generation {saved.generation}: the keystore was restored from a backup or recreated (or another "
+            "key set publishes there); run `rotator recover` to adopt the keys it still publishes and publish again"
+        )
 
     def _attempt(
         self,
@@ -104,14 +184,27 @@ class Rotator:
         operation: Operation | None,
         checkpoint: Callable[[str], None],
         conflicts: int,
+        recover: bool,
     ) -> StepResult:
         now = self.clock()
         stored = self.keystore.load()
         sealer = self.sealer_for(stored)
         checkpoint("loaded")
+        # Stored times are judged against a reading taken after the read, so a step that
+        # stalled since its first reading is not mistaken for a clock problem.
+        after_load = self.clock()
+        self._check_host_clock(after_load)
         saved = stored if stored is not None else State(encryption=sealer.header())
         state = saved
         events: list[Event] = []
+        if stored is not None:
+            repaired = self._repair_clock(stored, after_load, recover)
+            state = repaired.state
+            events.extend(repaired.events)
+        if recover:
+            adopted = self._adopt_published(state, now)
+            state = adopted.state
+            events.extend(adopted.events)
         if operation is not None:
             applied = operation(state, now)
             state = applied.state
@@ -125,6 +218,13 @@ class Rotator:
         # three rounds always suffice: bootstrap needs two.
         for round_ in range(3):
             planned = plan(state, self.policy, now, new_key, force=force and round_ == 0)
+            damaged = self._unusable(state, planned, sealer)
+            while damaged:
+                # Never activate a key whose private half cannot be opened: replace it.
+                dropped = mark_damaged(state, damaged, now)
+                events.extend(dropped.events)
+                planned = plan(dropped.state, self.policy, now, new_key, force=force and round_ == 0)
+                damaged = self._unusable(dropped.state, planned, sealer)
             state = planned.state
             events.extend(planned.events)
             body = build_jwks(state)
@@ -140,7 +240,8 @@ class Rotator:
                 # always has its private half stored.
                 state = saved = self.keystore.save(state, saved.generation)
                 checkpoint("state_written")
-            publish(self.publisher, state, body)
+            if not publish(self.publisher, state, body):
+                self._refused(saved)
             published = True
             checkpoint("published")
             current_copy, have_copy = self.publisher.read_back(), True

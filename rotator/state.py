@@ -7,12 +7,14 @@ stored separately, so the document cannot contradict itself.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
+from ._strict import strict_json
 from .errors import KeystoreError
-from .keys import ALG, PublicJWK
+from .keys import ALG, PublicJWK, public_key_from_jwk, thumbprint
 
 __all__ = ["SCHEMA_VERSION", "KeyState", "KeyRecord", "State", "parse_state", "dump_state"]
 
@@ -42,6 +44,7 @@ class KeyRecord:
     private_destroyed_at: float | None = None
     removed_at: float | None = None
     revoked_at: float | None = None
+    revocation: str | None = None  # manual | damaged | recovery
 
     @property
     def state(self) -> KeyState:
@@ -75,6 +78,9 @@ class State:
     published_confirmed_at: float | None = None
     published_etag: str | None = None  # the publish target's version tag for that JWKS, if it has one
     schema_version: int = SCHEMA_VERSION
+    # When the keystore itself recorded the stored document (file mtime, S3
+    # Last-Modified): the storage's clock, not the writer's. Not part of the document.
+    stored_at: float | None = field(default=None, compare=False)
 
     def in_state(self, *states: KeyState) -> list[KeyRecord]:
         return [k for k in self.keys if k.state in states]
@@ -112,7 +118,11 @@ _KEY_FIELDS = {
     "private_destroyed_at": (float, type(None)),
     "removed_at": (float, type(None)),
     "revoked_at": (float, type(None)),
+    "revocation": (str, type(None)),
 }
+_TIME_FIELDS = tuple(name for name in _KEY_FIELDS if name.endswith("_at"))
+# Stored times must be real instants: after 2001-09-09 and before the year 10000.
+_MIN_TIME, _MAX_TIME = 1_000_000_000.0, 253_402_300_799.0
 
 
 def _number(value: Any) -> Any:
@@ -131,16 +141,43 @@ def _parse_key(raw: Any, where: str) -> KeyRecord:
     for name, kind in _KEY_FIELDS.items():
         if not isinstance(values[name], kind):  # type: ignore[arg-type]
             raise KeystoreError(f"{where}: key field {name!r} is missing or has the wrong type")
+    kid = values["kid"]
+    for name in _TIME_FIELDS:
+        _check_time(values[name], f"{where}: key {kid} field {name!r}")
     public = values["public"]
     if public.keys() != {"kty", "crv", "x", "y"} or not all(type(v) is str for v in public.values()):
-        raise KeystoreError(f"{where}: key {values['kid']} has a malformed public JWK")
+        raise KeystoreError(f"{where}: key {kid} has a malformed public JWK")
+    problem = _public_key_problem(public["kty"], public["crv"], public["x"], public["y"], kid)
+    if problem:
+        raise KeystoreError(f"{where}: key {kid} {problem}")
+    if values["alg"] != ALG:
+        raise KeystoreError(f"{where}: key {kid} has alg {values['alg']!r}, expected {ALG}")
     return KeyRecord(**values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key_problem(kty: str, crv: str, x: str, y: str, kid: str) -> str | None:
+    """Why this public JWK cannot be the key ``kid`` (None: it can). Cached: a state is
+    re-read on every step and its keys rarely change."""
+    jwk = {"kty": kty, "crv": crv, "x": x, "y": y}
+    try:
+        public_key_from_jwk(jwk)
+    except ValueError as e:
+        return f"has a public key that is not a P-256 point ({e})"
+    if thumbprint(jwk) != kid:
+        return f"is not its public key's RFC 7638 thumbprint ({thumbprint(jwk)})"
+    return None
+
+
+def _check_time(value: float | None, what: str) -> None:
+    if value is not None and not _MIN_TIME <= value <= _MAX_TIME:
+        raise KeystoreError(f"{what} is {value!r}: not a time between 2001 and 9999")
 
 
 def parse_state(data: bytes, where: str) -> State:
     """Parse and check a state document; any problem is a one-line KeystoreError."""
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = strict_json(data)
     except UnicodeDecodeError as e:
         raise KeystoreError(f"{where} is not UTF-8 text (damaged or not a state file)") from e
     except json.JSONDecodeError as e:
@@ -148,6 +185,8 @@ def parse_state(data: bytes, where: str) -> State:
             f"{where} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}): "
             "truncated or damaged; restore it from a backup"
         ) from e
+    except ValueError as e:
+        raise KeystoreError(f"{where} is not strict JSON ({e}): damaged; restore it from a backup") from e
     if not isinstance(doc, dict):
         raise KeystoreError(f"{where} does not hold a JSON object")
     version = doc.get("schema_version")
@@ -183,6 +222,8 @@ def parse_state(data: bytes, where: str) -> State:
         or not isinstance(etag, (str, type(None)))
     ):
         raise KeystoreError(f"{where} has a field of the wrong type")
+    _check_time(updated_at, f"{where}: field 'updated_at'")
+    _check_time(confirmed_at, f"{where}: field 'published_confirmed_at'")
     records = tuple(_parse_key(k, where) for k in keys)
     kids = [k.kid for k in records]
     if len(set(kids)) != len(kids):

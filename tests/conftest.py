@@ -81,6 +81,7 @@ def make_rotator(dirs: tuple[Path, Path], clock: Clock) -> Callable[..., Rotator
             passphrase=PASSPHRASE,
             clock=clock,
             scrypt_n=TEST_SCRYPT_N,
+            storage_clock=False,  # simulated time: no store shares this clock
         )
         options.update(kwargs)
         return Rotator(**options)

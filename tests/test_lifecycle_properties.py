@@ -64,6 +64,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             passphrase=PASSPHRASE,
             clock=clock or self.clock,
             scrypt_n=TEST_SCRYPT_N,
+            storage_clock=False,  # simulated time
         )
 
     def teardown(self) -> None:

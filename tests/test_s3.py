@@ -53,6 +53,7 @@ def make(aws: dict[str, Any], clock: Clock, *, client: Any = None, kms_key_id: s
         policy=Policy(),
         clock=clock,
         kms_key_id=kms_key_id or aws["key_id"],
+        storage_clock=False,  # simulated time
     )
 
 

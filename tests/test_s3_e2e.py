@@ -131,6 +131,7 @@ def test_eight_concurrent_reconcile_runs(aws: dict[str, Any], capsys: pytest.Cap
             clock=clock,
             kms_key_id=aws["key_id"],
             max_attempts=20,
+            storage_clock=False,  # simulated time
         )
 
     rotators = [rotator() for _ in range(RUNNERS)]

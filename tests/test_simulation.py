@@ -41,7 +41,7 @@ def test_thirty_days_at_default_settings(tmp_path: Path, capsys: pytest.CaptureF
     clock = Clock()
     keystore = RecordingKeystore(FileKeystore(tmp_path / "ks"))
     publisher = FaultyPublisher(FilePublisher(tmp_path / "pub"), clock)
-    rotator = Rotator(keystore, publisher, policy, passphrase=PASSPHRASE, clock=clock, scrypt_n=TEST_SCRYPT_N)
+    rotator = Rotator(keystore, publisher, policy, passphrase=PASSPHRASE, clock=clock, scrypt_n=TEST_SCRYPT_N, storage_clock=False)
     signer = Signer(keystore, policy, passphrase=PASSPHRASE, clock=clock)  # type: ignore[arg-type]
 
     state_bound = int((policy.retirement_window + policy.audit_retention) / policy.rotation_period) + 3

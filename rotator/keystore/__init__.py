@@ -27,6 +27,9 @@ class Keystore(Protocol):
     def version(self) -> object:
         """A cheap token that changes whenever the stored document changes."""
 
+    def storage_time(self) -> float | None:
+        """The store's own clock now, where it tells one (None otherwise)."""
+
 
 def open_keystore(url: str, s3: S3Options | None = None) -> Keystore:
     if url.startswith("file://") or "://" not in url:

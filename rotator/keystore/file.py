@@ -7,7 +7,7 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
-from .._fs import atomic_write, locked, path_from_url
+from .._fs import atomic_write, locked, path_from_url, remove_stale_temp_files
 from ..errors import ConflictError, KeystoreError
 from ..state import State, dump_state, parse_state
 
@@ -15,6 +15,14 @@ __all__ = ["FileKeystore"]
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
+
+
+def _check_owner(st: os.stat_result, what: str) -> None:
+    if st.st_uid != os.geteuid():
+        raise KeystoreError(
+            f"{what} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}): "
+            "run rotator as its owner, or chown it"
+        )
 
 
 class FileKeystore:
@@ -29,7 +37,7 @@ class FileKeystore:
 
     @classmethod
     def from_url(cls, url: str) -> "FileKeystore":
-        return cls(path_from_url(url))
+        return cls(path_from_url(url, "keystore location"))
 
     def _check_permissions(self, create: bool) -> None:
         d = self.directory
@@ -48,6 +56,7 @@ class FileKeystore:
             raise KeystoreError(f"cannot access keystore directory {d}: {e.strerror}") from e
         if not stat.S_ISDIR(st.st_mode):
             raise KeystoreError(f"keystore path {d} is not a directory")
+        _check_owner(st, f"keystore directory {d}")
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise KeystoreError(
@@ -57,9 +66,18 @@ class FileKeystore:
         for name in (STATE_FILE, LOCK_FILE):
             path = d / name
             try:
-                fmode = stat.S_IMODE(os.lstat(path).st_mode)
+                fst = os.lstat(path)
             except FileNotFoundError:
                 continue
+            if stat.S_ISLNK(fst.st_mode):
+                raise KeystoreError(
+                    f"keystore file {path} is a symbolic link; rotator writes it in place: "
+                    "replace the link with the file it points to"
+                )
+            if not stat.S_ISREG(fst.st_mode):
+                raise KeystoreError(f"keystore file {path} is not a regular file")
+            _check_owner(fst, f"keystore file {path}")
+            fmode = stat.S_IMODE(fst.st_mode)
             if fmode & 0o077:
                 raise KeystoreError(
                     f"keystore file {path} is accessible to group or others (mode {fmode:04o}); "
@@ -69,16 +87,31 @@ class FileKeystore:
 
     def _read(self) -> State | None:
         try:
-            data = self._state_path.read_bytes()
+            fd = os.open(self._state_path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
         except OSError as e:
             raise KeystoreError(f"cannot read {self._state_path}: {e.strerror}") from e
-        return parse_state(data, str(self._state_path))
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                data = fh.read()
+                stored_at = os.fstat(fh.fileno()).st_mtime
+        except OSError as e:
+            raise KeystoreError(f"cannot read {self._state_path}: {e.strerror}") from e
+        return replace(parse_state(data, str(self._state_path)), stored_at=stored_at)
 
     def load(self) -> State | None:
         self._check_permissions(create=False)
         return self._read()
+
+    def storage_time(self) -> float | None:
+        """The filesystem's clock now (the file server's, on a network filesystem): the
+        lock file's time as the filesystem sets it on a touch. None before the key set exists."""
+        try:
+            os.utime(self._lock_path)
+            return os.stat(self._lock_path).st_mtime
+        except OSError:
+            return None
 
     def version(self) -> object:
         try:
@@ -91,6 +124,9 @@ class FileKeystore:
         self._check_permissions(create=True)
         try:
             with locked(self._lock_path):
+                # Temp files of writers that crashed before their rename hold sealed
+                # private halves of keys that may since have been destroyed.
+                remove_stale_temp_files(self._state_path)
                 current = self._read()
                 current_generation = current.generation if current else 0
                 if current_generation != expected_generation:
@@ -98,7 +134,9 @@ class FileKeystore:
                         f"{self._state_path} changed underneath (generation {current_generation}, "
                         f"expected {expected_generation})"
                     )
-                stored = replace(state, generation=expected_generation + 1)
+                # A state may carry a generation above the stored one (recovery adopts the
+                # publish target's), so a restored keystore can overtake what is published.
+                stored = replace(state, generation=max(expected_generation, state.generation) + 1)
                 atomic_write(self._state_path, dump_state(stored), 0o600)
                 return stored
         except OSError as e:

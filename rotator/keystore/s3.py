@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .._aws import S3Options, error_code, get_object, http_status, s3_client, split_s3_url
+from .._aws import S3Options, ServerClock, error_code, get_object, http_status, s3_client, split_s3_url
 from ..errors import ConflictError, KeystoreError
 from ..state import State, dump_state, parse_state
 
@@ -34,6 +34,7 @@ class S3Keystore:
         self._etags: dict[int, str] = {}
         self._probed = options.single_writer
         self._version: tuple[float, object] | None = None
+        self._server_clock = ServerClock()
 
     @classmethod
     def from_url(cls, url: str, options: S3Options) -> "S3Keystore":
@@ -47,15 +48,18 @@ class S3Keystore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            found = get_object(self._s3, self.bucket, self.key)
+            found = get_object(self._s3, self.bucket, self.key, self._server_clock)
         except (ClientError, BotoCoreError) as e:
             raise self._fail("read", e) from e
         if found is None:
             return None
-        data, etag = found
-        state = parse_state(data, self.location)
-        self._etags = {state.generation: etag}
+        state = replace(parse_state(found.body, self.location), stored_at=found.last_modified)
+        self._etags = {state.generation: found.etag}
         return state
+
+    def storage_time(self) -> float | None:
+        """The store's clock, from the Date header of the last read (None: it sent none)."""
+        return self._server_clock.now()
 
     def version(self) -> object:
         """The object's ETag, re-checked at most every 2 s (one HEAD), for signers."""
@@ -115,7 +119,7 @@ class S3Keystore:
 
         if not self._probed:
             self._probe()
-        stored = replace(state, generation=expected_generation + 1)
+        stored = replace(state, generation=max(expected_generation, state.generation) + 1)
         args: dict[str, Any] = dict(
             Bucket=self.bucket,
             Key=self.key,

@@ -8,7 +8,7 @@ from .._aws import S3Options
 from ..errors import ConfigError
 from ..state import State
 from .file import FilePublisher
-from .jwks import build_jwks, check_jwks, discovery_document, jwks_digest, jwks_kids, required_kids
+from .jwks import build_jwks, check_jwks, discovery_document, jwks_digest, jwks_kids, published_keys, required_kids
 
 __all__ = [
     "Publisher",
@@ -20,6 +20,7 @@ __all__ = [
     "jwks_digest",
     "jwks_kids",
     "discovery_document",
+    "published_keys",
 ]
 
 
@@ -33,6 +34,9 @@ class Publisher(Protocol):
         ``previous_etag`` is the tag of the JWKS this state last confirmed; a
         target that supports it replaces only that version (conditional put).
         """
+
+    def published_generation(self) -> int | None:
+        """The generation of the state whose JWKS is published (None: nothing or unknown)."""
 
     def read_back(self) -> bytes | None:
         """The document as a verifier would now fetch it (None: nothing published)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-from .._fs import atomic_write, locked, path_from_url
+from .._fs import atomic_write, locked, path_from_url, remove_stale_temp_files
 from ..errors import PublishError
 
 __all__ = ["FilePublisher"]
@@ -24,19 +25,39 @@ class FilePublisher:
 
     @classmethod
     def from_url(cls, url: str) -> "FilePublisher":
-        return cls(path_from_url(url))
+        return cls(path_from_url(url, "publish location"))
 
     etag: str | None = None  # files have no version tags; the lock and generation file do that work
+
+    def _prepare_directory(self) -> None:
+        """Create the directory 0755 whatever the umask; refuse one that others can write to,
+        where anyone could replace the key set verifiers trust."""
+        d = self.path.parent
+        if not d.exists():
+            d.mkdir(parents=True, mode=0o755)
+            os.chmod(d, 0o755)
+        mode = stat.S_IMODE(os.stat(d).st_mode)
+        if mode & 0o002:
+            raise PublishError(
+                f"publish directory {d} is writable by everyone (mode {mode:04o}), so anyone "
+                f"could replace the JWKS; run: chmod o-w {d}"
+            )
+
+    def published_generation(self) -> int | None:
+        """The generation of the state whose JWKS is published here (None: unknown)."""
+        try:
+            return int(self._generation_path.read_text())
+        except (OSError, ValueError):
+            return None
 
     def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
         """Write ``body`` unless a newer generation is already published. True if written."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._prepare_directory()
             with locked(self._lock_path):
-                try:
-                    published = int(self._generation_path.read_text())
-                except (FileNotFoundError, ValueError):
-                    published = 0
+                remove_stale_temp_files(self.path)
+                remove_stale_temp_files(self._generation_path)
+                published = self.published_generation() or 0
                 if published > generation:
                     return False
                 # Generation first: a crash between the two leaves a newer number

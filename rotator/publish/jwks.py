@@ -8,10 +8,18 @@ from typing import Any, Iterable
 
 from .._strict import strict_json
 from ..errors import PublicationGuardError
-from ..keys import PRIVATE_MEMBERS
+from ..keys import PRIVATE_MEMBERS, PublicJWK, public_key_from_jwk, thumbprint
 from ..state import KeyState, State
 
-__all__ = ["build_jwks", "jwks_digest", "check_jwks", "jwks_kids", "required_kids", "discovery_document"]
+__all__ = [
+    "build_jwks",
+    "jwks_digest",
+    "check_jwks",
+    "jwks_kids",
+    "required_kids",
+    "discovery_document",
+    "published_keys",
+]
 
 
 def _order(state: State) -> list[Any]:
@@ -43,6 +51,38 @@ def required_kids(state: State) -> tuple[str | None, tuple[str, ...]]:
 def jwks_kids(body: bytes) -> list[str]:
     doc = json.loads(body)
     return [k["kid"] for k in doc["keys"]]
+
+
+def published_keys(body: bytes | None) -> tuple[list[tuple[str, PublicJWK]], list[str]]:
+    """The rotator keys a served JWKS lists, in its order, as (kid, public JWK); and the
+    kids of entries that are not (not an EC P-256 point, or a kid that is not the thumbprint)."""
+    if body is None:
+        return [], []
+    try:
+        doc = strict_json(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PublicationGuardError(f"the served JWKS is not valid JSON: {e}") from e
+    entries = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise PublicationGuardError('the served JWKS is not an object with a "keys" list')
+    keys: list[tuple[str, PublicJWK]] = []
+    skipped: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            skipped.append("?")
+            continue
+        kid = entry.get("kid")
+        jwk: PublicJWK = {"kty": entry.get("kty"), "crv": entry.get("crv"), "x": entry.get("x"), "y": entry.get("y")}  # type: ignore[typeddict-item]
+        try:
+            public_key_from_jwk(jwk)
+            ok = isinstance(kid, str) and thumbprint(jwk) == kid and not PRIVATE_MEMBERS.intersection(entry)
+        except (ValueError, TypeError):
+            ok = False
+        if ok:
+            keys.append((str(kid), jwk))
+        else:
+            skipped.append(str(kid))
+    return keys, skipped
 
 
 def check_jwks(body: bytes, active: str | None, pending: Iterable[str]) -> None:

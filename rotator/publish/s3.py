@@ -69,6 +69,11 @@ class S3Publisher:
             generation = 0
         return generation, str(head["ETag"])
 
+    def published_generation(self) -> int | None:
+        """The generation of the state whose JWKS is published here (None: nothing there)."""
+        found = self._published_generation()
+        return None if found is None else found[0]
+
     def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -123,8 +128,8 @@ class S3Publisher:
             raise self._fail("read back", e) from e
         if found is None:
             return None
-        data, self.etag = found
-        return data
+        self.etag = found.etag
+        return found.body
 
     def _read_public(self) -> bytes | None:
         assert self.public_url is not None
