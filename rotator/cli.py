@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import math
 import sys
 from typing import Any, Callable, TypeVar
 
@@ -118,13 +119,17 @@ def _rotator(settings: Settings) -> Rotator:
         passphrase=settings.resolved_passphrase(),
         allow_plaintext=settings.insecure_plaintext_keys,
         kms_key_id=settings.kms_key_id,
+        passphrase_source=settings.passphrase_source(),
     )
 
 
 def _iso(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{ts:.0f} (out of range)"
 
 
 def _report(result: StepResult, settings: Settings) -> None:
@@ -183,16 +188,18 @@ def _step_with_metrics(rotator: Rotator, settings: Settings, force: bool, path: 
 
 
 def _write_metrics(metrics: Any, path: str) -> None:
+    """A metrics file that cannot be written is reported, but never changes the step's
+    outcome or hides its error: the exit code stays the step's."""
     try:
         metrics.write_textfile(path)
     except OSError as e:
-        raise ConfigError(f"cannot write metrics file {path}: {e.strerror}") from e
+        click.echo(f"rotator: warning: cannot write metrics file {path}: {e.strerror}", err=True)
 
 
 @main.command()
 @click.option(
-    "--metrics-port", type=int, default=None, envvar="ROTATOR_METRICS_PORT", metavar="PORT",
-    help="Serve /metrics and /healthz on this port (ROTATOR_METRICS_PORT).",
+    "--metrics-port", default=None, envvar="ROTATOR_METRICS_PORT", metavar="PORT",
+    help="Serve /metrics and /healthz on this port, 0-65535 (ROTATOR_METRICS_PORT).",
 )
 @click.option(
     "--metrics-addr", default="127.0.0.1", show_default=True, envvar="ROTATOR_METRICS_ADDR", metavar="ADDR",
@@ -208,11 +215,12 @@ def _write_metrics(metrics: Any, path: str) -> None:
 )
 @_store_options
 @_handle_errors
-def run(metrics_port: int | None, metrics_addr: str, max_sleep: str, log_format: str, **kwargs: Any) -> None:
+def run(metrics_port: str | None, metrics_addr: str, max_sleep: str, log_format: str, **kwargs: Any) -> None:
     """Run continuously: a reconcile step at every due instant, metrics, health, systemd notify.
 
     SIGTERM/SIGINT stop it cleanly (exit 0); SIGHUP re-reads the settings.
     """
+    port = _port(metrics_port)
     from .daemon import Daemon, DaemonOptions
     from .logs import setup_logging
 
@@ -228,7 +236,7 @@ def run(metrics_port: int | None, metrics_addr: str, max_sleep: str, log_format:
         raise ConfigError(f"--max-sleep {max_sleep!r}: expected between 1s and 1h")
     daemon_options = DaemonOptions(
         max_sleep=min(sleep, settings.policy.rotation_period),
-        metrics_port=metrics_port,
+        metrics_port=port,
         metrics_addr=metrics_addr,
     )
     try:
@@ -236,6 +244,14 @@ def run(metrics_port: int | None, metrics_addr: str, max_sleep: str, log_format:
     except OSError as e:
         raise ConfigError(f"cannot start: {e.strerror or e}") from e
     sys.exit(code)
+
+
+def _port(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not text.isascii() or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ConfigError(f"--metrics-port {text!r}: expected a port number from 0 to 65535")
+    return int(text)
 
 
 # Kids are base64url, so one in 32 starts with "-": take unknown option-like
@@ -255,6 +271,25 @@ def retire_cmd(kid: str, **kwargs: Any) -> None:
     _report(result, settings)
 
 
+@main.command()
+@_store_options
+@_handle_errors
+def recover(**kwargs: Any) -> None:
+    """Recover a restored or recreated keystore, or a state a fast clock wrote.
+
+    Adopts every key the publish target still serves (public half only, retired, so
+    the tokens it signed keep verifying), revokes restored keys it no longer serves,
+    sets stored times ahead of this host's clock to now, then runs a normal step.
+    Safe to run when nothing is wrong: it then changes nothing.
+    """
+    settings = _settings(kwargs)
+    rotator = _rotator(settings)
+    result = rotator.step(recover=True)
+    if settings.discovery and result.published and settings.issuer and settings.public_url:
+        rotator.publisher.write_discovery(discovery_document(settings.issuer, settings.public_url))
+    _report(result, settings)
+
+
 @main.command(name="revoke", context_settings=_KID_COMMAND)
 @click.argument("kid")
 @_store_options
@@ -264,6 +299,39 @@ def revoke_cmd(kid: str, **kwargs: Any) -> None:
     settings = _settings(kwargs)
     result = _rotator(settings).step(operation=lambda state, now: revoke(state, kid, now))
     _report(result, settings)
+
+
+def _private_status(state: State, settings: Settings) -> dict[str, str]:
+    """kid -> present | destroyed | damaged. Sealed halves are test-decrypted when these
+    settings can open the key set; otherwise a stored half shows as present."""
+    from .keys import private_from_bytes
+    from .sealing import open_sealer
+
+    try:
+        sealer = open_sealer(
+            state.encryption,
+            settings.resolved_passphrase(),
+            settings.insecure_plaintext_keys,
+            kms_key_id=settings.kms_key_id,
+            passphrase_source=settings.passphrase_source(),
+        )
+    except RotatorError:
+        sealer = None
+    out: dict[str, str] = {}
+    for key in state.keys:
+        if key.revocation == "damaged":
+            out[key.kid] = "damaged"
+        elif key.private is None:
+            out[key.kid] = "destroyed"
+        elif sealer is None:
+            out[key.kid] = "present"
+        else:
+            try:
+                private_from_bytes(sealer.unseal(key.private, state.keyset, key.kid))
+                out[key.kid] = "present"
+            except (RotatorError, ValueError):
+                out[key.kid] = "damaged"
+    return out
 
 
 def _key_row(key: KeyRecord, settings: Settings) -> dict[str, Any]:
@@ -281,6 +349,7 @@ def _key_row(key: KeyRecord, settings: Settings) -> dict[str, Any]:
         "removed_at": _iso(key.removed_at),
         "revoked_at": _iso(key.revoked_at),
         "private_key": "present" if key.private is not None else "destroyed",
+        "revocation": key.revocation,
     }
 
 
@@ -294,7 +363,8 @@ def status(as_json: bool, **kwargs: Any) -> None:
     state = _keystore(settings).load()
     if state is None:
         raise ConfigError(f"no key set at {settings.keystore}: run `rotator rotate` to create one")
-    rows = [_key_row(k, settings) for k in _status_order(state)]
+    private = _private_status(state, settings)
+    rows = [{**_key_row(k, settings), "private_key": private[k.kid]} for k in _status_order(state)]
     if as_json:
         doc = {"generation": state.generation, "keyset": state.keyset, "keys": rows}
         click.echo(json.dumps(doc, indent=2))
@@ -320,17 +390,49 @@ def jwks(**kwargs: Any) -> None:
     body = publisher.read_back()
     if body is None:
         raise ConfigError(f"nothing published at {publisher.location}: run `rotator rotate` first")
-    click.echo(json.dumps(json.loads(body), indent=2))
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"the JWKS at {publisher.location} is not valid JSON ({e}): damaged; run `rotator rotate`") from e
+    click.echo(json.dumps(doc, indent=2))
+
+
+# Claims the command sets itself, from its own options or from the signer.
+_CLAIM_OPTIONS = {"sub": "--sub", "aud": "--aud", "iss": "--issuer (or ROTATOR_ISSUER)"}
+_SIGNER_CLAIMS = ("iat", "exp", "nbf", "jti", "orig_iat")
 
 
 def _claim(text: str) -> tuple[str, Any]:
+    """NAME=VALUE: VALUE as JSON when it parses as JSON, else as a string. Reserved names and
+    values that are not finite are refused, never dropped."""
+    from ._strict import strict_json
+
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--claim")
+        raise ConfigError(f"--claim {text!r} is not NAME=VALUE")
+    if name in _CLAIM_OPTIONS:
+        raise ConfigError(f"--claim {name}=…: {name!r} is set with {_CLAIM_OPTIONS[name]}, not as a claim")
+    if name in _SIGNER_CLAIMS:
+        raise ConfigError(f"--claim {name}=…: {name!r} is set by the signer")
     try:
-        return name, json.loads(value)
-    except ValueError:
+        parsed = strict_json(value)
+    except ValueError as e:
+        if "constant" in str(e):  # NaN, Infinity, -Infinity
+            raise ConfigError(f"--claim {name}={value}: not a finite JSON number") from e
         return name, value
+    if not _finite(parsed):
+        raise ConfigError(f"--claim {name}={value}: not a finite JSON number")
+    return name, parsed
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 @main.command()
@@ -351,9 +453,29 @@ def sign(subject: str, audience: str, ttl: str | None, claims: tuple[str, ...], 
         allow_plaintext=settings.insecure_plaintext_keys,
         issuer=settings.issuer,
         kms_key_id=settings.kms_key_id,
+        publisher=_publisher(settings),
+        passphrase_source=settings.passphrase_source(),
     )
     lifetime = parse_duration(ttl, name="--ttl") if ttl is not None else None
-    click.echo(signer.sign(dict(_claim(c) for c in claims), subject=subject, audience=audience, ttl=lifetime))
+    extra = dict(_claim(c) for c in claims)
+    click.echo(signer.sign(extra, subject=subject, audience=audience, ttl=lifetime))
+
+
+# The preview replays the planner at every due instant; its cost grows with rotations
+# times keys held (about (W + audit retention) / P). This bound keeps it to a few seconds.
+_PLAN_BUDGET = 400_000
+
+
+def _check_plan_horizon(policy: Any, days: float) -> None:
+    rotations = days * 86400.0 / policy.rotation_period
+    held = (policy.retirement_window + policy.audit_retention) / policy.rotation_period + 2
+    if rotations * min(rotations, held) <= _PLAN_BUDGET:
+        return
+    most = _PLAN_BUDGET / held if _PLAN_BUDGET / held >= held else _PLAN_BUDGET**0.5
+    raise ConfigError(
+        f"plan --days {days:g} would replay {rotations:,.0f} rotations over up to {held:,.0f} keys; "
+        f"with these settings preview at most {most * policy.rotation_period / 86400:.3g} days"
+    )
 
 
 @main.command(name="plan")
@@ -366,6 +488,7 @@ def plan_cmd(days: float, **kwargs: Any) -> None:
 
     settings = _settings(kwargs)
     policy = settings.policy
+    _check_plan_horizon(policy, days)
     entries = timeline(policy, days)
     click.echo(
         f"policy: rotation_period={format_duration(policy.rotation_period)} "
@@ -406,18 +529,13 @@ def verify(token: str, jwks_url: str, audience: str | None, issuer: str | None, 
     import time
 
     from ._fs import path_from_url
-    from .verifier import InvalidToken, KeysUnavailable, Verifier, parse_jwks, verify_token
+    from .verifier import InvalidToken, KeysUnavailable, Verifier, verify_token
 
     leeway_s = parse_duration(leeway, name="--leeway")
     token = token.strip()
     try:
         if jwks_url.startswith("file://") or "://" not in jwks_url:
-            try:
-                keys = parse_jwks(path_from_url(jwks_url).read_bytes())
-            except OSError as e:
-                raise ConfigError(f"cannot read JWKS {jwks_url}: {e.strerror}") from e
-            except ValueError as e:
-                raise ConfigError(f"JWKS {jwks_url} is not a usable key set: {e}") from e
+            keys = _file_key_set(path_from_url(jwks_url, "--jwks-url"), jwks_url)
             claims = verify_token(token, keys, now=time.time(), leeway=leeway_s, audience=audience, issuer=issuer)
         else:
             verifier = Verifier(jwks_url, issuer=issuer, audience=audience, leeway=leeway_s, allow_http=allow_http)
@@ -429,6 +547,31 @@ def verify(token: str, jwks_url: str, audience: str | None, issuer: str | None, 
         click.echo(f"rotator: error: keys unavailable: {e}", err=True)
         sys.exit(6)
     click.echo(json.dumps(claims, indent=2, sort_keys=True))
+
+
+# The same cap the verifier puts on a fetched key set.
+_MAX_JWKS_BYTES = 256 * 1024
+
+
+def _file_key_set(path: Any, url: str) -> Any:
+    """A key set from a file, under the verifier's size cap; KeysUnavailable (exit 6) when it
+    cannot be read or holds no usable key, as over HTTP."""
+    from .verifier import KeysUnavailable, parse_jwks
+
+    try:
+        with open(path, "rb") as fh:
+            body = fh.read(_MAX_JWKS_BYTES + 1)
+    except OSError as e:
+        raise KeysUnavailable(f"cannot read JWKS {url}: {e.strerror}") from e
+    if len(body) > _MAX_JWKS_BYTES:
+        raise KeysUnavailable(f"JWKS {url} is larger than the {_MAX_JWKS_BYTES}-byte limit")
+    try:
+        keys = parse_jwks(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise KeysUnavailable(f"JWKS {url} is not a usable key set: {e}") from e
+    if not keys:
+        raise KeysUnavailable(f"JWKS {url} holds no usable ES256 key")
+    return keys
 
 
 if __name__ == "__main__":  # pragma: no cover

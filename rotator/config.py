@@ -98,16 +98,27 @@ class Settings:
             return self.passphrase
         if self.passphrase_file:
             try:
-                text = Path(self.passphrase_file).read_text(encoding="utf-8")
+                text = Path(self.passphrase_file).read_bytes().decode("utf-8")
             except OSError as e:
                 raise ConfigError(
                     f"cannot read passphrase file {self.passphrase_file}: {e.strerror}"
                 ) from e
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"passphrase file {self.passphrase_file} is not UTF-8 text") from e
             secret = text.rstrip("\r\n")
             if not secret:
                 raise ConfigError(f"passphrase file {self.passphrase_file} is empty")
             return secret
         return None
+
+
+    def passphrase_source(self) -> str:
+        """Where the passphrase comes from, for errors (never the passphrase itself)."""
+        if self.passphrase:
+            return "ROTATOR_KEYSTORE_PASSPHRASE"
+        if self.passphrase_file:
+            return f"passphrase file {self.passphrase_file}"
+        return "no passphrase set"
 
 
 # name -> (environment variable, kind)
@@ -158,6 +169,8 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from e
     if "passphrase" in data:
         raise ConfigError(
             f"config file {path} sets 'passphrase': keep secrets out of config files; "

@@ -6,36 +6,43 @@ import re
 
 from .errors import ConfigError
 
-__all__ = ["parse_duration", "format_duration"]
+__all__ = ["parse_duration", "format_duration", "MAX_DURATION"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# Parts in descending unit order, each unit at most once, ASCII digits only: 1h30m, 1d12h, 2m500ms.
+_DURATION = re.compile(
+    r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?"
+    r"(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?",
+    re.ASCII,
+)
+_BARE = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
+_ORDER = ("d", "h", "m", "s", "ms")
+# Longest duration accepted anywhere: ten years.
+MAX_DURATION = 3650 * 86400.0
 
 
-def parse_duration(value: str | int | float, *, name: str = "duration", source: str | None = None) -> float:
+def parse_duration(value: object, *, name: str = "duration", source: str | None = None) -> float:
     """Return seconds. Bare numbers are seconds; anything else must be unit-tagged parts."""
     where = f" (from {source})" if source else ""
-    if isinstance(value, bool):
-        raise ConfigError(f"invalid {name} {value!r}{where}: expected a duration such as 90s, 15m or 24h")
+    expected = "expected a duration such as 90s, 15m or 24h"
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        shown = value if isinstance(value, (bool, list, dict)) else type(value).__name__
+        raise ConfigError(f"invalid {name} {shown!r}{where}: {expected}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
         text = value.strip().lower()
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        if _BARE.fullmatch(text):
             seconds = float(text)
         else:
-            pos, seconds = 0, 0.0
-            for match in _PART.finditer(text):
-                if match.start() != pos:
-                    break
-                seconds += float(match.group(1)) * _UNITS[match.group(2)]
-                pos = match.end()
-            if pos != len(text) or not text:
-                raise ConfigError(
-                    f"invalid {name} {value!r}{where}: expected a duration such as 90s, 15m or 24h"
-                )
+            match = _DURATION.fullmatch(text)
+            if not text or match is None or not any(match.groups()):
+                raise ConfigError(f"invalid {name} {value!r}{where}: {expected} (units in the order d h m s ms, each once)")
+            seconds = sum(float(part) * _UNITS[unit] for part, unit in zip(match.groups(), _ORDER) if part)
     if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
         raise ConfigError(f"invalid {name} {value!r}{where}: must be a finite, non-negative duration")
+    if seconds > MAX_DURATION:
+        raise ConfigError(f"invalid {name} {value!r}{where}: longer than the limit of {MAX_DURATION / 86400:.0f}d")
     return seconds
 
 

@@ -58,6 +58,10 @@ class ClockSkewError(KeystoreError):
 
     code = "clock_skew"
 
+    def __init__(self, message: str, skew: float = 0.0) -> None:
+        super().__init__(message)
+        self.skew = skew  # seconds; positive: stored times or this host ahead
+
 
 class PublishError(RotatorError):
     """The JWKS could not be written or confirmed."""

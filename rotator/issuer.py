@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -12,23 +13,44 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ._b64 import b64url_encode
 from .config import Policy
 from .durations import format_duration
-from .errors import NoActiveKey
+from .errors import NoActiveKey, RotatorError
 from .jose import sign_es256
 from .keys import private_from_bytes
 from .keystore import Keystore
+from .publish import Publisher, jwks_kids
 from .sealing import open_sealer
 from .state import KeyRecord, State
 
 __all__ = ["Signer"]
 
-_RESERVED = frozenset({"iat", "exp", "iss", "sub", "aud", "jti", "nbf"})
+_SIGNER_CLAIMS = ("iat", "exp", "nbf", "jti", "orig_iat")
+
+
+def _check_claims(claims: Mapping[str, Any], set_elsewhere: Mapping[str, object]) -> None:
+    """Refuse, never drop: claims the signer sets, claims also given by argument or by the
+    signer's issuer, and values that are not plain finite JSON."""
+    for name in _SIGNER_CLAIMS:
+        if name in claims:
+            raise ValueError(f"claim {name!r} is set by the signer")
+    for name, value in set_elsewhere.items():
+        if name in claims and value is not None:
+            raise ValueError(f"claim {name!r} is given twice: as a claim and by the signer's {name} setting")
+    try:
+        json.dumps(claims, allow_nan=False)
+    except ValueError as e:
+        raise ValueError(f"claims hold a number that is not finite ({e})") from e
+    except TypeError as e:
+        raise ValueError(f"claims hold a value that is not JSON ({e})") from e
 
 
 class Signer:
     """Signs claims with the active key.
 
     The state is re-read whenever the keystore's version token changes (a stat
-    for the file keystore), so a retired key stops signing at once.
+    for the file keystore), so a retired key stops signing at once. Given the
+    ``publisher``, each new state's active key is also looked up in the JWKS the
+    publish target serves, and a key it lacks (a keystore restored from an old
+    backup) never signs.
     """
 
     def __init__(
@@ -41,8 +63,12 @@ class Signer:
         issuer: str | None = None,
         clock: Callable[[], float] = time.time,
         kms_key_id: str | None = None,
+        publisher: Publisher | None = None,
+        passphrase_source: str = "ROTATOR_KEYSTORE_PASSPHRASE",
     ) -> None:
+        self._passphrase_source = passphrase_source
         self._kms_key_id = kms_key_id
+        self._publisher = publisher
         self._keystore = keystore
         self._policy = policy
         self._passphrase = passphrase
@@ -68,10 +94,34 @@ class Signer:
             raise NoActiveKey(f"no active signing key in {where}: run `rotator rotate` first")
         if active.published_at is None or active.private is None:
             raise NoActiveKey(f"active key {active.kid} in {where} is unconfirmed or has no private half")
+        self._check_published(active)
         if self._current is not None and self._current[0].kid == active.kid:
             return self._current
-        sealer = open_sealer(state.encryption, self._passphrase, self._allow_plaintext, kms_key_id=self._kms_key_id)
+        sealer = open_sealer(
+            state.encryption,
+            self._passphrase,
+            self._allow_plaintext,
+            kms_key_id=self._kms_key_id,
+            passphrase_source=self._passphrase_source,
+        )
         return active, private_from_bytes(sealer.unseal(active.private, state.keyset, active.kid))
+
+    def _check_published(self, active: KeyRecord) -> None:
+        if self._publisher is None:
+            return
+        try:
+            body = self._publisher.read_back()
+        except RotatorError:
+            return  # a publish outage: the state's own record of the confirmed publication stands
+        try:
+            served = jwks_kids(body) if body is not None else []
+        except (ValueError, KeyError, TypeError):
+            served = []
+        if active.kid not in served:
+            raise NoActiveKey(
+                f"active key {active.kid} is not in the JWKS served at {self._publisher.location}: the keystore "
+                "may have been restored from a backup or recreated; run `rotator recover`"
+            )
 
     @property
     def kid(self) -> str:
@@ -92,12 +142,12 @@ class Signer:
                 f"ttl {format_duration(lifetime)} must be positive and at most token_lifetime "
                 f"({format_duration(self._policy.token_lifetime)}), which the retirement window is sized for"
             )
+        if lifetime != int(lifetime):
+            raise ValueError(f"ttl {format_duration(lifetime)}: token lifetimes are whole seconds (exp is an integer)")
+        body: dict[str, Any] = dict(claims or {})
+        _check_claims(body, {"iss": self._issuer, "sub": subject, "aud": audience})
         record, private = self._load()
         now = int(self._clock())
-        body: dict[str, Any] = dict(claims or {})
-        for name in _RESERVED & body.keys():
-            if name in ("iat", "exp", "jti", "nbf"):
-                raise ValueError(f"claim {name!r} is set by the signer")
         body.update(iat=now, exp=now + int(lifetime), jti=b64url_encode(os.urandom(16)))
         if self._issuer is not None:
             body["iss"] = self._issuer

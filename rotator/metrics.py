@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .config import Policy
+from .errors import ClockSkewError
 from .lifecycle import next_due
 from .publish import build_jwks, jwks_digest, jwks_kids
 from .state import KeyState, State
@@ -58,7 +59,7 @@ def health_problems(
       its successor's publication; P/2 covers missed wake-ups);
     - the current key set's JWKS not confirmed published for longer than P - M (a
       successor must be confirmed by then to activate on time);
-    - no successful step for longer than P (``since``: when the process started).
+    - no successful step since the process started (``since``), or for longer than P.
     """
     problems: list[str] = []
     period, max_age = policy.rotation_period, policy.max_age
@@ -73,12 +74,19 @@ def health_problems(
             if now > overdue_at:
                 problems.append(f"active key {active.kid} is overdue for rotation by {now - overdue_at:.0f}s")
         if state.published_digest != jwks_digest(build_jwks(state)):
-            waiting = now - state.updated_at
+            # Counted from the last confirmation, so the problem does not come and go
+            # while a publish outage lasts and the state is rewritten.
+            confirmed = state.published_confirmed_at
+            since_confirmed = confirmed if confirmed is not None else min(
+                (k.created_at for k in state.keys), default=state.updated_at
+            )
+            waiting = now - since_confirmed
             if waiting > period - max_age:
                 problems.append(f"the current JWKS has not been confirmed published for {waiting:.0f}s")
-    reference = last_success if last_success is not None else since
-    if now - reference > period:
-        problems.append(f"no successful reconcile step for {now - reference:.0f}s")
+    if last_success is None:
+        problems.append(f"no successful reconcile step yet ({now - since:.0f}s since start)")
+    elif now - last_success > period:
+        problems.append(f"no successful reconcile step for {now - last_success:.0f}s")
     return problems
 
 
@@ -108,13 +116,24 @@ class Metrics:
         self.jwks_bytes = Gauge("rotator_jwks_bytes", "Size of the JWKS for the current key set.", registry=r)
         self.jwks_keys = Gauge("rotator_jwks_keys", "Keys in the JWKS for the current key set.", registry=r)
         self.healthy = Gauge("rotator_healthy", "1 when /healthz would answer 200.", registry=r)
+        self.clock_skew_gauge = Gauge(
+            "rotator_clock_skew_seconds",
+            "Clock disagreement seen in the last rotation period: stored times ahead of this host, or this "
+            "host against the store's clock (0: none).",
+            registry=r,
+        )
+        self.damaged_keys = Gauge(
+            "rotator_damaged_keys", "Keys replaced because their private half could not be decrypted.", registry=r
+        )
         self.started_at = self.clock()
         self.last_success_at: float | None = None
         self.last_failure_stage: str | None = None
+        self.clock_skew: tuple[float, float, str] | None = None  # (seen at, seconds, what)
         for stage in FAILURE_STAGES:
             self.failures.labels(stage=stage)
         for s in KeyState:
             self.keys.labels(state=s.value)
+        self.clock_skew_gauge.set_function(lambda: self._recent_skew()[0])
         self.active_key_age.set_function(self._active_age)
         self.next_due.set_function(self._next_due)
         self.healthy.set_function(lambda: 0.0 if self.problems() else 1.0)
@@ -144,6 +163,8 @@ class Metrics:
             if after is not None:
                 after(result)
         except Exception as e:
+            if isinstance(e, ClockSkewError):
+                self.clock_skew = (self.clock(), e.skew, str(e))
             self.last_failure_stage = failure_stage(last[0], e)
             self.failed(self.last_failure_stage)
             try:
@@ -151,6 +172,9 @@ class Metrics:
             except Exception:
                 self.policy = policy
             raise
+        repaired = next((e for e in result.events if e.name == "rotator.clock_skew_repaired"), None)
+        if repaired is not None:
+            self.clock_skew = (self.clock(), result.clock_skew, f"repaired: {repaired.detail}")
         self.succeeded(result.state, policy, result.conflicts)
         return result
 
@@ -160,6 +184,7 @@ class Metrics:
             return
         for s in KeyState:
             self.keys.labels(state=s.value).set(len(state.in_state(s)))
+        self.damaged_keys.set(sum(1 for k in state.keys if k.revocation == "damaged"))
         body = build_jwks(state)
         self.jwks_bytes.set(len(body))
         self.jwks_keys.set(len(jwks_kids(body)))
@@ -193,12 +218,26 @@ class Metrics:
         due = next_due(self.state, self.policy)
         return float("nan") if due is None else due - self.clock()
 
+    def _recent_skew(self) -> tuple[float, str | None]:
+        """The clock disagreement seen within the last rotation period, if any."""
+        if self.clock_skew is None:
+            return 0.0, None
+        seen_at, seconds, what = self.clock_skew
+        window = self.policy.rotation_period if self.policy is not None else 900.0
+        if self.clock() - seen_at > max(window, 60.0):
+            return 0.0, None
+        return seconds, what
+
     def problems(self) -> list[str]:
         if self.policy is None:
             return ["no successful reconcile step yet"]
-        return health_problems(
+        problems = health_problems(
             self.state, self.policy, self.clock(), last_success=self.last_success_at, since=self.started_at
         )
+        skew, what = self._recent_skew()
+        if what is not None:
+            problems.append(f"clock skew of {skew:.0f}s: {what}")
+        return problems
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -47,6 +47,7 @@ class StepResult:
     events: tuple[Event, ...]
     conflicts: int = 0
     published: bool = False
+    clock_skew: float = 0.0  # how far stored times were ahead of this host's clock (repaired)
 
     @property
     def warnings(self) -> tuple[Event, ...]:
@@ -67,11 +68,18 @@ class Rotator:
     # Compare this host's clock with the store's own (file times, S3 Date and Last-Modified).
     # Only a test driving simulated time, which no store shares, turns this off.
     storage_clock: bool = True
+    passphrase_source: str = "ROTATOR_KEYSTORE_PASSPHRASE"  # named in the wrong-passphrase error
 
     def sealer_for(self, state: State | None) -> Sealer:
         if state is None:
             return new_sealer(self.passphrase, self.allow_plaintext, scrypt_n=self.scrypt_n, kms_key_id=self.kms_key_id)
-        return open_sealer(state.encryption, self.passphrase, self.allow_plaintext, kms_key_id=self.kms_key_id)
+        return open_sealer(
+            state.encryption,
+            self.passphrase,
+            self.allow_plaintext,
+            kms_key_id=self.kms_key_id,
+            passphrase_source=self.passphrase_source,
+        )
 
     def load(self) -> State | None:
         """The stored state, after checking that this configuration can open it."""
@@ -124,7 +132,8 @@ class Rotator:
             off = now - storage_now
             raise ClockSkewError(
                 f"this host's clock is {abs(off):.0f}s {'ahead of' if off > 0 else 'behind'} the clock of "
-                f"{self.keystore.location} (tolerance {tolerance:.0f}s): fix its time (NTP); nothing was written"
+                f"{self.keystore.location} (tolerance {tolerance:.0f}s): fix its time (NTP); nothing was written",
+                off,
             )
 
     def _repair_clock(self, stored: State, now: float, recover: bool) -> Plan:
@@ -142,7 +151,8 @@ class Rotator:
             f"{self.keystore.location} holds times up to {skew:.0f}s ahead of this host's clock "
             f"(tolerance {tolerance:.0f}s) and the store cannot tell which clock is wrong: fix this "
             "host's time if it is behind; if it is right, run `rotator recover` to set those times "
-            "to now; nothing was written"
+            "to now; nothing was written",
+            skew,
         )
 
     def _adopt_published(self, state: State, now: float) -> Plan:
@@ -263,4 +273,7 @@ class Rotator:
         if state != saved:
             state = self.keystore.save(state, saved.generation)
             checkpoint("recorded")
-        return StepResult(state=state, events=tuple(events), conflicts=conflicts, published=published)
+        skew = future_skew(stored, after_load) if stored is not None else 0.0
+        return StepResult(
+            state=state, events=tuple(events), conflicts=conflicts, published=published, clock_skew=skew
+        )

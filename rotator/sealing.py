@@ -73,7 +73,9 @@ class PassphraseSealer:
         return sealer
 
     @classmethod
-    def open(cls, header: Mapping[str, Any], passphrase: str) -> "PassphraseSealer":
+    def open(
+        cls, header: Mapping[str, Any], passphrase: str, source: str = "ROTATOR_KEYSTORE_PASSPHRASE"
+    ) -> "PassphraseSealer":
         try:
             salt = b64url_decode(header["salt"])
             n, r, p = int(header["n"]), int(header["r"]), int(header["p"])
@@ -87,7 +89,7 @@ class PassphraseSealer:
             if sealer._decrypt(check, b"rotator/check") != _CHECK_PLAINTEXT:
                 raise InvalidTag()
         except (InvalidTag, ValueError) as e:
-            raise WrongPassphrase("wrong keystore passphrase (ROTATOR_KEYSTORE_PASSPHRASE)") from e
+            raise WrongPassphrase(f"wrong keystore passphrase (from {source})") from e
         sealer._check = check
         return sealer
 
@@ -256,15 +258,18 @@ def open_sealer(
     *,
     kms_key_id: str | None = None,
     kms_client: Callable[[], Any] = _default_kms_client,
+    passphrase_source: str = "ROTATOR_KEYSTORE_PASSPHRASE",
 ) -> Sealer:
-    """The sealer for an existing key set; refuses a scheme the settings do not allow."""
+    """The sealer for an existing key set; refuses a scheme the settings do not allow.
+
+    ``passphrase_source`` names where the passphrase came from, for the error on a wrong one."""
     scheme = header.get("scheme")
     if scheme == KmsSealer.scheme:
         return KmsSealer.open(header, kms_key_id, kms_client)
     if scheme == PassphraseSealer.scheme:
         if not passphrase:
             raise KeystoreError(_NO_PASSPHRASE.split(";")[0] + " (the keystore is encrypted)")
-        return PassphraseSealer.open(header, passphrase)
+        return PassphraseSealer.open(header, passphrase, passphrase_source)
     if scheme == PlaintextSealer.scheme:
         if not allow_plaintext:
             raise KeystoreError(

@@ -376,7 +376,11 @@ def test_health_problems(make_rotator: Callable[..., Any], clock: Any) -> None:
     state = rotator.step().state
     now = clock.now
     assert health_problems(state, policy, now, last_success=now, since=now) == []
-    assert health_problems(None, policy, now, last_success=None, since=now) == ["no key set stored yet"]
+    assert health_problems(None, policy, now, last_success=now, since=now) == ["no key set stored yet"]
+    # Not ready before the first successful step, however recent the start (the readiness probe).
+    assert health_problems(state, policy, now + 1, last_success=None, since=now) == [
+        "no successful reconcile step yet (1s since start)"
+    ]
     late = now + 900 + 300 + 450 + 10
     problems = health_problems(state, policy, late, last_success=late, since=now)
     assert len(problems) == 1 and "overdue for rotation by 10s" in problems[0]
