@@ -36,6 +36,9 @@ class RecordingKeystore:
     def version(self) -> object:
         return self.inner.version()
 
+    def storage_time(self) -> float | None:
+        return self.inner.storage_time()
+
     def save(self, state: State, expected_generation: int) -> State:
         stored = self.inner.save(state, expected_generation)
         self.saved[stored.generation] = stored
@@ -68,6 +71,9 @@ class FaultyPublisher:
         if written and body != before:
             self.history.append(Publication(self.clock(), body, generation))
         return written
+
+    def published_generation(self) -> int | None:
+        return self.inner.published_generation()
 
     def read_back(self) -> bytes | None:
         self.reads += 1

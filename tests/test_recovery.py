@@ -1,0 +1,235 @@
+"""Disaster recovery (README "Disaster recovery"): a restored keystore backup, a lost
+keystore, a lost publish target. Each path is run the way the runbook tells an operator to."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from click.testing import CliRunner
+
+from rotator.cli import main
+from rotator.config import Policy
+from rotator.errors import NoActiveKey, PublishTargetAhead
+from rotator.issuer import Signer
+from rotator.keystore import FileKeystore
+from rotator.publish import FilePublisher, jwks_kids
+from rotator.reconcile import Rotator
+from rotator.state import KeyState
+
+from .conftest import PASSPHRASE, Clock, verify_with
+
+P = Policy()  # P=15m, T=1h, L=60s, M=5m, W=24h
+# Short enough that keys of an old backup are long gone from the JWKS: W = T + L + M.
+BRIEF = Policy(rotation_period=60, token_lifetime=60, leeway=10, max_age=20, retirement_window=90,
+               private_key_grace=10, audit_retention=60)
+
+
+def rotate_times(rotator: Rotator, clock: Clock, policy: Policy, n: int) -> None:
+    """n scheduled rotations, stepping as a daemon would (every max_age)."""
+    start = rotator.step().state.active
+    assert start is not None
+    done = 0
+    while done < n:
+        clock.advance(policy.max_age)
+        active = rotator.step().state.active
+        if active is not None and active.kid != start.kid:
+            done, start = done + 1, active
+
+
+def signer(rotator: Rotator, clock: Clock, policy: Policy, with_publisher: bool = True) -> Signer:
+    return Signer(
+        rotator.keystore, policy, passphrase=PASSPHRASE, clock=clock,
+        publisher=rotator.publisher if with_publisher else None,
+    )
+
+
+def served(public: Path) -> bytes:
+    return (public / "jwks.json").read_bytes()
+
+
+@pytest.mark.parametrize("policy", [P, BRIEF], ids=["backup-within-W", "backup-older-than-W"])
+def test_restored_backup_recovers_in_one_step(
+    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path], policy: Policy
+) -> None:
+    keystore, public = dirs
+    rotator = make_rotator(policy)
+    rotator.step()
+    backup = (keystore / "state.json").read_bytes()
+    backed_up = rotator.keystore.load()
+    assert backed_up is not None and backed_up.active is not None
+
+    # 40 rotations after the backup, a token signed by each active key on the way.
+    tokens: list[tuple[str, float]] = []
+    for _ in range(40):
+        rotate_times(rotator, clock, policy, 1)
+        tokens.append((signer(rotator, clock, policy).sign(subject="alice", audience="api"), clock.now))
+    # One of the backup's keys was revoked after the backup: a restore must not bring it back.
+    lost_timeline = rotator.keystore.load()
+    assert lost_timeline is not None
+    revoked_after_backup = backed_up.pending[0].kid
+    if lost_timeline.get(revoked_after_backup) and lost_timeline.get(revoked_after_backup).published:  # type: ignore[union-attr]
+        from rotator.lifecycle import revoke
+
+        rotator.step(operation=lambda s, now: revoke(s, revoked_after_backup, now))
+    before_restore = served(public)
+    generation_before = json.loads((keystore / "state.json").read_text())["generation"]
+    published_generation = int((public / ".jwks.json.generation").read_text())
+
+    (keystore / "state.json").write_bytes(backup)  # the restore
+
+    # The next ordinary step names the cause and the fix, and publishes nothing.
+    clock.advance(1)
+    with pytest.raises(PublishTargetAhead) as info:
+        rotator.step()
+    message = str(info.value)
+    assert f"state generation {published_generation}, above this keystore's generation {backed_up.generation + 1}" in message
+    assert "rotator recover" in message
+    assert served(public) == before_restore
+
+    restored_active = backed_up.active.kid
+    if restored_active not in jwks_kids(before_restore):
+        # The signer never signs with a key the served JWKS lacks.
+        with pytest.raises(NoActiveKey, match="not in the JWKS served"):
+            signer(rotator, clock, policy).sign(subject="alice", audience="api")
+
+    # One recovery step.
+    result = rotator.step(recover=True)
+    state = result.state
+    after = served(public)
+    kids = jwks_kids(after)
+    assert state.active is not None and kids[0] == state.active.kid
+    assert set(jwks_kids(before_restore)) <= set(kids), "every key served before the restore stays served"
+    assert revoked_after_backup not in kids
+    assert state.get(revoked_after_backup).state is KeyState.REVOKED  # type: ignore[union-attr]
+    assert state.generation > generation_before
+    # Tokens signed before the restore keep verifying, until their exp + leeway.
+    for token, signed_at in tokens:
+        if signed_at + policy.token_lifetime > clock.now:
+            verify_with(token, after, clock.now, audience="api", leeway=policy.leeway)
+    # Signing works again, with a key every served copy from now on holds.
+    fresh = signer(rotator, clock, policy).sign(subject="alice", audience="api")
+    verify_with(fresh, after, clock.now, audience="api")
+    # Later steps are ordinary again, and recovery run twice changes nothing.
+    assert rotator.step(recover=True).state == rotator.keystore.load()
+    rotate_times(rotator, clock, policy, 2)
+
+
+def test_lost_keystore_recovers_with_a_new_key(
+    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]
+) -> None:
+    keystore, public = dirs
+    rotator = make_rotator(P)
+    rotate_times(rotator, clock, P, 3)
+    token = signer(rotator, clock, P).sign(subject="alice", audience="api")
+    old_copy = served(public)
+
+    shutil.rmtree(keystore)  # lost, with no backup
+    with pytest.raises(PublishTargetAhead, match="rotator recover"):
+        rotator.step()
+
+    state = rotator.step(recover=True).state
+    after = served(public)
+    adopted = [k for k in state.keys if k.retirement == "recovery"]
+    assert {k.kid for k in adopted} == set(jwks_kids(old_copy))
+    assert all(k.private is None and k.state is KeyState.RETIRED for k in adopted)
+    # The tokens already out there keep verifying: their keys stay published for W.
+    verify_with(token, after, clock.now, audience="api")
+    # A new key signs at once. The cost: verifier copies up to M old lack it, until they
+    # refetch on the unknown kid (rotator.verifier does; a verifier that never refetches
+    # rejects its tokens for up to M).
+    assert state.active is not None and state.active.kid not in jwks_kids(old_copy)
+    fresh = signer(rotator, clock, P).sign(subject="bob", audience="api")
+    verify_with(fresh, after, clock.now, audience="api")
+    clock.advance(P.retirement_window + 1)
+    later = rotator.step().state
+    assert not any(k.published for k in later.keys if k.retirement == "recovery"), "adopted keys leave after W"
+
+
+def test_lost_publish_target_is_republished_by_the_next_step(
+    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]
+) -> None:
+    _, public = dirs
+    rotator = make_rotator(P)
+    rotate_times(rotator, clock, P, 2)
+    token = signer(rotator, clock, P).sign(subject="alice", audience="api")
+    before = served(public)
+    shutil.rmtree(public)
+    clock.advance(1)
+    result = rotator.step()
+    assert result.published and served(public) == before
+    verify_with(token, served(public), clock.now, audience="api")
+
+
+def test_cli_restore_runbook(cli_env: dict[str, str], dirs: tuple[Path, Path]) -> None:
+    """The runbook's commands: rotate fails with the cause (exit 4), recover, rotate again;
+    a key revoked after the backup stays revoked."""
+    import time
+
+    keystore, public = dirs
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(main, list(args), env=cli_env, catch_exceptions=False)
+
+    def status() -> dict[str, Any]:
+        return json.loads(run("status", "--json").output)
+
+    assert run("rotate").exit_code == 0
+    backup = (keystore / "state.json").read_bytes()
+    revoked = next(k["kid"] for k in status()["keys"] if k["state"] == "pending")
+    assert run("revoke", revoked).exit_code == 0
+    before = served(public)
+    (keystore / "state.json").write_bytes(backup)  # the restore
+
+    failed = run("rotate")
+    assert failed.exit_code == 4
+    assert len(failed.stderr.strip().splitlines()) == 1
+    assert "above this keystore's generation" in failed.stderr and "rotator recover" in failed.stderr
+    assert served(public) == before
+
+    recovered = run("recover")
+    assert recovered.exit_code == 0, recovered.output
+    assert f"rotator.key_revoked kid={revoked} reason=recovery" in recovered.output
+    after = served(public)
+    assert revoked not in jwks_kids(after) and set(jwks_kids(before)) <= set(jwks_kids(after))
+    assert run("rotate").exit_code == 0
+    token = run("sign", "--sub", "alice", "--aud", "api").output.strip()
+    verify_with(token, after, time.time(), audience="api", issuer="https://issuer.test")
+
+
+def test_restore_on_s3_recovers(tmp_path: Path) -> None:
+    """The same on S3 (moto, in process): an older state object put back."""
+    boto3 = pytest.importorskip("boto3")
+    from moto import mock_aws
+
+    from rotator._aws import S3Options
+    from rotator.keystore.s3 import S3Keystore
+    from rotator.publish.s3 import S3Publisher
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="keys")
+        clock = Clock()
+        rotator = Rotator(
+            keystore=S3Keystore(s3, "keys", "prod", S3Options()),
+            publisher=S3Publisher(s3, "keys", "public/jwks.json", max_age=P.max_age),
+            policy=P, passphrase=PASSPHRASE, clock=clock, scrypt_n=2**10, storage_clock=False,
+        )
+        rotator.step()
+        backup = s3.get_object(Bucket="keys", Key="prod/state.json")["Body"].read()
+        rotate_times(rotator, clock, P, 5)
+        token = Signer(rotator.keystore, P, passphrase=PASSPHRASE, clock=clock).sign(subject="a", audience="api")
+        s3.put_object(Bucket="keys", Key="prod/state.json", Body=backup,
+                      Metadata={"generation": str(json.loads(backup)["generation"])})
+        clock.advance(1)
+        with pytest.raises(PublishTargetAhead, match="rotator recover"):
+            rotator.step()
+        state = rotator.step(recover=True).state
+        body = s3.get_object(Bucket="keys", Key="public/jwks.json")["Body"].read()
+        assert state.active is not None and jwks_kids(body)[0] == state.active.kid
+        verify_with(token, body, clock.now, audience="api")
+        rotate_times(rotator, clock, P, 1)
