@@ -1,11 +1,13 @@
 #!/bin/sh
 # Tools the test suite needs beyond Python packages, from Debian's archive:
-# systemd-analyze (package systemd) to verify and score the systemd units.
+# systemd-analyze (package systemd) to verify and score the systemd units;
+# faketime (package faketime) to run a rotator process with a wrong clock.
 # Installs only what is missing; needs root or sudo when something is.
 set -eu
 
 missing=""
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
 
 [ -z "$missing" ] && exit 0
 
