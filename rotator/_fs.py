@@ -17,6 +17,8 @@ def path_from_url(url: str, what: str = "location") -> Path:
 
     if url.startswith("file://"):
         rest = url[len("file://"):]
+        if not rest.strip():
+            raise ConfigError(f"{what} is empty: give a file:// URL or a path")
         if rest.startswith("localhost/"):
             rest = rest[len("localhost"):]
         elif not rest.startswith(("/", "./", "../")) and rest not in (".", ".."):

@@ -62,7 +62,7 @@ def test_thirty_days_at_default_settings(tmp_path: Path, capsys: pytest.CaptureF
         if i < ticks:
             for _ in range(1):  # 288 tokens a day, signed between ticks
                 clock.now = T0 + i * TICK + rng.uniform(0, TICK)
-                ttl = rng.choice([policy.token_lifetime, rng.uniform(60, policy.token_lifetime)])
+                ttl = rng.choice([policy.token_lifetime, float(rng.randint(60, int(policy.token_lifetime)))])
                 token = signer.sign(subject="u", audience="api", ttl=ttl)
                 tokens.append((token, signer.kid, clock.now, int(clock.now) + int(ttl)))
     rotations = activations - 1  # the first activation is the bootstrap

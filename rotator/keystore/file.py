@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import replace
@@ -102,6 +103,11 @@ class FileKeystore:
 
     def load(self) -> State | None:
         self._check_permissions(create=False)
+        if any(self.directory.glob(f".{STATE_FILE}.*.tmp")):
+            # A writer crashed between its temp file and its rename. Wait for any writer
+            # still at work (it holds the lock), then remove what crashed ones left.
+            with contextlib.suppress(OSError), locked(self._lock_path):
+                remove_stale_temp_files(self._state_path)
         return self._read()
 
     def storage_time(self) -> float | None:
