@@ -302,6 +302,12 @@ def test_sighup_reloads_settings_and_keeps_running_on_a_bad_file(daemon_factory:
     wait_for(lambda: '"event":"daemon.reload_failed"' in d.log(), what="the failed reload")
     failed = next(json.loads(line) for line in d.log().splitlines() if '"daemon.reload_failed"' in line)
     assert "not valid TOML" in failed["error"]
+
+    config.write_text("audit_retention = [1, 2]\n")  # a wrong type: one line, not a traceback
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.log().count('"event":"daemon.reload_failed"') == 2, what="the second failed reload")
+    failed = [json.loads(line) for line in d.log().splitlines() if '"daemon.reload_failed"' in line][-1]
+    assert failed["error"].startswith("invalid audit_retention [1, 2]") and "Traceback" not in d.log()
     time.sleep(1)
     assert d.proc.poll() is None
     assert http_get(f"http://127.0.0.1:{d.port}/healthz")[0] == 200
