@@ -34,6 +34,8 @@ _POLICY_OPTIONS = (
     ("--private-key-grace", "private_key_grace", "How long a retired key's private half is kept. Default 5m."),
     ("--audit-retention", "audit_retention", "How long metadata of removed keys is kept. Default 24h."),
     ("--max-clock-skew", "max_clock_skew", "Tolerated clock difference with the store and stored times. Default 60s."),
+    ("--refresh-max-age", "refresh_max_age", "Absolute lifetime of a refresh chain from its orig_iat. Default 24h."),
+    ("--refresh-grace", "refresh_grace", "How long after exp a token may still be refreshed. Default 0s."),
 )
 
 
@@ -436,16 +438,27 @@ def _finite(value: Any) -> bool:
 
 
 @main.command()
-@click.option("--sub", "subject", required=True, help="Subject (sub claim).")
-@click.option("--aud", "audience", required=True, help="Audience (aud claim).")
+@click.option("--sub", "subject", default=None, help="Subject (sub claim); required unless --refresh.")
+@click.option("--aud", "audience", default=None, help="Audience (aud claim); required unless --refresh.")
 @click.option("--ttl", default=None, metavar="DURATION", help="Lifetime; default and maximum: token_lifetime.")
 @click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE", help="Extra claim (JSON value or string).")
 @click.option("--issuer", default=None, help="Issuer (iss claim; ROTATOR_ISSUER).")
+@click.option(
+    "--refresh", "refresh_token", default=None, metavar="TOKEN",
+    help="Refresh TOKEN: same subject, audience and claims, its chain's orig_iat, a new jti.",
+)
 @_store_options
 @_handle_errors
-def sign(subject: str, audience: str, ttl: str | None, claims: tuple[str, ...], **kwargs: Any) -> None:
-    """Print a token signed with the active key."""
+def sign(
+    subject: str | None, audience: str | None, ttl: str | None, claims: tuple[str, ...], refresh_token: str | None,
+    **kwargs: Any,
+) -> None:
+    """Print a token signed with the active key, or a refreshed one (--refresh TOKEN)."""
     settings = _settings(kwargs)
+    if refresh_token is not None and (subject or audience or claims):
+        raise ConfigError("--refresh keeps the token's subject, audience and claims: give no --sub, --aud or --claim")
+    if refresh_token is None and not (subject and audience):
+        raise ConfigError("sign needs --sub and --aud (or --refresh TOKEN)")
     signer = Signer(
         _keystore(settings),
         settings.policy,
@@ -455,8 +468,12 @@ def sign(subject: str, audience: str, ttl: str | None, claims: tuple[str, ...], 
         kms_key_id=settings.kms_key_id,
         publisher=_publisher(settings),
         passphrase_source=settings.passphrase_source(),
+        watch=False,  # one token, then exit
     )
     lifetime = parse_duration(ttl, name="--ttl") if ttl is not None else None
+    if refresh_token is not None:
+        click.echo(signer.refresh(refresh_token.strip(), ttl=lifetime))
+        return
     extra = dict(_claim(c) for c in claims)
     click.echo(signer.sign(extra, subject=subject, audience=audience, ttl=lifetime))
 

@@ -32,6 +32,8 @@ class Policy:
     private_key_grace: float = 300.0  # retired key's private half kept this long for issuers' caches
     audit_retention: float = 86400.0  # removed/revoked key metadata kept this long
     max_clock_skew: float = 60.0  # stored times ahead of this host's clock by more are refused or repaired
+    refresh_max_age: float = 86400.0  # absolute session lifetime of a refresh chain, from its orig_iat
+    refresh_grace: float = 0.0  # how long after exp a token may still be refreshed
 
     def __post_init__(self) -> None:
         self.validate()
@@ -42,6 +44,15 @@ class Policy:
             raise ConfigError("rotation_period must be greater than zero")
         if not 1 <= self.max_clock_skew <= 3600:
             raise ConfigError(f"max_clock_skew ({fmt(self.max_clock_skew)}) must be between 1s and 1h")
+        if self.refresh_max_age < self.token_lifetime:
+            raise ConfigError(
+                f"refresh_max_age ({fmt(self.refresh_max_age)}) must be at least token_lifetime "
+                f"({fmt(self.token_lifetime)})"
+            )
+        if self.refresh_grace > self.token_lifetime:
+            raise ConfigError(
+                f"refresh_grace ({fmt(self.refresh_grace)}) must not exceed token_lifetime ({fmt(self.token_lifetime)})"
+            )
         if self.token_lifetime <= 0:
             raise ConfigError("token_lifetime must be greater than zero")
         if self.max_age * 2 > self.rotation_period:

@@ -1,56 +1,113 @@
-"""Token issuers sign with the key the keystore says is active now, and with no other."""
+"""Token issuers sign with the key the keystore says is active now, and with no other.
+
+The hot path does no I/O and takes no lock: ``sign`` reads one immutable
+snapshot of the key schedule and signs. A background watcher refreshes that
+snapshot every ``refresh_interval`` seconds with a cheap check (a stat of the
+file keystore, a conditional GET on S3), decrypting the active key and its
+published, confirmed successor ahead of time. The successor takes over at its
+activation instant, which the snapshot already tells, so a storage or KMS
+outage across a rotation changes nothing for signing. Past what the cached
+schedule covers, with no successful read since, ``sign`` refuses with the cause.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import threading
 import time
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ._b64 import b64url_encode
 from .config import Policy
 from .durations import format_duration
-from .errors import NoActiveKey, RotatorError
-from .jose import sign_es256
-from .keys import private_from_bytes
+from .errors import KeystoreError, NoActiveKey, RotatorError
+from .keys import private_from_bytes, public_key_from_jwk
 from .keystore import Keystore
 from .publish import Publisher, jwks_kids
-from .sealing import open_sealer
+from .sealing import Sealer, open_sealer
 from .state import KeyRecord, State
 
-__all__ = ["Signer"]
+__all__ = ["Signer", "RefreshRefused"]
 
 _SIGNER_CLAIMS = ("iat", "exp", "nbf", "jti", "orig_iat")
+_ECDSA = ec.ECDSA(hashes.SHA256())
+
+
+class RefreshRefused(RotatorError):
+    """A token that cannot be refreshed: invalid, expired past the grace, past the chain's
+    absolute bound, or revoked."""
+
+    code = "refresh_refused"
+    exit_code = 1
 
 
 def _check_claims(claims: Mapping[str, Any], set_elsewhere: Mapping[str, object]) -> None:
-    """Refuse, never drop: claims the signer sets, claims also given by argument or by the
-    signer's issuer, and values that are not plain finite JSON."""
+    """Refuse, never drop: claims the signer sets, and claims also given by argument or by
+    the signer's issuer. (Values that are not finite JSON are refused when serialised.)"""
     for name in _SIGNER_CLAIMS:
         if name in claims:
             raise ValueError(f"claim {name!r} is set by the signer")
     for name, value in set_elsewhere.items():
         if name in claims and value is not None:
             raise ValueError(f"claim {name!r} is given twice: as a claim and by the signer's {name} setting")
+
+
+def _payload(claims: Mapping[str, Any]) -> bytes:
     try:
-        json.dumps(claims, allow_nan=False)
+        return json.dumps(claims, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except ValueError as e:
         raise ValueError(f"claims hold a number that is not finite ({e})") from e
     except TypeError as e:
         raise ValueError(f"claims hold a value that is not JSON ({e})") from e
 
 
-class Signer:
-    """Signs claims with the active key.
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    The state is re-read whenever the keystore's version token changes (a stat
-    for the file keystore), so a retired key stops signing at once. Given the
-    ``publisher``, each new state's active key is also looked up in the JWKS the
+
+@dataclass(frozen=True)
+class _Key:
+    record: KeyRecord
+    private: ec.EllipticCurvePrivateKey
+    header: str  # the encoded JWS header segment plus its trailing "."
+
+    @classmethod
+    def of(cls, record: KeyRecord, private: ec.EllipticCurvePrivateKey) -> "_Key":
+        header = json.dumps({"alg": "ES256", "kid": record.kid, "typ": "JWT"}, separators=(",", ":"), sort_keys=True)
+        return cls(record, private, b64url_encode(header.encode("ascii")) + ".")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """One read of the state, prepared for signing. Immutable: swapped whole."""
+
+    state: State | None
+    read_at: float
+    active: _Key | None = None
+    successor: _Key | None = None
+    switch_at: float | None = None  # when the successor takes over
+    refusal: RotatorError | None = None  # why nothing may sign, by this state
+    retry: bool = False  # the refusal may pass (a decryption failed): read the state again next time
+    public: Mapping[str, ec.EllipticCurvePublicKey] = field(default_factory=dict)  # every published key
+
+
+class Signer:
+    """Signs claims with the active key (see the module docstring for the schedule).
+
+    ``publisher``: each new state's active key is also looked up in the JWKS the
     publish target serves, and a key it lacks (a keystore restored from an old
-    backup) never signs.
+    backup) never signs. ``revocation``: the verifier's hooks object
+    (``rotator.verifier`` ``Revocation``) applied to refresh chains' ``orig_iat``.
     """
 
     def __init__(
@@ -65,67 +122,179 @@ class Signer:
         kms_key_id: str | None = None,
         publisher: Publisher | None = None,
         passphrase_source: str = "ROTATOR_KEYSTORE_PASSPHRASE",
+        refresh_interval: float = 2.0,
+        watch: bool = True,
+        revocation: Any = None,
     ) -> None:
-        self._passphrase_source = passphrase_source
-        self._kms_key_id = kms_key_id
-        self._publisher = publisher
         self._keystore = keystore
         self._policy = policy
         self._passphrase = passphrase
+        self._passphrase_source = passphrase_source
         self._allow_plaintext = allow_plaintext
         self._issuer = issuer
         self._clock = clock
-        self._lock = threading.Lock()
-        self._version: object = object()
-        self._current: tuple[KeyRecord, ec.EllipticCurvePrivateKey] | None = None
+        self._kms_key_id = kms_key_id
+        self._publisher = publisher
+        self.refresh_interval = refresh_interval
+        # A read this recent means the cached state is current, even past its schedule.
+        self.stale_after = max(3 * refresh_interval, 10.0)
+        self._watch = watch
+        self._revocation = revocation
+        self._snapshot: _Snapshot | None = None
+        self._token: object = object()
+        self._refresh_lock = threading.Lock()  # serialises reloads; sign never takes it
+        self._start_lock = threading.Lock()  # first use only
+        self._last_good_read: float | None = None
+        self._last_error: str | None = None
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
 
-    def _load(self) -> tuple[KeyRecord, ec.EllipticCurvePrivateKey]:
-        with self._lock:
-            version = self._keystore.version()
-            if version != self._version or self._current is None:
-                self._current = self._active_key(self._keystore.load())
-                self._version = version
-            return self._current
+    # -- the background refresh ----------------------------------------------------------
 
-    def _active_key(self, state: State | None) -> tuple[KeyRecord, ec.EllipticCurvePrivateKey]:
-        where = self._keystore.location
-        active = state.active if state else None
-        if state is None or active is None:
-            raise NoActiveKey(f"no active signing key in {where}: run `rotator rotate` first")
-        if active.published_at is None or active.private is None:
-            raise NoActiveKey(f"active key {active.kid} in {where} is unconfirmed or has no private half")
-        self._check_published(active)
-        if self._current is not None and self._current[0].kid == active.kid:
-            return self._current
-        sealer = open_sealer(
+    def reload(self) -> None:
+        """Re-read the state if it changed and prepare its keys (the watcher calls this every
+        ``refresh_interval``; call it to see a change at once). Storage and KMS errors
+        keep the previous snapshot (and are reported by ``sign`` once it runs out)."""
+        with self._refresh_lock:
+            try:
+                changed = self._keystore.load_if_changed(self._token)
+                now = self._clock()
+                previous = self._snapshot
+                if changed is None:
+                    if previous is not None and previous.state is not None and _incomplete(previous):
+                        self._snapshot = self._prepare(previous.state, now, previous)
+                    self._last_good_read, self._last_error = now, None
+                    return
+                token, state = changed
+                self._snapshot = self._prepare(state, now, previous)
+                self._last_good_read, self._last_error = now, None
+                if not self._snapshot.retry:
+                    self._token = token
+            except RotatorError as e:
+                self._last_error = str(e)
+                if self._snapshot is None:
+                    raise
+
+    def _sealer(self, state: State) -> Sealer:
+        return open_sealer(
             state.encryption,
             self._passphrase,
             self._allow_plaintext,
             kms_key_id=self._kms_key_id,
             passphrase_source=self._passphrase_source,
         )
-        return active, private_from_bytes(sealer.unseal(active.private, state.keyset, active.kid))
 
-    def _check_published(self, active: KeyRecord) -> None:
+    def _decrypt(self, state: State, record: KeyRecord, previous: _Snapshot | None) -> _Key:
+        for known in (previous.active, previous.successor) if previous is not None else ():
+            if known is not None and known.record.kid == record.kid:
+                return _Key.of(record, known.private)  # already decrypted: no KMS call
+        assert record.private is not None
+        return _Key.of(record, private_from_bytes(self._sealer(state).unseal(record.private, state.keyset, record.kid)))
+
+    def _prepare(self, state: State | None, now: float, previous: _Snapshot | None) -> _Snapshot:
+        where = self._keystore.location
+        active = state.active if state else None
+        if state is None or active is None:
+            return _Snapshot(state, now, refusal=NoActiveKey(f"no active signing key in {where}: run `rotator rotate` first"))
+        public = {k.kid: public_key_from_jwk(k.public) for k in state.keys if k.published}
+        if active.published_at is None or active.private is None:
+            return _Snapshot(
+                state, now, refusal=NoActiveKey(f"active key {active.kid} in {where} is unconfirmed or has no private half")
+            )
+        refusal = self._unpublished(active)
+        if refusal:
+            return _Snapshot(state, now, refusal=NoActiveKey(refusal), public=public)
+        try:
+            key = self._decrypt(state, active, previous)
+        except RotatorError as e:
+            return _Snapshot(state, now, refusal=e, retry=True, public=public)
+        except ValueError as e:
+            return _Snapshot(state, now, refusal=KeystoreError(f"private key of {active.kid} is not a P-256 key: {e}"), public=public)
+        successor, switch_at = None, None
+        candidate = next((k for k in state.pending if k.published_at is not None and k.private is not None), None)
+        if candidate is not None and active.activated_at is not None and candidate.published_at is not None:
+            try:
+                successor = self._decrypt(state, candidate, previous)
+                switch_at = max(active.activated_at + self._policy.rotation_period, candidate.published_at + self._policy.max_age)
+            except (RotatorError, ValueError):
+                successor = None  # retried at the next refresh (the snapshot is incomplete)
+        return _Snapshot(state, now, key, successor, switch_at, public=public)
+
+    def _unpublished(self, active: KeyRecord) -> str | None:
         if self._publisher is None:
-            return
+            return None
         try:
             body = self._publisher.read_back()
         except RotatorError:
-            return  # a publish outage: the state's own record of the confirmed publication stands
+            return None  # a publish outage: the state's own record of the confirmed publication stands
         try:
             served = jwks_kids(body) if body is not None else []
         except (ValueError, KeyError, TypeError):
             served = []
-        if active.kid not in served:
-            raise NoActiveKey(
-                f"active key {active.kid} is not in the JWKS served at {self._publisher.location}: the keystore "
-                "may have been restored from a backup or recreated; run `rotator recover`"
-            )
+        if active.kid in served:
+            return None
+        return (
+            f"active key {active.kid} is not in the JWKS served at {self._publisher.location}: the keystore "
+            "may have been restored from a backup or recreated; run `rotator recover`"
+        )
+
+    def _start(self) -> _Snapshot:
+        """First use: one synchronous read, then the watcher (if enabled) takes over."""
+        with self._start_lock:
+            if self._snapshot is None:
+                self.reload()
+        with self._start_lock:
+            if self._watch and self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=_watch, args=(weakref.ref(self), self._stop, self.refresh_interval),
+                    name="rotator-signer-watch", daemon=True,
+                )
+                self._watcher.start()
+        assert self._snapshot is not None
+        return self._snapshot
+
+    def close(self) -> None:
+        """Stop the background watcher."""
+        self._stop.set()
+
+    def __enter__(self) -> "Signer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def _key(self, now: float) -> _Key:
+        snap = self._snapshot or self._start()
+        if snap.refusal is not None:
+            raise type(snap.refusal)(str(snap.refusal))
+        assert snap.active is not None
+        period = self._policy.rotation_period
+        if snap.successor is not None and snap.switch_at is not None and now >= snap.switch_at:
+            key, covered_until = snap.successor, snap.switch_at + period
+        else:
+            key = snap.active
+            activated = key.record.activated_at or snap.read_at
+            covered_until = snap.switch_at if snap.switch_at is not None else activated + period
+        if now > covered_until:
+            last = self._last_good_read
+            if last is None or now - last > self.stale_after:
+                raise NoActiveKey(
+                    f"signing refused: the key schedule read at {_iso(snap.read_at)} covered until "
+                    f"{_iso(covered_until)}, and the keystore {self._keystore.location} has not been read "
+                    f"since {_iso(last)} ({self._last_error or 'no refresh yet'})"
+                )
+        return key
 
     @property
     def kid(self) -> str:
-        return self._load()[0].kid
+        """The kid ``sign`` would use now."""
+        return self._key(self._clock()).record.kid
+
+    @property
+    def last_good_read(self) -> float | None:
+        return self._last_good_read
 
     def sign(
         self,
@@ -134,8 +303,9 @@ class Signer:
         subject: str | None = None,
         audience: str | list[str] | None = None,
         ttl: float | None = None,
+        orig_iat: int | None = None,
     ) -> str:
-        """Sign ``claims`` plus iat, exp, jti (and iss, sub, aud when given)."""
+        """Sign ``claims`` plus iat, exp, jti (and iss, sub, aud when given; orig_iat for refreshes)."""
         lifetime = self._policy.token_lifetime if ttl is None else ttl
         if not 0 < lifetime <= self._policy.token_lifetime:
             raise ValueError(
@@ -144,15 +314,100 @@ class Signer:
             )
         if lifetime != int(lifetime):
             raise ValueError(f"ttl {format_duration(lifetime)}: token lifetimes are whole seconds (exp is an integer)")
-        body: dict[str, Any] = dict(claims or {})
-        _check_claims(body, {"iss": self._issuer, "sub": subject, "aud": audience})
-        record, private = self._load()
-        now = int(self._clock())
-        body.update(iat=now, exp=now + int(lifetime), jti=b64url_encode(os.urandom(16)))
+        body: dict[str, Any] = dict(claims) if claims else {}
+        if body:
+            _check_claims(body, {"iss": self._issuer, "sub": subject, "aud": audience})
+        now = self._clock()
+        key = self._key(now)
+        iat = int(now)
+        body["iat"] = iat
+        body["exp"] = iat + int(lifetime)
+        body["jti"] = b64url_encode(os.urandom(16))
+        if orig_iat is not None:
+            body["orig_iat"] = orig_iat
         if self._issuer is not None:
             body["iss"] = self._issuer
         if subject is not None:
             body["sub"] = subject
         if audience is not None:
             body["aud"] = audience
-        return sign_es256(private, record.kid, body)
+        signing_input = (key.header + b64url_encode(_payload(body))).encode("ascii")
+        r, s = decode_dss_signature(key.private.sign(signing_input, _ECDSA))
+        return f"{signing_input.decode('ascii')}.{b64url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    # -- refresh chains ----------------------------------------------------------------------
+
+    def refresh(self, token: str, *, ttl: float | None = None) -> str:
+        """A new token for ``token`` (one this issuer signed, still valid or expired within
+        ``refresh_grace``), carrying the chain's ``orig_iat``, subject, audience and custom
+        claims, with a new jti; refused once now >= orig_iat + refresh_max_age, and when a
+        revocation cutoff or session bump applies to the chain's orig_iat."""
+        from .verifier import InvalidToken
+        from .verifier._token import decode_header, verified_claims
+
+        now = self._clock()
+        snap = self._snapshot or self._start()
+        try:
+            header, parts = decode_header(token, ("ES256",))
+            public = snap.public.get(header["kid"])
+            if public is None:
+                raise RefreshRefused(f"token's key {header['kid']!r} is not one of this issuer's published keys")
+            claims, _ = verified_claims(public, parts)
+        except InvalidToken as e:
+            raise RefreshRefused(f"token cannot be refreshed: {e}") from e
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if type(exp) is not int or type(iat) is not int:
+            raise RefreshRefused("token cannot be refreshed: exp and iat must be integers")
+        if self._issuer is not None and claims.get("iss") != self._issuer:
+            raise RefreshRefused("token cannot be refreshed: it names another issuer")
+        if now > exp + self._policy.refresh_grace:
+            raise RefreshRefused(
+                f"token expired at {_iso(exp)}, more than refresh_grace "
+                f"({format_duration(self._policy.refresh_grace)}) ago"
+            )
+        orig = claims.get("orig_iat", iat)
+        if type(orig) is not int or orig > iat:
+            raise RefreshRefused("token cannot be refreshed: orig_iat must be an integer no later than iat")
+        ends = orig + self._policy.refresh_max_age
+        if now >= ends:
+            raise RefreshRefused(
+                f"session started at {_iso(orig)} reached refresh_max_age "
+                f"({format_duration(self._policy.refresh_max_age)}) at {_iso(ends)}: sign in again"
+            )
+        if self._revocation is not None:
+            try:
+                self._revocation.check({**claims, "iat": orig})
+            except InvalidToken as e:
+                raise RefreshRefused(f"session is revoked: {e}") from e
+        lifetime = float(exp - iat) if ttl is None else ttl
+        lifetime = min(lifetime, self._policy.token_lifetime, float(int(ends - now)) or 1.0)
+        custom = {k: v for k, v in claims.items() if k not in (*_SIGNER_CLAIMS, "iss", "sub", "aud")}
+        subject = claims.get("sub")
+        audience = claims.get("aud")
+        return self.sign(
+            custom,
+            subject=subject if isinstance(subject, str) else None,
+            audience=audience if isinstance(audience, (str, list)) else None,
+            ttl=max(1.0, lifetime),
+            orig_iat=orig,
+        )
+
+
+def _incomplete(snapshot: _Snapshot) -> bool:
+    """A successor the state names but that could not be decrypted yet (KMS outage)."""
+    state = snapshot.state
+    if state is None or snapshot.refusal is not None or snapshot.successor is not None:
+        return False
+    return any(k.published_at is not None and k.private is not None for k in state.pending)
+
+
+def _watch(signer_ref: "weakref.ref[Signer]", stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        signer = signer_ref()
+        if signer is None:
+            return
+        try:
+            signer.reload()
+        except Exception:  # noqa: BLE001 (kept in the signer's last error; sign reports it)
+            pass
+        del signer

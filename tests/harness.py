@@ -39,6 +39,9 @@ class RecordingKeystore:
     def storage_time(self) -> float | None:
         return self.inner.storage_time()
 
+    def load_if_changed(self, token: object) -> tuple[object, State | None] | None:
+        return self.inner.load_if_changed(token)
+
     def save(self, state: State, expected_generation: int) -> State:
         stored = self.inner.save(state, expected_generation)
         self.saved[stored.generation] = stored

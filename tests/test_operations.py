@@ -220,10 +220,12 @@ def test_signer_library_refuses_the_same() -> None:
 
     with pytest.raises(ValueError, match="given twice"):
         _check_claims({"sub": "x"}, {"sub": "alice"})
+    from rotator.issuer import _payload
+
     with pytest.raises(ValueError, match="not finite"):
-        _check_claims({"n": float("nan")}, {})
+        _payload({"n": float("nan")})
     with pytest.raises(ValueError, match="not JSON"):
-        _check_claims({"n": object()}, {})
+        _payload({"n": object()})
     _check_claims({"sub": "x"}, {"sub": None})  # given once: fine
 
 

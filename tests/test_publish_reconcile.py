@@ -158,11 +158,16 @@ def test_signer_uses_active_key_and_follows_rotation(make_rotator: Callable[...,
         signer.sign(subject="s")
     rotator = make_rotator()
     state = rotator.step().state
+    signer.reload()  # what the background watcher does every refresh_interval
     token = signer.sign({"scope": "read"}, subject="s", audience="api")
     claims = verify_with(token, (public_dir / "jwks.json").read_bytes(), clock.now, audience="api", issuer="iss")
     assert claims["scope"] == "read" and signer.kid == state.active.kid  # type: ignore[union-attr]
     clock.advance(900)
+    # The successor takes over at its activation instant from the cached schedule, before
+    # any read of the new state.
+    assert signer.kid == state.pending[0].kid
     rotated = rotator.step().state
+    signer.reload()
     assert signer.kid == rotated.active.kid != state.active.kid  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="set by the signer"):
         signer.sign({"exp": 1})

@@ -42,7 +42,8 @@ def test_thirty_days_at_default_settings(tmp_path: Path, capsys: pytest.CaptureF
     keystore = RecordingKeystore(FileKeystore(tmp_path / "ks"))
     publisher = FaultyPublisher(FilePublisher(tmp_path / "pub"), clock)
     rotator = Rotator(keystore, publisher, policy, passphrase=PASSPHRASE, clock=clock, scrypt_n=TEST_SCRYPT_N, storage_clock=False)
-    signer = Signer(keystore, policy, passphrase=PASSPHRASE, clock=clock)  # type: ignore[arg-type]
+    # Simulated time: the test reloads the signer after each tick, as its watcher would.
+    signer = Signer(keystore, policy, passphrase=PASSPHRASE, clock=clock, watch=False)  # type: ignore[arg-type]
 
     state_bound = int((policy.retirement_window + policy.audit_retention) / policy.rotation_period) + 3
     step_seconds: dict[int, list[float]] = {}
@@ -54,6 +55,7 @@ def test_thirty_days_at_default_settings(tmp_path: Path, capsys: pytest.CaptureF
         clock.now = T0 + i * TICK
         started = time.perf_counter()
         result = rotator.step()
+        signer.reload()
         step_seconds.setdefault(i * int(TICK) // 86400, []).append(time.perf_counter() - started)
         activations += sum(1 for e in result.events if e.name == "rotator.key_activated")
         max_state_keys = max(max_state_keys, len(result.state.keys))

@@ -27,6 +27,10 @@ class Keystore(Protocol):
     def version(self) -> object:
         """A cheap token that changes whenever the stored document changes."""
 
+    def load_if_changed(self, token: object) -> tuple[object, State | None] | None:
+        """(new token, state) when the stored document differs from the one ``token`` names;
+        None when it is unchanged. A cheap check: a stat, or a conditional GET."""
+
     def storage_time(self) -> float | None:
         """The store's own clock now, where it tells one (None otherwise)."""
 

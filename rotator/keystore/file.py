@@ -126,6 +126,13 @@ class FileKeystore:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+    def load_if_changed(self, token: object) -> tuple[object, State | None] | None:
+        """A stat; the document is read only when its inode, time or size changed."""
+        version = self.version()
+        if version == token:
+            return None
+        return version, self.load()
+
     def save(self, state: State, expected_generation: int) -> State:
         self._check_permissions(create=True)
         try:

@@ -57,6 +57,28 @@ class S3Keystore:
         self._etags = {state.generation: found.etag}
         return state
 
+    def load_if_changed(self, token: object) -> tuple[object, State | None] | None:
+        """A conditional GET (If-None-Match on the ETag last seen): 304 means unchanged."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
+        if isinstance(token, str):
+            args["IfNoneMatch"] = token
+        try:
+            response = self._s3.get_object(**args)
+        except ClientError as e:
+            if http_status(e) == 304:
+                return None
+            if error_code(e) in ("NoSuchKey", "404"):
+                return (None, None) if token is not None else None
+            raise self._fail("read", e) from e
+        except BotoCoreError as e:
+            raise self._fail("read", e) from e
+        etag = str(response["ETag"])
+        state = parse_state(response["Body"].read(), self.location)
+        self._etags = {state.generation: etag}
+        return etag, state
+
     def storage_time(self) -> float | None:
         """The store's clock, from the Date header of the last read (None: it sent none)."""
         return self._server_clock.now()

@@ -78,8 +78,10 @@ class Revocation:
             sub = claims.get("sub")
             cutoff = self.subject_not_before(sub) if isinstance(sub, str) else None
             if cutoff is not None:
-                iat = claims.get("iat")
-                if isinstance(iat, bool) or not isinstance(iat, (int, float)) or iat < cutoff:
+                # A refreshed token's session began at orig_iat: the cutoff applies to that,
+                # so refreshing never launders a revoked session.
+                start = claims.get("orig_iat", claims.get("iat"))
+                if isinstance(start, bool) or not isinstance(start, (int, float)) or start < cutoff:
                     raise Revoked("token was issued before the subject's not-before cutoff")
         if self.session_version is not None:
             current = self.session_version(claims)
