@@ -283,7 +283,7 @@ class Signer:
                 raise NoActiveKey(
                     f"signing refused: the key schedule read at {_iso(snap.read_at)} covered until "
                     f"{_iso(covered_until)}, and the keystore {self._keystore.location} has not been read "
-                    f"since {_iso(last)} ({self._last_error or 'no refresh yet'})"
+                    f"since {_iso(last)}" + (f": {self._last_error}" if self._last_error else "")
                 )
         return key
 
@@ -360,12 +360,7 @@ class Signer:
             raise RefreshRefused("token cannot be refreshed: exp and iat must be integers")
         if self._issuer is not None and claims.get("iss") != self._issuer:
             raise RefreshRefused("token cannot be refreshed: it names another issuer")
-        if now > exp + self._policy.refresh_grace:
-            raise RefreshRefused(
-                f"token expired at {_iso(exp)}, more than refresh_grace "
-                f"({format_duration(self._policy.refresh_grace)}) ago"
-            )
-        orig = claims.get("orig_iat", iat)
+        orig = claims.get("orig_iat", iat)  # the chain's start, signed into every token of it
         if type(orig) is not int or orig > iat:
             raise RefreshRefused("token cannot be refreshed: orig_iat must be an integer no later than iat")
         ends = orig + self._policy.refresh_max_age
@@ -373,6 +368,11 @@ class Signer:
             raise RefreshRefused(
                 f"session started at {_iso(orig)} reached refresh_max_age "
                 f"({format_duration(self._policy.refresh_max_age)}) at {_iso(ends)}: sign in again"
+            )
+        if now > exp + self._policy.refresh_grace:
+            raise RefreshRefused(
+                f"token expired at {_iso(exp)}, more than refresh_grace "
+                f"({format_duration(self._policy.refresh_grace)}) ago"
             )
         if self._revocation is not None:
             try:
