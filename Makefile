@@ -24,6 +24,7 @@ test: $(STAMP)
 # Speed and stampede comparisons against peers (prints ratios; takes about a minute).
 bench: $(STAMP)
 	$(BIN)/python bench/verify_bench.py
+	$(BIN)/python bench/sign_bench.py
 	$(BIN)/python bench/stampede_bench.py
 
 clean:

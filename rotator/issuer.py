@@ -13,6 +13,7 @@ schedule covers, with no successful read since, ``sign`` refuses with the cause.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import threading
@@ -60,9 +61,14 @@ def _check_claims(claims: Mapping[str, Any], set_elsewhere: Mapping[str, object]
             raise ValueError(f"claim {name!r} is given twice: as a claim and by the signer's {name} setting")
 
 
+# Built once: json.dumps with non-default options would build an encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_RESERVED = frozenset((*_SIGNER_CLAIMS, "iss", "sub", "aud"))
+
+
 def _payload(claims: Mapping[str, Any]) -> bytes:
     try:
-        return json.dumps(claims, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return _ENCODER.encode(claims).encode("utf-8")
     except ValueError as e:
         raise ValueError(f"claims hold a number that is not finite ({e})") from e
     except TypeError as e:
@@ -147,6 +153,9 @@ class Signer:
         self._last_good_read: float | None = None
         self._last_error: str | None = None
         self._watcher: threading.Thread | None = None
+        # jti: 96 random bits per signer and a counter: unique without a system call per token.
+        self._jti_prefix = b64url_encode(os.urandom(12)) + "."
+        self._jti_counter = itertools.count()
         self._stop = threading.Event()
 
     # -- the background refresh ----------------------------------------------------------
@@ -306,8 +315,9 @@ class Signer:
         orig_iat: int | None = None,
     ) -> str:
         """Sign ``claims`` plus iat, exp, jti (and iss, sub, aud when given; orig_iat for refreshes)."""
-        lifetime = self._policy.token_lifetime if ttl is None else ttl
-        if not 0 < lifetime <= self._policy.token_lifetime:
+        longest = self._policy.token_lifetime
+        lifetime = longest if ttl is None else ttl
+        if not 0 < lifetime <= longest:
             raise ValueError(
                 f"ttl {format_duration(lifetime)} must be positive and at most token_lifetime "
                 f"({format_duration(self._policy.token_lifetime)}), which the retirement window is sized for"
@@ -315,14 +325,14 @@ class Signer:
         if lifetime != int(lifetime):
             raise ValueError(f"ttl {format_duration(lifetime)}: token lifetimes are whole seconds (exp is an integer)")
         body: dict[str, Any] = dict(claims) if claims else {}
-        if body:
+        if body and not _RESERVED.isdisjoint(body):
             _check_claims(body, {"iss": self._issuer, "sub": subject, "aud": audience})
         now = self._clock()
         key = self._key(now)
         iat = int(now)
         body["iat"] = iat
         body["exp"] = iat + int(lifetime)
-        body["jti"] = b64url_encode(os.urandom(16))
+        body["jti"] = f"{self._jti_prefix}{next(self._jti_counter):x}"
         if orig_iat is not None:
             body["orig_iat"] = orig_iat
         if self._issuer is not None:
@@ -331,9 +341,9 @@ class Signer:
             body["sub"] = subject
         if audience is not None:
             body["aud"] = audience
-        signing_input = (key.header + b64url_encode(_payload(body))).encode("ascii")
-        r, s = decode_dss_signature(key.private.sign(signing_input, _ECDSA))
-        return f"{signing_input.decode('ascii')}.{b64url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        signing_input = key.header + b64url_encode(_payload(body))
+        r, s = decode_dss_signature(key.private.sign(signing_input.encode("ascii"), _ECDSA))
+        return f"{signing_input}.{b64url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
     # -- refresh chains ----------------------------------------------------------------------
 

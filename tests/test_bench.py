@@ -35,3 +35,14 @@ def test_stampede_bench_reports_every_scenario_for_both_clients() -> None:
     assert "fetches    1  ok 200/200" in rotator["cold"]
     assert "fetches    1  ok   0/20" in rotator["hang"]
     assert "ok 100/100" in rotator["outage"]
+
+
+def test_sign_bench_reports_every_contender() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/sign_bench.py", "--rounds", "1", "--seconds", "0.02"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode in (0, 1), result.stderr  # 1: a target missed in this tiny run
+    names = {line.split()[0] for line in result.stdout.splitlines()[2:] if line and not line.startswith(("PASS", "MISS"))}
+    assert names == {"ceiling", "rotator", "pyjwt", "joserfc", "jwcrypto"}, result.stdout
+    assert sum(line.startswith(("PASS", "MISS")) for line in result.stdout.splitlines()) == 2
