@@ -158,6 +158,26 @@ def test_signer_on_s3_keystore(aws: dict[str, Any], clock: Clock) -> None:
     assert verify_with(token, get(aws, "public/jwks.json")["body"], clock.now, audience="a")["sub"] == "s"
 
 
+def test_signer_watches_s3_with_conditional_gets(aws: dict[str, Any], clock: Clock) -> None:
+    """The watcher's check is one GET with If-None-Match: 304 (no body) while nothing changed."""
+    rotator = make(aws, clock)
+    state = rotator.step().state
+    keystore = rotator.keystore
+    token, loaded = keystore.load_if_changed(object())  # type: ignore[misc]
+    assert loaded == state
+    client = keystore._s3  # type: ignore[attr-defined]
+    counts = count_requests(client)
+    assert keystore.load_if_changed(token) is None and keystore.load_if_changed(token) is None
+    assert dict(counts) == {"GetObject": 2}
+    from rotator.lifecycle import revoke
+
+    assert state.active is not None
+    rotator.step(operation=lambda s, now: revoke(s, state.active.kid, now))  # type: ignore[union-attr]
+    changed = keystore.load_if_changed(token)
+    assert changed is not None and changed[1] is not None and changed[1].get(state.active.kid).state.value == "revoked"  # type: ignore[union-attr]
+    assert changed[1].active is not None and changed[1].active.kid != state.active.kid
+
+
 def test_s3_requests_per_step(aws: dict[str, Any], clock: Clock, capsys: pytest.CaptureFixture[str]) -> None:
     """At most 2 S3 requests when nothing is due, at most 5 when rotating (printed)."""
     client = boto3.client("s3")
