@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ from rotator.keystore import FileKeystore  # noqa: E402
 from rotator.publish import FilePublisher  # noqa: E402
 from rotator.reconcile import Rotator  # noqa: E402
 from rotator.sealing import open_sealer  # noqa: E402
+from bench.interleaved import median_ops, report  # noqa: E402
 
 ISS = "https://issuer.example"
 AUD = "orders-api"
@@ -89,19 +88,6 @@ def contenders(directory: Path) -> dict[str, Callable[[], Any]]:
     }
 
 
-def ops_per_second(fn: Callable[[], Any], seconds: float) -> float:
-    batch = 50
-    done = 0
-    start = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            fn()
-        done += batch
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return done / elapsed
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -109,29 +95,14 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        fns = contenders(Path(tmp))
-        for fn in fns.values():
-            fn()
-        samples: dict[str, list[float]] = {name: [] for name in fns}
-        order = list(fns)
-        for _ in range(args.rounds):
-            random.shuffle(order)
-            for name in order:
-                samples[name].append(ops_per_second(fns[name], args.seconds))
+        median = median_ops(contenders(Path(tmp)), args.rounds, args.seconds)
 
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    ceiling = median["ceiling"]
-    print(f"sign_bench: one ES256 token per call, single thread, {args.rounds} interleaved rounds x {args.seconds}s, median round")
-    print(f"{'contender':<12} {'ops/s':>12} {'us/op':>9} {'vs ceiling':>11} {'vs pyjwt':>9}")
-    for name, value in sorted(median.items(), key=lambda kv: -kv[1]):
-        print(f"{name:<12} {value:>12,.0f} {1e6 / value:>9.2f} {value / ceiling:>11.2f} {value / median['pyjwt']:>9.2f}")
     checks = {
-        "rotator >= 0.75 of ceiling": median["rotator"] / ceiling >= 0.75,
+        "rotator >= 0.75 of ceiling": median["rotator"] / median["ceiling"] >= 0.75,
         "rotator >= 1.2x pyjwt": median["rotator"] / median["pyjwt"] >= 1.2,
     }
-    for label, ok in checks.items():
-        print(f"{'PASS' if ok else 'MISS'}  {label}")
-    return 0 if all(checks.values()) else 1
+    title = f"sign_bench: one ES256 token per call, single thread, {args.rounds} interleaved rounds x {args.seconds}s, median round"
+    return report(title, median, checks)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ rotator+rc >= 20x pyjwt.
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from rotator._b64 import b64url_decode  # noqa: E402
 from rotator.verifier import Verifier  # noqa: E402
 from tests.jwks_server import JwksServer, SigningKey  # noqa: E402
+from bench.interleaved import median_ops, report  # noqa: E402
 
 ISS = "https://issuer.example"
 AUD = "orders-api"
@@ -88,19 +87,6 @@ def contenders(key: SigningKey, token: str, url: str) -> dict[str, Callable[[], 
     }
 
 
-def ops_per_second(fn: Callable[[], Any], seconds: float) -> float:
-    batch = 50
-    done = 0
-    start = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            fn()
-        done += batch
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return done / elapsed
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -111,32 +97,17 @@ def main() -> int:
     now = int(time.time())
     token = key.sign({"iss": ISS, "aud": AUD, "sub": "user-1", "iat": now, "exp": now + 3600, "scope": "orders:read"})
     with JwksServer([key]) as server:
-        fns = contenders(key, token, server.url)
-        for name, fn in fns.items():  # every contender accepts the token before anything is timed
-            fn()
-        samples: dict[str, list[float]] = {name: [] for name in fns}
-        order = list(fns)
-        for _ in range(args.rounds):
-            random.shuffle(order)
-            for name in order:
-                samples[name].append(ops_per_second(fns[name], args.seconds))
+        median = median_ops(contenders(key, token, server.url), args.rounds, args.seconds)
 
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    ceiling = median["ceiling"]
-    print(f"verify_bench: one ES256 token, single thread, {args.rounds} interleaved rounds x {args.seconds}s, median round")
-    print(f"{'contender':<12} {'ops/s':>12} {'us/op':>9} {'vs ceiling':>11} {'vs pyjwt':>9}")
-    for name, value in sorted(median.items(), key=lambda kv: -kv[1]):
-        print(f"{name:<12} {value:>12,.0f} {1e6 / value:>9.2f} {value / ceiling:>11.2f} {value / median['pyjwt']:>9.2f}")
     peers = ("pyjwt", "joserfc", "python-jose", "jwcrypto")
     best_peer = max(peers, key=median.__getitem__)
     checks = {
-        "rotator >= 0.80 of ceiling": median["rotator"] / ceiling >= 0.80,
+        "rotator >= 0.80 of ceiling": median["rotator"] / median["ceiling"] >= 0.80,
         f"rotator ahead of every peer (best peer: {best_peer})": median["rotator"] > median[best_peer],
         "rotator+rc >= 20x pyjwt": median["rotator+rc"] / median["pyjwt"] >= 20,
     }
-    for label, ok in checks.items():
-        print(f"{'PASS' if ok else 'MISS'}  {label}")
-    return 0 if all(checks.values()) else 1
+    title = f"verify_bench: one ES256 token, single thread, {args.rounds} interleaved rounds x {args.seconds}s, median round"
+    return report(title, median, checks)
 
 
 if __name__ == "__main__":
