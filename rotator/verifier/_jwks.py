@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..keys import public_key_from_jwk
+from ..keys import PRIVATE_MEMBERS, public_key_from_jwk
 from .._strict import strict_json
 
 __all__ = ["KeySet", "parse_jwks"]
@@ -26,12 +26,23 @@ def parse_jwks(
     if len(doc["keys"]) > max_keys:
         raise ValueError(f"JWKS has {len(doc['keys'])} keys, more than the limit of {max_keys}")
     keys: dict[str, ec.EllipticCurvePublicKey] = {}
+    seen: dict[str, tuple[Any, Any, Any, Any]] = {}
     for jwk in doc["keys"]:
         if not isinstance(jwk, Mapping):
             continue
+        leaked = PRIVATE_MEMBERS.intersection(jwk)
+        if leaked:
+            # A host that publishes a private key is not one to trust for any key.
+            raise ValueError(f"JWKS entry {jwk.get('kid')!r} carries private key members {sorted(leaked)}")
         kid = jwk.get("kid")
-        if not isinstance(kid, str) or kid in keys:
+        if not isinstance(kid, str):
             continue
+        material = (jwk.get("kty"), jwk.get("crv"), jwk.get("x"), jwk.get("y"))
+        if kid in seen:
+            if seen[kid] != material:
+                raise ValueError(f"JWKS lists kid {kid!r} twice with different keys")
+            continue
+        seen[kid] = material
         if jwk.get("alg", "ES256") != "ES256" or jwk.get("use", "sig") != "sig":
             continue
         key_ops = jwk.get("key_ops")

@@ -51,7 +51,8 @@ class CacheStats:
 class _Fetch:
     """One fetch in flight; sync callers wait on ``done``, async callers on a future of their loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started  # cache clock
         self.done = threading.Event()
         self._lock = threading.Lock()
         self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -100,6 +101,9 @@ class KeyCache:
     max_keys: int
     retry_min: float = 1.0
     retry_max: float = 30.0
+    # A fetch running longer than this is taken as failed, so that a new one may start
+    # (the HTTP fetcher enforces its own deadline; this covers any fetcher).
+    fetch_deadline: float = float("inf")
 
     _snapshot: _Snapshot | None = field(default=None, init=False)
     _inflight: _Fetch | None = field(default=None, init=False)
@@ -139,8 +143,13 @@ class KeyCache:
             return self._begin_unknown(kid, snap, now)
         fetch = self._start_fetch(now)
         # Wait for the fetch only when there is nothing fresh to use and no sign the host is failing:
-        # a cold cache, or a key set that expired while idle. During an outage the stale set serves at once.
-        if fetch is not None and (snap is None or (now >= snap.fresh_until and self._consecutive_failures == 0)):
+        # a cold cache, or a key set that expired while idle (the fetch began after it expired).
+        # During an outage, or behind a background refresh that is taking its time, the stale set
+        # serves at once.
+        if fetch is not None and (
+            snap is None
+            or (now >= snap.fresh_until and self._consecutive_failures == 0 and fetch.started >= snap.fresh_until)
+        ):
             return fetch
         return self._lookup(kid, snap, now, may_fetch=True)
 
@@ -169,7 +178,7 @@ class KeyCache:
         if until is not None and until > now:
             raise UnknownKey("token kid is not in the key set")
         with self._lock:
-            fetch = self._inflight
+            fetch = self._inflight_locked(now)
             if (
                 fetch is None
                 and now >= self._retry_at
@@ -201,14 +210,25 @@ class KeyCache:
     def _start_fetch(self, now: float) -> _Fetch | None:
         """The fetch in flight, a new one if allowed now, or None while backing off after a failure."""
         with self._lock:
-            if self._inflight is not None:
-                return self._inflight
+            inflight = self._inflight_locked(now)
+            if inflight is not None:
+                return inflight
             if now < self._retry_at:
                 return None
             return self._start_locked()
 
+    def _inflight_locked(self, now: float) -> _Fetch | None:
+        """The fetch in flight; one past its deadline counts as failed, whatever its thread is doing."""
+        inflight = self._inflight
+        if inflight is not None and now - inflight.started > self.fetch_deadline:
+            self._inflight = None
+            self._fail_locked(now, f"JWKS fetch from {self.url} did not finish within {self.fetch_deadline:g}s")
+            inflight.finish()
+            return None
+        return inflight
+
     def _start_locked(self) -> _Fetch:
-        fetch = _Fetch()
+        fetch = _Fetch(self.clock())
         self._inflight = fetch
         etag = self._snapshot.etag if self._snapshot is not None else None
         threading.Thread(target=self._run, args=(fetch, etag), name="rotator-jwks-fetch", daemon=True).start()
@@ -226,7 +246,8 @@ class KeyCache:
                 self._fail(f"JWKS fetch from {self.url} failed: {type(e).__name__}: {e}")
         finally:
             with self._lock:
-                self._inflight = None
+                if self._inflight is fetch:
+                    self._inflight = None
             fetch.finish()
 
     def _ttl(self, max_age: float | None) -> float:
@@ -256,11 +277,13 @@ class KeyCache:
         self._stats.last_error = None
 
     def _fail(self, message: str) -> None:
-        now = self.clock()
         with self._lock:
-            self._consecutive_failures += 1
-            backoff = min(self.retry_max, self.retry_min * 2 ** (self._consecutive_failures - 1))
-            self._retry_at = now + backoff
+            self._fail_locked(self.clock(), message)
+
+    def _fail_locked(self, now: float, message: str) -> None:
+        self._consecutive_failures += 1
+        backoff = min(self.retry_max, self.retry_min * 2 ** (self._consecutive_failures - 1))
+        self._retry_at = now + backoff
         self._stats.failures += 1
         self._stats.last_error = message
 
@@ -269,7 +292,7 @@ class KeyCache:
     def refresh(self) -> None:
         """Fetch now (or join the fetch in flight) and wait for it, up to the fetch wait."""
         with self._lock:
-            fetch = self._inflight or self._start_locked()
+            fetch = self._inflight_locked(self.clock()) or self._start_locked()
         fetch.done.wait(self.fetch_wait)
 
     def stats(self) -> CacheStats:

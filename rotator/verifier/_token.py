@@ -123,11 +123,20 @@ def verify_signature(key: ec.EllipticCurvePublicKey, signing_input: bytes, signa
         raise BadSignature("signature does not verify") from e
 
 
+# NumericDate claims must be real instants: from the epoch to the end of year 9999. This
+# refuses a float that overflowed to infinity (1e999), NaN and absurd magnitudes alike.
+_MAX_TIME = 253_402_300_799
+
+
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     kind = type(value)
-    if kind is int or kind is float or value is None:  # bool is not a number here (type, not isinstance)
-        return value
+    if kind is int or kind is float:  # bool is not a number here (type, not isinstance)
+        if 0 <= value <= _MAX_TIME:
+            return value  # type: ignore[no-any-return]
+        raise MalformedToken(f"claim {name!r} is not a time between 1970 and 9999")
+    if value is None:
+        return None
     raise MalformedToken(f"claim {name!r} is not a number")
 
 
@@ -155,6 +164,10 @@ def check_claims(
     iat = _number(claims, "iat")
     if iat is not None and now + leeway < iat:
         raise NotYetValid("token was issued in the future (iat)")
+    if "orig_iat" in claims:
+        orig_iat = _number(claims, "orig_iat")
+        if orig_iat is not None and now + leeway < orig_iat:
+            raise NotYetValid("token's session began in the future (orig_iat)")
     if max_lifetime is not None:
         start = iat if iat is not None else nbf
         if start is None or exp - start > max_lifetime:

@@ -132,6 +132,7 @@ class Verifier:
             ),
             clock=clock or time.monotonic,
             fetch_wait=timeout + 0.5,
+            fetch_deadline=timeout + 0.5,
             max_stale=max_stale,
             unknown_kid_cooldown=unknown_kid_cooldown,
             min_ttl=min_max_age,
