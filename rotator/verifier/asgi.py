@@ -1,0 +1,105 @@
+"""ASGI glue: a pure ASGI middleware (Starlette, FastAPI, Litestar, Quart, …) and a
+FastAPI/Starlette dependency. No framework is imported unless the dependency is used.
+
+    from rotator.verifier import Verifier
+    from rotator.verifier.asgi import BearerAuth
+
+    verifier = Verifier("https://auth.example.com/.well-known/jwks.json",
+                        issuer="https://auth.example.com", audience="orders-api")
+    app = BearerAuth(app, verifier, exclude=("/healthz",))
+
+Verified claims are in ``scope["rotator.claims"]``. Verification awaits ``averify``:
+a JWKS fetch never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, MutableMapping
+
+from ._bearer import BadRequest, bearer_token, denial_for, excluded
+from ._errors import InvalidToken, VerifierError
+from ._verifier import Verifier
+
+__all__ = ["BearerAuth", "CLAIMS_KEY", "bearer_claims"]
+
+CLAIMS_KEY = "rotator.claims"
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _authorization(scope: Scope) -> list[str]:
+    return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
+
+
+class BearerAuth:
+    """Require a valid bearer token on every HTTP request (and websocket handshake) except
+    the ``exclude``d paths (exact, or a prefix ending in '/')."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: Verifier,
+        *,
+        exclude: tuple[str, ...] = (),
+        realm: str = "api",
+        retry_after: int = 5,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.exclude = tuple(exclude)
+        self.realm = realm
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or excluded(scope.get("path", ""), self.exclude):
+            await self.app(scope, receive, send)
+            return
+        try:
+            claims = await self.verifier.averify(bearer_token(_authorization(scope)))
+        except (BadRequest, VerifierError) as e:
+            await self._deny(e, scope, send)
+            return
+        scope = dict(scope)
+        scope[CLAIMS_KEY] = claims
+        await self.app(scope, receive, send)
+
+    async def _deny(self, error: Exception, scope: Scope, send: Send) -> None:
+        denial = denial_for(error, self.realm, self.retry_after)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in denial.headers]
+        headers.append((b"content-length", str(len(denial.body)).encode()))
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008 if denial.status == 401 else 1013})
+            return
+        await send({"type": "http.response.start", "status": denial.status, "headers": headers})
+        await send({"type": "http.response.body", "body": denial.body})
+
+
+def bearer_claims(verifier: Verifier, *, realm: str = "api", retry_after: int = 5) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """A FastAPI/Starlette dependency giving the verified claims (``Depends(bearer_claims(verifier))``).
+
+    Uses the claims BearerAuth already put in the scope, or verifies the request's token
+    itself; raises ``HTTPException`` with the same answers as the middleware.
+    """
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+
+    async def claims(request: Request) -> dict[str, Any]:
+        found = request.scope.get(CLAIMS_KEY)
+        if found is not None:
+            return dict(found)
+        try:
+            return await verifier.averify(bearer_token(request.headers.getlist("authorization")))
+        except (BadRequest, VerifierError) as e:
+            denial = denial_for(e, realm, retry_after)
+            headers = {k: v for k, v in denial.headers if k != "content-type"}
+            detail = "invalid_request" if isinstance(e, BadRequest) else (
+                "invalid_token" if isinstance(e, InvalidToken) else "temporarily_unavailable"
+            )
+            raise HTTPException(status_code=denial.status, detail=detail, headers=headers) from None
+
+    # This module defers annotations and imports Request lazily: give the framework the class.
+    claims.__annotations__ = {"request": Request, "return": dict}
+    return claims
