@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -45,3 +46,32 @@ def report(title: str, median: Mapping[str, float], checks: Mapping[str, bool]) 
     for label, ok in checks.items():
         print(f"{'PASS' if ok else 'MISS'}  {label}")
     return 0 if all(checks.values()) else 1
+
+
+def thread_scaling(fn: Callable[[], Any], seconds: float, threads: int = 2, rounds: int = 3) -> float:
+    """Throughput of ``threads`` threads calling ``fn`` over one thread's, median of ``rounds``."""
+    ratios = []
+    for _ in range(rounds):
+        single = ops_per_second(fn, seconds)
+        counts = [0] * threads
+        barrier = threading.Barrier(threads + 1)
+        stop = threading.Event()
+
+        def work(i: int) -> None:
+            barrier.wait()
+            while not stop.is_set():
+                for _ in range(20):
+                    fn()
+                counts[i] += 20
+
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        barrier.wait()
+        start = time.perf_counter()
+        time.sleep(seconds)
+        stop.set()
+        for t in pool:
+            t.join()
+        ratios.append(sum(counts) / (time.perf_counter() - start) / single)
+    return statistics.median(ratios)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "bench, contenders, targets",
     [
-        ("verify_bench.py", {"ceiling", "rotator", "pyjwt", "joserfc", "python-jose", "jwcrypto", "rotator+rc"}, 3),
+        ("verify_bench.py", {"ceiling", "rotator", "pyjwt", "joserfc", "python-jose", "jwcrypto", "rotator+rc", "2-thread"}, 4),
         ("sign_bench.py", {"ceiling", "rotator", "pyjwt", "joserfc", "jwcrypto"}, 2),
     ],
 )

@@ -1,0 +1,94 @@
+"""Interop matrix with independent JOSE implementations as oracles: jwcrypto, joserfc, PyJWT.
+
+rotator's tokens verify in each of them; tokens each of them signs with a rotator key verify
+in rotator.verifier; rotator's kid is jwcrypto's RFC 7638 thumbprint; the published JWKS
+loads as a jwcrypto JWKSet."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jwcrypto.jwk
+import jwcrypto.jwt
+import joserfc.jwk
+import joserfc.jwt
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from rotator.issuer import Signer
+from rotator.keys import private_from_bytes
+from rotator.reconcile import Rotator
+from rotator.sealing import open_sealer
+from rotator.verifier import parse_jwks, verify_token
+
+from .conftest import PASSPHRASE
+
+ISS, AUD = "https://issuer.test", "api"
+
+
+@pytest.fixture
+def keyset(make_rotator: Callable[..., Rotator], dirs: tuple[Path, Path]) -> dict[str, Any]:
+    from .conftest import Clock
+
+    rotator = make_rotator(clock=Clock(time.time()))
+    state = rotator.step().state
+    assert state.active is not None and state.active.private is not None
+    private = private_from_bytes(
+        open_sealer(state.encryption, PASSPHRASE, False).unseal(state.active.private, state.keyset, state.active.kid)
+    )
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _, public = dirs
+    body = (public / "jwks.json").read_bytes()
+    signer = Signer(rotator.keystore, rotator.policy, passphrase=PASSPHRASE, issuer=ISS, watch=False)
+    return {"kid": state.active.kid, "pem": pem, "jwks": body, "signer": signer, "private": private}
+
+
+def test_rotator_tokens_verify_in_every_peer(keyset: dict[str, Any]) -> None:
+    token = keyset["signer"].sign({"scope": "read", "n": 3}, subject="alice", audience=AUD)
+    jwks = json.loads(keyset["jwks"])
+    key = next(k for k in jwks["keys"] if k["kid"] == keyset["kid"])
+
+    decoded = pyjwt.decode(token, pyjwt.PyJWK(key).key, algorithms=["ES256"], audience=AUD, issuer=ISS)
+    assert decoded["sub"] == "alice" and decoded["n"] == 3
+
+    rfc = joserfc.jwt.decode(token, joserfc.jwk.KeySet.import_key_set(jwks), algorithms=["ES256"])
+    joserfc.jwt.JWTClaimsRegistry(iss={"essential": True, "value": ISS}, aud={"essential": True, "value": AUD}).validate(rfc.claims)
+    assert rfc.header["kid"] == keyset["kid"] and rfc.claims["scope"] == "read"
+
+    jwc = jwcrypto.jwt.JWT(jwt=token, key=jwcrypto.jwk.JWKSet.from_json(keyset["jwks"]), algs=["ES256"],
+                           check_claims={"iss": ISS, "aud": AUD, "exp": None})
+    assert json.loads(jwc.claims)["sub"] == "alice"
+
+
+def _peer_tokens(keyset: dict[str, Any]) -> dict[str, str]:
+    now = int(time.time())
+    claims = {"iss": ISS, "aud": AUD, "sub": "bob", "iat": now, "exp": now + 600, "jti": "j1"}
+    header = {"alg": "ES256", "kid": keyset["kid"], "typ": "JWT"}
+    jwc = jwcrypto.jwt.JWT(header=header, claims=claims)
+    jwc.make_signed_token(jwcrypto.jwk.JWK.from_pem(keyset["pem"]))
+    return {
+        "pyjwt": pyjwt.encode(claims, keyset["private"], algorithm="ES256", headers={"kid": keyset["kid"]}),
+        "joserfc": joserfc.jwt.encode(header, claims, joserfc.jwk.ECKey.import_key(keyset["pem"])),
+        "jwcrypto": jwc.serialize(),
+    }
+
+
+@pytest.mark.parametrize("peer", ["pyjwt", "joserfc", "jwcrypto"])
+def test_peer_tokens_signed_with_a_rotator_key_verify_in_rotator(keyset: dict[str, Any], peer: str) -> None:
+    token = _peer_tokens(keyset)[peer]
+    claims = verify_token(token, parse_jwks(keyset["jwks"]), now=time.time(), audience=AUD, issuer=ISS)
+    assert claims["sub"] == "bob"
+
+
+def test_kid_is_jwcryptos_thumbprint_and_the_jwks_loads_as_a_jwkset(keyset: dict[str, Any]) -> None:
+    jwkset = jwcrypto.jwk.JWKSet.from_json(keyset["jwks"])
+    kids = [k["kid"] for k in json.loads(keyset["jwks"])["keys"]]
+    assert len(kids) == 2
+    for kid in kids:
+        key = jwkset.get_key(kid)
+        assert key is not None and not key.has_private
+        assert key.thumbprint() == kid  # RFC 7638, SHA-256
