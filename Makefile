@@ -21,11 +21,12 @@ test: $(STAMP)
 	sh scripts/test-deps.sh
 	$(BIN)/python -m pytest -q
 
-# Speed and stampede comparisons against peers (prints ratios; takes about a minute).
+# Speed, stampede and service-load comparisons against peers (prints ratios; a few minutes).
 bench: $(STAMP)
 	$(BIN)/python bench/verify_bench.py
 	$(BIN)/python bench/sign_bench.py
 	$(BIN)/python bench/stampede_bench.py
+	$(BIN)/python bench/service_bench.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

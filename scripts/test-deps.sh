@@ -1,13 +1,15 @@
 #!/bin/sh
 # Tools the test suite needs beyond Python packages, from Debian's archive:
 # systemd-analyze (package systemd) to verify and score the systemd units;
-# faketime (package faketime) to run a rotator process with a wrong clock.
+# faketime (package faketime) to run a rotator process with a wrong clock;
+# wrk (package wrk), the load generator of bench/service_bench.py.
 # Installs only what is missing; needs root or sudo when something is.
 set -eu
 
 missing=""
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 
 [ -z "$missing" ] && exit 0
 

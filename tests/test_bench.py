@@ -45,3 +45,17 @@ def test_stampede_bench_reports_every_scenario_for_both_clients() -> None:
     assert "fetches    1  ok   0/20" in rotator["hang"]
     assert "ok 100/100" in rotator["outage"]
 
+
+
+def test_service_bench_runs_every_app_and_rotates_without_a_401() -> None:
+    """A short run: every app and mix reported; the rotation mid-run answers 200 to every request."""
+    result = subprocess.run(
+        [sys.executable, "bench/service_bench.py", "--duration", "1", "--distinct", "500"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    rows = [line.split()[:2] for line in result.stdout.splitlines()[2:] if line and not line.startswith(("PASS", "MISS"))]
+    apps = ("unprotected", "rotator", "pyjwt", "rotator-rc")
+    assert rows == [[a, m] for a in apps for m in ("repeated", "distinct")] + [["rotation", "distinct"]], result.stdout
+    assert "PASS  zero non-200 across the rotation (0)" in result.stdout, result.stdout
+    assert "PASS  no non-200 for valid tokens in any run" in result.stdout, result.stdout
