@@ -48,7 +48,7 @@ class FileKeystore:
             if not create:
                 return
             try:
-                os.makedirs(d, mode=0o700)
+                os.makedirs(d, mode=0o700, exist_ok=True)  # another rotator may be creating it too
                 os.chmod(d, 0o700)
             except OSError as e:
                 raise KeystoreError(f"cannot create keystore directory {d}: {e.strerror}") from e

@@ -129,7 +129,7 @@ _MAX_TIME = 253_402_300_799
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
+    value: Any = claims.get(name)
     kind = type(value)
     if kind is int or kind is float:  # bool is not a number here (type, not isinstance)
         if 0 <= value <= _MAX_TIME:
