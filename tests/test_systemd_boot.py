@@ -1,0 +1,187 @@
+"""The project's systemd units under a real systemd (PID 1 of its own namespaces; see
+tests/systemd_boot.py for the isolation). Only ExecStart's path, the environment the
+interpreter needs, the timings and the settings change, through drop-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from rotator.state import parse_state
+
+from .conftest import wait_for
+from .systemd_boot import ENV, PY, SystemdNamespace, unavailable
+
+WHY = unavailable()
+pytestmark = pytest.mark.skipif(WHY is not None, reason=f"systemd in namespaces unavailable: {WHY}")
+
+SETTINGS = """keystore = "file:///var/lib/rotator/keystore"
+publish = "file:///var/lib/rotator/public"
+issuer = "https://auth.example.com"
+rotation_period = "4s"
+token_lifetime = "2s"
+leeway = "1s"
+max_age = "1s"
+retirement_window = "6s"
+private_key_grace = "2s"
+max_clock_skew = "2s"
+"""
+DROPINS = {
+    "rotator.service": f"""[Service]
+ExecStart=
+ExecStart={PY} -m rotator.cli run --config /etc/rotator/rotator.toml --metrics-port 9464
+Environment={ENV}
+WatchdogSec=3s
+RestartSec=1s
+TimeoutAbortSec=2s
+""",
+    "rotator-rotate.service": f"""[Service]
+ExecStart=
+ExecStart={PY} -m rotator.cli rotate --config /etc/rotator/rotator.toml --metrics-file /var/lib/rotator/metrics/rotator.prom
+Environment={ENV}
+""",
+    "rotator-rotate.timer": """[Timer]
+OnBootSec=
+OnUnitInactiveSec=
+OnActiveSec=1s
+OnUnitActiveSec=2s
+RandomizedDelaySec=0
+""",
+}
+FILES = {
+    "rotator/rotator.toml": SETTINGS,
+    "rotator/rotator.env": "ROTATOR_KEYSTORE_PASSPHRASE=systemd test passphrase\nROTATOR_LOG_FORMAT=json\n",
+}
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdNamespace]:
+    marker_tmp = Path(f"/tmp/rotator-systemd-marker-{os.getpid()}")
+    marker_varlib = Path(f"/var/lib/rotator-systemd-marker-{os.getpid()}")
+    marker_tmp.write_text("must survive")
+    marker_varlib.write_text("must survive")
+    started = time.monotonic()
+    try:
+        with SystemdNamespace(tmp_path_factory.mktemp("systemd"), DROPINS, FILES) as ns:
+            yield ns
+        # The host's /tmp and /var/lib are untouched after a full boot, the scenarios and poweroff.
+        assert marker_tmp.read_text() == "must survive"
+        assert marker_varlib.read_text() == "must survive"
+        assert not Path("/var/lib/rotator").exists() and not Path("/var/lib/private/rotator").exists()
+        assert not Path("/etc/rotator").exists()
+        print(f"\n[systemd] boot, scenarios and poweroff took {time.monotonic() - started:.1f}s")
+    finally:
+        marker_tmp.unlink(missing_ok=True)
+        marker_varlib.unlink(missing_ok=True)
+
+
+def lines_of(system: SystemdNamespace, unit: str) -> list[str]:
+    return [line for line in system.run("journalctl", "--no-pager", "-o", "cat", f"_SYSTEMD_UNIT={unit}").stdout.splitlines() if line]
+
+
+def test_start_reaches_active_after_ready_with_status_and_metrics(system: SystemdNamespace) -> None:
+    system.systemctl("start", "rotator.service")  # Type=notify: returns once READY=1 arrived
+    shown = system.show("rotator.service", "ActiveState", "SubState", "StatusText", "ExecMainStartTimestampMonotonic",
+                        "ActiveEnterTimestampMonotonic", "Type")
+    assert shown["Type"] == "notify" and shown["ActiveState"] == "active" and shown["SubState"] == "running"
+    assert shown["StatusText"].startswith("active key ")
+    assert int(shown["ActiveEnterTimestampMonotonic"]) > int(shown["ExecMainStartTimestampMonotonic"])
+    events = [json.loads(line)["event"] for line in lines_of(system, "rotator.service")]
+    assert "daemon.step_succeeded" in events  # the first step succeeded before READY=1 made it active
+    status = system.systemctl("status", "rotator.service", check=False).stdout
+    assert "Status: \"active key" in status
+    code, body = system.http("http://127.0.0.1:9464/healthz")
+    assert code == 200 and json.loads(body)["status"] == "ok"
+    assert "rotator_steps_total" in system.http("http://127.0.0.1:9464/metrics")[1]
+
+
+def test_logs_reach_the_journal_as_json_objects(system: SystemdNamespace) -> None:
+    wait_for(lambda: len(lines_of(system, "rotator.service")) >= 3, timeout=20, what="log lines")
+    for line in lines_of(system, "rotator.service"):
+        record = json.loads(line)  # one object per line
+        assert "event" in record
+
+
+def test_sandbox_state_directory_and_read_only_system(system: SystemdNamespace) -> None:
+    main_pid = system.show("rotator.service", "MainPID")["MainPID"]
+    uid = system.run("stat", "-c", "%u", f"/proc/{main_pid}").stdout.strip()
+    mode_owner = system.run("stat", "-c", "%a %u", "/var/lib/private/rotator").stdout.split()
+    assert mode_owner[0] == "700" and mode_owner[1] == uid != "0"  # the dynamic user, 0700
+    assert 61184 <= int(uid) <= 65519  # systemd's dynamic-user range
+    # A publish outside the state directory fails with rotator's one-line error, and the
+    # oneshot unit is failed with the reason in the journal.
+    system.systemctl("set-environment", "ROTATOR_PUBLISH=file:///etc/rotator-jwks")
+    try:
+        system.systemctl("start", "rotator-rotate.service", check=False)
+        shown = system.show("rotator-rotate.service", "ActiveState", "Result", "ExecMainStatus")
+        assert shown["ActiveState"] == "failed" and shown["ExecMainStatus"] == "4", shown
+        errors = [line for line in lines_of(system, "rotator-rotate.service") if line.startswith("rotator: error:")]
+        assert errors and "/etc/rotator-jwks" in errors[-1] and "Read-only file system" in errors[-1], errors
+    finally:
+        system.systemctl("unset-environment", "ROTATOR_PUBLISH")
+        system.systemctl("reset-failed", "rotator-rotate.service", check=False)
+
+
+def test_oneshot_and_timer(system: SystemdNamespace) -> None:
+    system.systemctl("start", "rotator-rotate.timer")
+
+    def runs() -> int:
+        return sum(1 for line in system.journal("rotator-rotate.service").splitlines() if "Finished" in line or "Deactivated successfully" in line)
+
+    before = runs()
+    wait_for(lambda: runs() >= before + 2, timeout=30, what="the timer to fire the oneshot twice")
+    shown = system.show("rotator-rotate.service", "Result", "ExecMainStatus")
+    assert shown["Result"] == "success" and shown["ExecMainStatus"] == "0"
+    metrics = system.run("cat", "/var/lib/private/rotator/metrics/rotator.prom").stdout
+    assert "rotator_steps_total" in metrics
+    system.systemctl("stop", "rotator-rotate.timer")
+
+
+def test_reload_rereads_settings_and_keeps_them_on_a_bad_file(system: SystemdNamespace) -> None:
+    def events() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in lines_of(system, "rotator.service")]
+
+    system.run("sh", "-c", f"printf '%s' '{SETTINGS}audit_retention = \"2d\"\n' > /etc/rotator/rotator.toml")
+    system.systemctl("reload", "rotator.service")
+    wait_for(lambda: any(e["event"] == "daemon.reloaded" for e in events()), timeout=20, what="the reload")
+    assert next(e for e in events() if e["event"] == "daemon.reloaded")["changed"] == "policy"
+    system.run("sh", "-c", "printf 'rotation_period = \\n' > /etc/rotator/rotator.toml")
+    system.systemctl("reload", "rotator.service")
+    wait_for(lambda: any(e["event"] == "daemon.reload_failed" for e in events()), timeout=20, what="the failed reload")
+    assert system.show("rotator.service", "ActiveState")["ActiveState"] == "active"
+    system.run("sh", "-c", f"printf '%s' '{SETTINGS}' > /etc/rotator/rotator.toml")
+
+
+def test_watchdog_restarts_a_daemon_that_stops_pinging(system: SystemdNamespace) -> None:
+    shown = system.show("rotator.service", "MainPID", "NRestarts")
+    stopped = shown["MainPID"]
+    system.run("kill", "-STOP", stopped)  # a wedged process: no step, no WATCHDOG=1
+    started = time.monotonic()
+    wait_for(lambda: system.show("rotator.service", "MainPID")["MainPID"] not in ("0", stopped)
+             and system.show("rotator.service", "ActiveState")["ActiveState"] == "active",
+             timeout=30, what="systemd to restart the service")
+    took = time.monotonic() - started
+    after = system.show("rotator.service", "NRestarts")
+    assert int(after["NRestarts"]) == int(shown["NRestarts"]) + 1
+    assert took < 3 + 1 + 2 + 10  # WatchdogSec + RestartSec + TimeoutAbortSec, plus start-up
+    journal = system.journal("rotator.service")
+    assert "Watchdog timeout" in journal, journal[-2000:]
+    print(f"\n[systemd] watchdog restart {took:.1f}s after the process stopped pinging")
+
+
+def test_stop_exits_0_in_time_with_a_whole_state(system: SystemdNamespace) -> None:
+    started = time.monotonic()
+    system.systemctl("stop", "rotator.service")
+    took = time.monotonic() - started
+    shown = system.show("rotator.service", "ActiveState", "Result", "ExecMainStatus")
+    assert shown["ActiveState"] == "inactive" and shown["Result"] == "success" and shown["ExecMainStatus"] == "0", shown
+    assert took < 60  # TimeoutStopSec
+    raw = system.run("cat", "/var/lib/private/rotator/keystore/state.json").stdout.encode()
+    assert parse_state(raw, "state.json").active is not None
+    leftovers = system.run("sh", "-c", "ls -a /var/lib/private/rotator/keystore").stdout.split()
+    assert not [f for f in leftovers if f.endswith(".tmp")]
