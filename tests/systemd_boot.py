@@ -56,7 +56,9 @@ def unavailable() -> str | None:
 
 
 class SystemdNamespace:
-    def __init__(self, work: Path, dropins: dict[str, str], files: dict[str, str]) -> None:
+    def __init__(
+        self, work: Path, dropins: dict[str, str], files: dict[str, str], extra_units: dict[str, str] | None = None
+    ) -> None:
         self.work = work
         for name in ("varlib", "varlog", "etc-upper", "etc-work", "units"):
             (work / name).mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,8 @@ class SystemdNamespace:
         for unit in ("rotator.service", "rotator-rotate.service", "rotator-rotate.timer"):
             shutil.copy(UNITS / unit, units / unit)
         (units / "rotator-test.target").write_text(TARGET)
+        for name, text in (extra_units or {}).items():  # test-only units (and their scripts), beside the project's
+            (units / name).write_text(text)
         for unit, text in dropins.items():
             d = units / f"{unit}.d"
             d.mkdir(exist_ok=True)

@@ -53,6 +53,25 @@ OnUnitActiveSec=2s
 RandomizedDelaySec=0
 """,
 }
+PROBE = "import os\ntry:\n    os.setpriority(os.PRIO_PROCESS, 0, 5)\n    print('allowed')\nexcept OSError as e:\n    print('errno', e.errno)\n"
+SYSCALL_LINES = "\n".join(
+    line for line in (Path(__file__).resolve().parents[1] / "systemd" / "rotator.service").read_text().splitlines()
+    if line.startswith("SystemCall")
+)
+
+
+def probe_unit(filtered: bool) -> str:
+    return (
+        "[Service]\nType=oneshot\nDynamicUser=yes\n" + (SYSCALL_LINES + "\n" if filtered else "")
+        + f"Environment={ENV}\nExecStart={PY} /run/systemd/system/eperm-probe.py\n"
+    )
+
+
+EXTRA_UNITS = {
+    "eperm-probe.py": PROBE,
+    "eperm-probe-filtered.service": probe_unit(True),
+    "eperm-probe-free.service": probe_unit(False),
+}
 FILES = {
     "rotator/rotator.toml": SETTINGS,
     "rotator/rotator.env": "ROTATOR_KEYSTORE_PASSPHRASE=systemd test passphrase\nROTATOR_LOG_FORMAT=json\n",
@@ -67,7 +86,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdNamespac
     marker_varlib.write_text("must survive")
     started = time.monotonic()
     try:
-        with SystemdNamespace(tmp_path_factory.mktemp("systemd"), DROPINS, FILES) as ns:
+        with SystemdNamespace(tmp_path_factory.mktemp("systemd"), DROPINS, FILES, EXTRA_UNITS) as ns:
             yield ns
         # The host's /tmp and /var/lib are untouched after a full boot, the scenarios and poweroff.
         assert marker_tmp.read_text() == "must survive"
@@ -185,3 +204,15 @@ def test_stop_exits_0_in_time_with_a_whole_state(system: SystemdNamespace) -> No
     assert parse_state(raw, "state.json").active is not None
     leftovers = system.run("sh", "-c", "ls -a /var/lib/private/rotator/keystore").stdout.split()
     assert not [f for f in leftovers if f.endswith(".tmp")]
+
+
+def test_a_syscall_outside_the_filter_fails_with_eperm_not_a_crash(system: SystemdNamespace) -> None:
+    """rotator itself makes no call outside @system-service minus @privileged and @resources
+    (every other scenario runs it under the filter), so a probe unit with the service's own
+    SystemCall* lines makes one: raising its own nice value (setpriority, in @resources),
+    which any user may do unfiltered. The call fails with EPERM; the process is not killed."""
+    for unit, expected in (("eperm-probe-filtered.service", "errno 1"), ("eperm-probe-free.service", "allowed")):
+        system.systemctl("start", unit, check=False)
+        shown = system.show(unit, "Result", "ExecMainStatus", "ExecMainCode")
+        assert shown["Result"] == "success" and shown["ExecMainStatus"] == "0", (unit, shown)  # exited, no SIGSYS
+        assert lines_of(system, unit)[-1] == expected, (unit, lines_of(system, unit))
