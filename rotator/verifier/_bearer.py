@@ -12,9 +12,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Generic, Iterable, TypeVar
 
-__all__ = ["BadRequest", "bearer_token", "Denial", "denial_for", "excluded"]
+if TYPE_CHECKING:
+    from ._verifier import Verifier
+
+AppT = TypeVar("AppT")
+
+__all__ = ["BadRequest", "bearer_token", "Denial", "denial_for", "excluded", "Guard"]
 
 # RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
@@ -68,3 +73,17 @@ def denial_for(error: Exception, realm: str, retry_after: int) -> Denial:
 def excluded(path: str, prefixes: tuple[str, ...]) -> bool:
     """Whether ``path`` is one of the excluded paths, or below one that ends in '/'."""
     return any(path == p or (p.endswith("/") and path.startswith(p)) for p in prefixes)
+
+
+class Guard(Generic[AppT]):
+    """What the ASGI and WSGI middlewares hold: the wrapped app, the verifier, the paths
+    left open (exact, or a prefix ending in '/'), the realm and the 503 Retry-After."""
+
+    def __init__(
+        self, app: AppT, verifier: "Verifier", *, exclude: tuple[str, ...] = (), realm: str = "api", retry_after: int = 5
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.exclude = tuple(exclude)
+        self.realm = realm
+        self.retry_after = retry_after

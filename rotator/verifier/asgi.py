@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from ._bearer import BadRequest, bearer_token, denial_for, excluded
+from ._bearer import BadRequest, Guard, bearer_token, denial_for, excluded
 from ._errors import InvalidToken, VerifierError
 from ._verifier import Verifier
 
@@ -34,24 +34,9 @@ def _authorization(scope: Scope) -> list[str]:
     return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
 
 
-class BearerAuth:
+class BearerAuth(Guard[ASGIApp]):
     """Require a valid bearer token on every HTTP request (and websocket handshake) except
     the ``exclude``d paths (exact, or a prefix ending in '/')."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        verifier: Verifier,
-        *,
-        exclude: tuple[str, ...] = (),
-        realm: str = "api",
-        retry_after: int = 5,
-    ) -> None:
-        self.app = app
-        self.verifier = verifier
-        self.exclude = tuple(exclude)
-        self.realm = realm
-        self.retry_after = retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or excluded(scope.get("path", ""), self.exclude):

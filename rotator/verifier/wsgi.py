@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from ._bearer import BadRequest, bearer_token, denial_for, excluded
+from ._bearer import BadRequest, Guard, bearer_token, denial_for, excluded
 from ._errors import VerifierError
-from ._verifier import Verifier
 
 __all__ = ["BearerAuth", "CLAIMS_KEY"]
 
@@ -24,17 +23,8 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class BearerAuth:
+class BearerAuth(Guard[WSGIApp]):
     """Require a valid bearer token on every request except the ``exclude``d paths."""
-
-    def __init__(
-        self, app: WSGIApp, verifier: Verifier, *, exclude: tuple[str, ...] = (), realm: str = "api", retry_after: int = 5
-    ) -> None:
-        self.app = app
-        self.verifier = verifier
-        self.exclude = tuple(exclude)
-        self.realm = realm
-        self.retry_after = retry_after
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if excluded(environ.get("PATH_INFO", ""), self.exclude):
