@@ -215,9 +215,15 @@ def _write_metrics(metrics: Any, path: str) -> None:
     "--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True,
     envvar="ROTATOR_LOG_FORMAT", help="Log lines as text or as JSON objects.",
 )
+@click.option(
+    "--stuck-after", default="5m", show_default=True, envvar="ROTATOR_STUCK_AFTER", metavar="DURATION",
+    help="A step running longer than this stops the systemd watchdog pings, so systemd restarts the daemon.",
+)
 @_store_options
 @_handle_errors
-def run(metrics_port: str | None, metrics_addr: str, max_sleep: str, log_format: str, **kwargs: Any) -> None:
+def run(
+    metrics_port: str | None, metrics_addr: str, max_sleep: str, log_format: str, stuck_after: str, **kwargs: Any
+) -> None:
     """Run continuously: a reconcile step at every due instant, metrics, health, systemd notify.
 
     SIGTERM/SIGINT stop it cleanly (exit 0); SIGHUP re-reads the settings.
@@ -236,10 +242,14 @@ def run(metrics_port: str | None, metrics_addr: str, max_sleep: str, log_format:
     sleep = parse_duration(max_sleep, name="--max-sleep")
     if not 1 <= sleep <= 3600:
         raise ConfigError(f"--max-sleep {max_sleep!r}: expected between 1s and 1h")
+    stuck = parse_duration(stuck_after, name="--stuck-after")
+    if not 1 <= stuck <= 3600:
+        raise ConfigError(f"--stuck-after {stuck_after!r}: expected between 1s and 1h")
     daemon_options = DaemonOptions(
         max_sleep=min(sleep, settings.policy.rotation_period),
         metrics_port=port,
         metrics_addr=metrics_addr,
+        stuck_after=stuck,
     )
     try:
         code = Daemon(load, _rotator, daemon_options).run()

@@ -74,7 +74,7 @@ EXTRA_UNITS = {
 }
 FILES = {
     "rotator/rotator.toml": SETTINGS,
-    "rotator/rotator.env": "ROTATOR_KEYSTORE_PASSPHRASE=systemd test passphrase\nROTATOR_LOG_FORMAT=json\n",
+    "rotator/rotator.env": "ROTATOR_KEYSTORE_PASSPHRASE=systemd test passphrase\nROTATOR_LOG_FORMAT=json\nROTATOR_STUCK_AFTER=2s\n",
 }
 
 
@@ -176,21 +176,35 @@ def test_reload_rereads_settings_and_keeps_them_on_a_bad_file(system: SystemdNam
     system.run("sh", "-c", f"printf '%s' '{SETTINGS}' > /etc/rotator/rotator.toml")
 
 
-def test_watchdog_restarts_a_daemon_that_stops_pinging(system: SystemdNamespace) -> None:
+def test_watchdog_restarts_a_daemon_whose_step_hangs(system: SystemdNamespace) -> None:
+    """Another process holds the keystore's lock, so the next step that writes the state
+    hangs in flock. After --stuck-after (2 s) the daemon withholds its WATCHDOG=1 pings, and
+    systemd kills and restarts it once WatchdogSec (3 s) passes without one."""
+    import subprocess
+
     shown = system.show("rotator.service", "MainPID", "NRestarts")
-    stopped = shown["MainPID"]
-    system.run("kill", "-STOP", stopped)  # a wedged process: no step, no WATCHDOG=1
+    hung = shown["MainPID"]
+    # The lock holder lets go by itself after 20 s (nsenter forks into the PID namespace, so
+    # killing it would leave the holder running).
+    holder = subprocess.Popen(
+        ["nsenter", "-t", str(system.pid), "-a", "flock", "/var/lib/private/rotator/keystore/state.lock", "sleep", "20"]
+    )
     started = time.monotonic()
-    wait_for(lambda: system.show("rotator.service", "MainPID")["MainPID"] not in ("0", stopped)
-             and system.show("rotator.service", "ActiveState")["ActiveState"] == "active",
-             timeout=30, what="systemd to restart the service")
-    took = time.monotonic() - started
-    after = system.show("rotator.service", "NRestarts")
-    assert int(after["NRestarts"]) == int(shown["NRestarts"]) + 1
-    assert took < 3 + 1 + 2 + 10  # WatchdogSec + RestartSec + TimeoutAbortSec, plus start-up
+    try:
+        wait_for(lambda: system.show("rotator.service", "MainPID")["MainPID"] not in ("0", hung),
+                 timeout=20, what="systemd to restart the hung service")
+        took = time.monotonic() - started
+    finally:
+        holder.wait(30)
+    wait_for(lambda: system.show("rotator.service", "ActiveState")["ActiveState"] == "active", timeout=30, what="active again")
+    assert int(system.show("rotator.service", "NRestarts")["NRestarts"]) >= int(shown["NRestarts"]) + 1
     journal = system.journal("rotator.service")
     assert "Watchdog timeout" in journal, journal[-2000:]
-    print(f"\n[systemd] watchdog restart {took:.1f}s after the process stopped pinging")
+    withheld = [json.loads(line) for line in lines_of(system, "rotator.service") if "daemon.watchdog_withheld" in line]
+    assert withheld, "the daemon did not log why it stopped pinging"
+    # The longest path: the next rotation (P = 4 s), stuck_after, WatchdogSec, TimeoutAbortSec, RestartSec.
+    assert took < 4 + 2 + 3 + 2 + 1 + 10
+    print(f"\n[systemd] hung step: restarted {took:.1f}s after the lock was taken")
 
 
 def test_stop_exits_0_in_time_with_a_whole_state(system: SystemdNamespace) -> None:
