@@ -445,3 +445,8 @@ def test_plan_horizon_is_bounded(args: list[str], fragment: str) -> None:
 def test_status_survives_the_largest_durations(bootstrapped: dict[str, str]) -> None:
     result = run(bootstrapped, "status", "--retirement-window", "3650d", "--audit-retention", "3650d")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("value, fragment", [("0s", "expected between 1s and 1h"), ("2h", "expected between 1s and 1h"), ("soon", "invalid --stuck-after")])
+def test_stuck_after_is_checked(bootstrapped: dict[str, str], value: str, fragment: str) -> None:
+    one_line(run(bootstrapped, "run", "--stuck-after", value), 2, fragment)
