@@ -136,11 +136,11 @@ class Rotator:
                 off,
             )
 
-    def _repair_clock(self, stored: State, now: float, recover: bool) -> Plan:
-        """Stored times ahead of this host's clock: repaired when the store's own record of the
-        write shows the writer's clock was fast, refused when this host may be the one behind."""
+    def _repair_clock(self, stored: State, now: float, skew: float, recover: bool) -> Plan:
+        """Stored times ``skew`` seconds ahead of this host's clock: repaired when the store's own
+        record of the write shows the writer's clock was fast, refused when this host may be the
+        one behind."""
         tolerance = self.policy.max_clock_skew
-        skew = future_skew(stored, now)
         if skew <= tolerance:
             return Plan(stored)
         stored_at = stored.stored_at if self.storage_clock else None
@@ -161,7 +161,7 @@ class Rotator:
         skipped_events = tuple(Event("rotator.key_not_adopted", kid, "not a P-256 key with its thumbprint as kid") for kid in skipped)
         return Plan(adopted.state, adopted.events + skipped_events)
 
-    def _unusable(self, state: State, planned: Plan, sealer: Sealer) -> list[str]:
+    def _unusable(self, planned: Plan, sealer: Sealer) -> list[str]:
         """Kids of keys this plan activates whose sealed private half does not open."""
         damaged = []
         for event in planned.events:
@@ -171,7 +171,7 @@ class Rotator:
             if key is None or key.private is None:
                 continue
             try:
-                private_from_bytes(sealer.unseal(key.private, state.keyset, key.kid))
+                private_from_bytes(sealer.unseal(key.private, planned.state.keyset, key.kid))
             except (KeystoreError, ValueError):
                 damaged.append(key.kid)
         return damaged
@@ -207,8 +207,9 @@ class Rotator:
         saved = stored if stored is not None else State(encryption=sealer.header())
         state = saved
         events: list[Event] = []
+        skew = future_skew(stored, after_load) if stored is not None else 0.0
         if stored is not None:
-            repaired = self._repair_clock(stored, after_load, recover)
+            repaired = self._repair_clock(stored, after_load, skew, recover)
             state = repaired.state
             events.extend(repaired.events)
         if recover:
@@ -228,13 +229,15 @@ class Rotator:
         # three rounds always suffice: bootstrap needs two.
         for round_ in range(3):
             planned = plan(state, self.policy, now, new_key, force=force and round_ == 0)
-            damaged = self._unusable(state, planned, sealer)
+            damaged = self._unusable(planned, sealer)
             while damaged:
-                # Never activate a key whose private half cannot be opened: replace it.
+                # Never activate a key whose private half cannot be opened: mark it (every
+                # one found so far stays marked) and plan again, which replaces it.
                 dropped = mark_damaged(state, damaged, now)
+                state = dropped.state
                 events.extend(dropped.events)
-                planned = plan(dropped.state, self.policy, now, new_key, force=force and round_ == 0)
-                damaged = self._unusable(dropped.state, planned, sealer)
+                planned = plan(state, self.policy, now, new_key, force=force and round_ == 0)
+                damaged = self._unusable(planned, sealer)
             state = planned.state
             events.extend(planned.events)
             body = build_jwks(state)
@@ -273,7 +276,6 @@ class Rotator:
         if state != saved:
             state = self.keystore.save(state, saved.generation)
             checkpoint("recorded")
-        skew = future_skew(stored, after_load) if stored is not None else 0.0
         return StepResult(
             state=state, events=tuple(events), conflicts=conflicts, published=published, clock_skew=skew
         )

@@ -450,3 +450,26 @@ def test_status_survives_the_largest_durations(bootstrapped: dict[str, str]) -> 
 @pytest.mark.parametrize("value, fragment", [("0s", "expected between 1s and 1h"), ("2h", "expected between 1s and 1h"), ("soon", "invalid --stuck-after")])
 def test_stuck_after_is_checked(bootstrapped: dict[str, str], value: str, fragment: str) -> None:
     one_line(run(bootstrapped, "run", "--stuck-after", value), 2, fragment)
+
+
+def test_two_damaged_candidates_are_both_replaced(make_rotator: Callable[..., Rotator], clock: Clock) -> None:
+    """No active key and two confirmed pending keys, neither of which decrypts: both are marked
+    and replaced in one step (marking one must not unmark the other)."""
+    rotator = make_rotator(Policy())
+    state = rotator.step().state
+    assert state.active is not None and len(state.pending) == 1
+
+    def spoil(blob: str) -> str:
+        return b64url_encode(bytes(b ^ 0xFF for b in blob.encode()[:10])) + blob[13:]
+
+    # Both keys pending and confirmed, both sealed halves damaged.
+    tampered = state.with_keys(
+        k.with_(activated_at=None, activation=None, private=spoil(k.private or "")) for k in state.keys
+    )
+    rotator.keystore.save(tampered, state.generation)
+    clock.advance(1)
+    result = rotator.step()
+    damaged = [e.kid for e in result.events if e.name == "rotator.pending_key_damaged"]
+    assert sorted(damaged) == sorted(k.kid for k in state.keys)
+    assert all(result.state.get(kid).revocation == "damaged" for kid in damaged)  # type: ignore[union-attr]
+    assert result.state.active is not None and result.state.active.kid not in damaged
