@@ -15,10 +15,11 @@ def path_from_url(url: str, what: str = "location") -> Path:
     """``file:///abs``, ``file://localhost/abs`` (RFC 8089), ``file://./rel`` or a bare path, as a Path."""
     from .errors import ConfigError
 
-    if url.startswith("file://"):
-        rest = url[len("file://"):]
-        if not rest.strip():
-            raise ConfigError(f"{what} is empty: give a file:// URL or a path")
+    is_url = url.startswith("file://")
+    rest = url[len("file://"):] if is_url else url
+    if not rest.strip():
+        raise ConfigError(f"{what} is empty: give a file:// URL or a path")
+    if is_url:
         if rest.startswith("localhost/"):
             rest = rest[len("localhost"):]
         elif not rest.startswith(("/", "./", "../")) and rest not in (".", ".."):
@@ -27,10 +28,6 @@ def path_from_url(url: str, what: str = "location") -> Path:
                 f"{what} {url!r} names the host {host!r}: file:// URLs must be local "
                 "(file:///path, file://localhost/path, or file://./relative/path)"
             )
-    else:
-        rest = url
-    if not rest.strip():
-        raise ConfigError(f"{what} is empty: give a file:// URL or a path")
     return Path(rest)
 
 

@@ -15,7 +15,7 @@ from . import __version__
 from .config import Settings, load_settings
 from .durations import format_duration, parse_duration
 from .errors import ConfigError, RotatorError
-from .issuer import Signer
+from .issuer import SIGNER_CLAIMS, Signer
 from ._aws import S3Options
 from .keystore import Keystore, open_keystore
 from .lifecycle import retire, revoke
@@ -409,9 +409,8 @@ def jwks(**kwargs: Any) -> None:
     click.echo(json.dumps(doc, indent=2))
 
 
-# Claims the command sets itself, from its own options or from the signer.
+# Claims the command sets from its own options (the signer sets the others it reserves).
 _CLAIM_OPTIONS = {"sub": "--sub", "aud": "--aud", "iss": "--issuer (or ROTATOR_ISSUER)"}
-_SIGNER_CLAIMS = ("iat", "exp", "nbf", "jti", "orig_iat")
 
 
 def _claim(text: str) -> tuple[str, Any]:
@@ -424,7 +423,7 @@ def _claim(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--claim {text!r} is not NAME=VALUE")
     if name in _CLAIM_OPTIONS:
         raise ConfigError(f"--claim {name}=…: {name!r} is set with {_CLAIM_OPTIONS[name]}, not as a claim")
-    if name in _SIGNER_CLAIMS:
+    if name in SIGNER_CLAIMS:
         raise ConfigError(f"--claim {name}=…: {name!r} is set by the signer")
     try:
         parsed = strict_json(value)

@@ -22,24 +22,23 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ._b64 import b64url_encode
 from .config import Policy
 from .durations import format_duration
 from .errors import KeystoreError, NoActiveKey, RotatorError
+from .jose import es256_signature, header_segment
 from .keys import private_from_bytes, public_key_from_jwk
 from .keystore import Keystore
 from .publish import Publisher, jwks_kids
 from .sealing import Sealer, open_sealer
 from .state import KeyRecord, State
 
-__all__ = ["Signer", "RefreshRefused"]
+__all__ = ["Signer", "RefreshRefused", "SIGNER_CLAIMS"]
 
-_SIGNER_CLAIMS = ("iat", "exp", "nbf", "jti", "orig_iat")
-_ECDSA = ec.ECDSA(hashes.SHA256())
+# Claims the signer sets itself; a caller passing one is refused, never silently overridden.
+SIGNER_CLAIMS = ("iat", "exp", "nbf", "jti", "orig_iat")
 
 
 class RefreshRefused(RotatorError):
@@ -53,7 +52,7 @@ class RefreshRefused(RotatorError):
 def _check_claims(claims: Mapping[str, Any], set_elsewhere: Mapping[str, object]) -> None:
     """Refuse, never drop: claims the signer sets, and claims also given by argument or by
     the signer's issuer. (Values that are not finite JSON are refused when serialised.)"""
-    for name in _SIGNER_CLAIMS:
+    for name in SIGNER_CLAIMS:
         if name in claims:
             raise ValueError(f"claim {name!r} is set by the signer")
     for name, value in set_elsewhere.items():
@@ -63,7 +62,7 @@ def _check_claims(claims: Mapping[str, Any], set_elsewhere: Mapping[str, object]
 
 # Built once: json.dumps with non-default options would build an encoder per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-_RESERVED = frozenset((*_SIGNER_CLAIMS, "iss", "sub", "aud"))
+_RESERVED = frozenset((*SIGNER_CLAIMS, "iss", "sub", "aud"))
 
 
 def _payload(claims: Mapping[str, Any]) -> bytes:
@@ -89,8 +88,7 @@ class _Key:
 
     @classmethod
     def of(cls, record: KeyRecord, private: ec.EllipticCurvePrivateKey) -> "_Key":
-        header = json.dumps({"alg": "ES256", "kid": record.kid, "typ": "JWT"}, separators=(",", ":"), sort_keys=True)
-        return cls(record, private, b64url_encode(header.encode("ascii")) + ".")
+        return cls(record, private, header_segment(record.kid) + ".")
 
 
 @dataclass(frozen=True)
@@ -342,8 +340,7 @@ class Signer:
         if audience is not None:
             body["aud"] = audience
         signing_input = key.header + b64url_encode(_payload(body))
-        r, s = decode_dss_signature(key.private.sign(signing_input.encode("ascii"), _ECDSA))
-        return f"{signing_input}.{b64url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return f"{signing_input}.{es256_signature(key.private, signing_input.encode('ascii'))}"
 
     # -- refresh chains ----------------------------------------------------------------------
 
@@ -391,7 +388,7 @@ class Signer:
                 raise RefreshRefused(f"session is revoked: {e}") from e
         lifetime = float(exp - iat) if ttl is None else ttl
         lifetime = min(lifetime, self._policy.token_lifetime, float(int(ends - now)) or 1.0)
-        custom = {k: v for k, v in claims.items() if k not in (*_SIGNER_CLAIMS, "iss", "sub", "aud")}
+        custom = {k: v for k, v in claims.items() if k not in _RESERVED}
         subject = claims.get("sub")
         audience = claims.get("aud")
         return self.sign(

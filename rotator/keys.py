@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Mapping, TypedDict
@@ -21,6 +22,7 @@ __all__ = [
     "private_to_bytes",
     "private_from_bytes",
     "public_key_from_jwk",
+    "public_jwk_problem",
 ]
 
 ALG = "ES256"
@@ -94,3 +96,25 @@ def public_key_from_jwk(jwk: Mapping[str, object]) -> ec.EllipticCurvePublicKey:
     if len(xb) != 32 or len(yb) != 32:
         raise ValueError("EC P-256 coordinates must be 32 bytes")
     return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + xb + yb)
+
+
+@functools.lru_cache(maxsize=4096)
+def _problem(kty: object, crv: object, x: object, y: object, kid: object) -> str | None:
+    jwk = {"kty": kty, "crv": crv, "x": x, "y": y}
+    try:
+        public_key_from_jwk(jwk)
+    except ValueError as e:
+        return f"has a public key that is not a P-256 point ({e})"
+    if not isinstance(kid, str) or thumbprint(jwk) != kid:
+        return f"is not its public key's RFC 7638 thumbprint ({thumbprint(jwk)})"
+    return None
+
+
+def public_jwk_problem(jwk: Mapping[str, object], kid: object) -> str | None:
+    """Why ``jwk`` cannot be rotator's key ``kid`` (None: it can): not an EC P-256 point, or
+    a kid that is not its RFC 7638 thumbprint. Cached: the same keys are checked on every
+    read of a state."""
+    try:
+        return _problem(jwk.get("kty"), jwk.get("crv"), jwk.get("x"), jwk.get("y"), kid)
+    except TypeError:  # a member that is not hashable (a list or an object): not a key
+        return "has a malformed public JWK"

@@ -7,14 +7,13 @@ stored separately, so the document cannot contradict itself.
 from __future__ import annotations
 
 import enum
-import functools
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from ._strict import strict_json
 from .errors import KeystoreError
-from .keys import ALG, PublicJWK, public_key_from_jwk, thumbprint
+from .keys import ALG, PublicJWK, public_jwk_problem
 
 __all__ = ["SCHEMA_VERSION", "KeyState", "KeyRecord", "State", "parse_state", "dump_state"]
 
@@ -147,26 +146,12 @@ def _parse_key(raw: Any, where: str) -> KeyRecord:
     public = values["public"]
     if public.keys() != {"kty", "crv", "x", "y"} or not all(type(v) is str for v in public.values()):
         raise KeystoreError(f"{where}: key {kid} has a malformed public JWK")
-    problem = _public_key_problem(public["kty"], public["crv"], public["x"], public["y"], kid)
+    problem = public_jwk_problem(public, kid)
     if problem:
         raise KeystoreError(f"{where}: key {kid} {problem}")
     if values["alg"] != ALG:
         raise KeystoreError(f"{where}: key {kid} has alg {values['alg']!r}, expected {ALG}")
     return KeyRecord(**values)
-
-
-@functools.lru_cache(maxsize=4096)
-def _public_key_problem(kty: str, crv: str, x: str, y: str, kid: str) -> str | None:
-    """Why this public JWK cannot be the key ``kid`` (None: it can). Cached: a state is
-    re-read on every step and its keys rarely change."""
-    jwk = {"kty": kty, "crv": crv, "x": x, "y": y}
-    try:
-        public_key_from_jwk(jwk)
-    except ValueError as e:
-        return f"has a public key that is not a P-256 point ({e})"
-    if thumbprint(jwk) != kid:
-        return f"is not its public key's RFC 7638 thumbprint ({thumbprint(jwk)})"
-    return None
 
 
 def _check_time(value: float | None, what: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from .._strict import strict_json
 from ..errors import PublicationGuardError
-from ..keys import PRIVATE_MEMBERS, PublicJWK, public_key_from_jwk, thumbprint
+from ..keys import PRIVATE_MEMBERS, PublicJWK, public_jwk_problem
 from ..state import KeyState, State
 
 __all__ = [
@@ -72,13 +72,8 @@ def published_keys(body: bytes | None) -> tuple[list[tuple[str, PublicJWK]], lis
             skipped.append("?")
             continue
         kid = entry.get("kid")
-        jwk: PublicJWK = {"kty": entry.get("kty"), "crv": entry.get("crv"), "x": entry.get("x"), "y": entry.get("y")}  # type: ignore[typeddict-item]
-        try:
-            public_key_from_jwk(jwk)
-            ok = isinstance(kid, str) and thumbprint(jwk) == kid and not PRIVATE_MEMBERS.intersection(entry)
-        except (ValueError, TypeError):
-            ok = False
-        if ok:
+        if public_jwk_problem(entry, kid) is None and not PRIVATE_MEMBERS.intersection(entry):
+            jwk: PublicJWK = {"kty": entry["kty"], "crv": entry["crv"], "x": entry["x"], "y": entry["y"]}
             keys.append((str(kid), jwk))
         else:
             skipped.append(str(kid))
