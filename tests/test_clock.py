@@ -20,7 +20,8 @@ from rotator.metrics import Metrics
 from rotator.reconcile import Rotator
 
 from .conftest import wait_for
-from .test_daemon import RunningDaemon, daemon_factory, http_get, metrics, prom_values  # noqa: F401 (fixture)
+from .test_daemon import ROTATOR, RunningDaemon, daemon_factory, http_get, metrics, prom_values  # noqa: F401 (fixture)
+from .test_daemon import SHORT as DAEMON_SHORT
 
 HOUR = 3600.0
 SHORT = Policy(rotation_period=4, max_age=1, token_lifetime=2, leeway=1, retirement_window=6,
@@ -109,7 +110,7 @@ def test_one_fast_host_does_not_freeze_a_running_daemon(daemon_factory: Callable
     d = daemon_factory("--max-clock-skew", "2s")
     wait_for(lambda: d.notify.has("READY=1"), what="the daemon ready")
     fast = subprocess.run(
-        [faketime, "-f", "+1h", *d_cli_args(d, "rotate", "--force", "--max-clock-skew", "2s")],
+        [faketime, "-f", "+1h", *ROTATOR, "rotate", "--force", "--max-clock-skew", "2s", *DAEMON_SHORT],
         env={**d.env, "DONT_FAKE_MONOTONIC": "1"}, capture_output=True, text=True, timeout=60,
     )
     assert fast.returncode == 0, fast.stderr
@@ -132,8 +133,3 @@ def test_one_fast_host_does_not_freeze_a_running_daemon(daemon_factory: Callable
     assert metrics(d.port)["rotator_active_key_age_seconds"] >= 0
     assert d.stop() == 0
 
-
-def d_cli_args(d: RunningDaemon, *args: str) -> list[str]:
-    from .test_daemon import ROTATOR, SHORT as DAEMON_SHORT
-
-    return [*ROTATOR, *args, *DAEMON_SHORT]

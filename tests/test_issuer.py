@@ -32,7 +32,7 @@ from rotator.verifier._revocation import Revocation
 
 from .conftest import PASSPHRASE, Clock, wait_for
 from .faultproxy import FaultProxy
-from .test_daemon import ROTATOR
+from .test_daemon import ROTATOR, SHORT
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -171,9 +171,6 @@ def _signs(signer: Signer) -> bool:
     except NoActiveKey:
         return False
 
-
-SHORT = ["--rotation-period", "4s", "--max-age", "1s", "--token-lifetime", "2s", "--leeway", "1s",
-         "--retirement-window", "6s", "--private-key-grace", "2s"]
 
 
 @pytest.mark.parametrize("command", ["retire", "revoke"])
