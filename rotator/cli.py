@@ -478,6 +478,8 @@ def sign(
         publisher=_publisher(settings),
         passphrase_source=settings.passphrase_source(),
         watch=False,  # one token, then exit
+        # With ROTATOR_REVOCATION_URL set: stamp the session version, refuse revoked refreshes.
+        revocations=_revocation_store(settings) if settings.revocation_url else None,
     )
     lifetime = parse_duration(ttl, name="--ttl") if ttl is not None else None
     if refresh_token is not None:
@@ -573,6 +575,157 @@ def verify(token: str, jwks_url: str, audience: str | None, issuer: str | None, 
         click.echo(f"rotator: error: keys unavailable: {e}", err=True)
         sys.exit(6)
     click.echo(json.dumps(claims, indent=2, sort_keys=True))
+
+
+# -- revocation ---------------------------------------------------------------------------------
+
+
+def _revocation_options(func: F) -> F:
+    options = [
+        click.option(
+            "--revocation-url",
+            default=None,
+            metavar="URL",
+            help="Redis holding the revocations: redis://HOST[:PORT][/DB] or rediss:// (ROTATOR_REVOCATION_URL).",
+        ),
+        click.option(
+            "--revocation-prefix",
+            default=None,
+            metavar="PREFIX",
+            help="Key prefix in Redis, one per key set (ROTATOR_REVOCATION_PREFIX). Default rotator:.",
+        ),
+        click.option(
+            "--revocation-password-file",
+            default=None,
+            metavar="FILE",
+            help="File holding the Redis password (ROTATOR_REVOCATION_PASSWORD_FILE).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return _policy_options(func)
+
+
+def _revocation_store(settings: Settings) -> Any:
+    if not settings.revocation_url:
+        raise ConfigError("revocation_url is not set (--revocation-url or ROTATOR_REVOCATION_URL)")
+    from .revocation import RevocationStore
+
+    policy = settings.policy
+    return RevocationStore.from_url(
+        settings.revocation_url,
+        password_file=settings.revocation_password_file,
+        prefix=settings.revocation_prefix,
+        token_lifetime=policy.token_lifetime,
+        grace=max(policy.leeway, policy.refresh_grace),
+    )
+
+
+def _when(text: str, name: str) -> float:
+    """A moment: seconds since the epoch, an ISO 8601 time (UTC unless it says otherwise),
+    or a duration from now (30m, 7d)."""
+    import time
+
+    value = text.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(number) and "_" not in value:
+            return number
+        raise ConfigError(f"{name} {text!r} is not a time")
+    if value[:1].isdigit() and "-" in value[:5] and len(value) >= 10:
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise ConfigError(f"{name} {text!r} is not an ISO 8601 time: {e}") from e
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        return moment.timestamp()
+    try:
+        return time.time() + parse_duration(value, name=name)
+    except ConfigError:
+        raise ConfigError(
+            f"{name} {text!r} is neither seconds since the epoch, an ISO 8601 time nor a duration like 7d"
+        ) from None
+
+
+@main.command(name="deny-token")
+@click.argument("token", required=False)
+@click.option("--jti", default=None, help="Deny this token id instead of a whole TOKEN (with --exp).")
+@click.option("--exp", default=None, metavar="WHEN", help="With --jti: the token's expiry (epoch seconds, ISO 8601 or a duration from now).")
+@_revocation_options
+@_handle_errors
+def deny_token(token: str | None, jti: str | None, exp: str | None, **kwargs: Any) -> None:
+    """Deny one token (logout from one device) until it expires.
+
+    TOKEN is the token itself, or - to read it from standard input (keeps it out of the
+    process list). Its signature is not checked; its jti and exp are what is denied.
+    """
+    if (token is None) == (jti is None):
+        raise ConfigError("give TOKEN, or --jti with --exp")
+    if jti is not None and exp is None:
+        raise ConfigError("--jti needs --exp (when the token expires)")
+    if token is not None and exp is not None:
+        raise ConfigError("--exp goes with --jti; a TOKEN carries its own exp")
+    exp_at = _when(exp, "--exp") if exp is not None else None
+    if token == "-":
+        token = sys.stdin.readline()
+    store = _revocation_store(_settings(kwargs))
+    if token is not None:
+        denied = store.deny_token(token.strip())
+    else:
+        assert jti is not None and exp_at is not None
+        store.deny(jti, exp_at)
+        denied = jti
+    click.echo(f"denied: jti {denied!r}")
+
+
+@main.command(name="revoke-subject")
+@click.argument("subject")
+@click.option("--until", default=None, metavar="WHEN", help="A ban: tokens issued until WHEN are void too (epoch seconds, ISO 8601 or a duration like 7d).")
+@_revocation_options
+@_handle_errors
+def revoke_subject(subject: str, until: str | None, **kwargs: Any) -> None:
+    """Void every token of SUBJECT issued until now (logout everywhere, password reset), or until WHEN."""
+    until_at = _when(until, "--until") if until is not None else None
+    cutoff = _revocation_store(_settings(kwargs)).revoke_subject(subject, until=until_at)
+    click.echo(
+        f"revoked: every token of {subject!r} issued before {_iso(cutoff.not_before)} "
+        f"(record kept until {_iso(cutoff.expires_at)})"
+    )
+
+
+@main.command(name="bump-session")
+@click.argument("subject")
+@_revocation_options
+@_handle_errors
+def bump_session(subject: str, **kwargs: Any) -> None:
+    """Void every token of SUBJECT that carries an older session version; prints the new version."""
+    click.echo(_revocation_store(_settings(kwargs)).bump_session(subject))
+
+
+@main.command(name="revocations")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_revocation_options
+@_handle_errors
+def revocations_cmd(as_json: bool, **kwargs: Any) -> None:
+    """Show the revocations in force."""
+    tables = _revocation_store(_settings(kwargs)).records()
+    if as_json:
+        click.echo(json.dumps(tables.as_json(), indent=2))
+        return
+    click.echo(
+        f"{len(tables.denied)} denied jtis, {len(tables.cutoffs)} subject cutoffs, "
+        f"{len(tables.versions)} session versions"
+    )
+    for jti, expires in sorted(tables.denied.items()):
+        click.echo(f"jti      {jti}  until {_iso(expires)}")
+    for c in sorted(tables.cutoffs.values(), key=lambda c: c.subject):
+        click.echo(f"subject  {c.subject}  issued before {_iso(c.not_before)}  until {_iso(c.expires_at)}")
+    for v in sorted(tables.versions.values(), key=lambda v: v.subject):
+        click.echo(f"session  {v.subject}  version {v.version}  until {_iso(v.expires_at)}")
 
 
 # The same cap the verifier puts on a fetched key set.

@@ -102,6 +102,9 @@ class Settings:
     s3_single_writer: bool = False
     public_url: str | None = None
     discovery: bool = False
+    revocation_url: str | None = None
+    revocation_prefix: str = "rotator:"
+    revocation_password_file: str | None = None
     policy: Policy = field(default_factory=Policy)
 
     def resolved_passphrase(self) -> str | None:
@@ -145,6 +148,9 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "s3_single_writer": ("ROTATOR_S3_SINGLE_WRITER", "bool"),
     "public_url": ("ROTATOR_PUBLIC_URL", "str"),
     "discovery": ("ROTATOR_DISCOVERY", "bool"),
+    "revocation_url": ("ROTATOR_REVOCATION_URL", "str"),
+    "revocation_prefix": ("ROTATOR_REVOCATION_PREFIX", "str"),
+    "revocation_password_file": ("ROTATOR_REVOCATION_PASSWORD_FILE", "str"),
     **{name: (f"ROTATOR_{name.upper()}", "duration") for name in _POLICY_FIELDS},
 }
 SETTING_NAMES = tuple(_SETTINGS)
@@ -218,6 +224,13 @@ def load_settings(
 
     policy = Policy(**{k: values.pop(k) for k in _POLICY_FIELDS if k in values})
     settings = Settings(policy=policy, **values)
+    if settings.revocation_url is not None:
+        from .revocation._records import RevocationError, check_url
+
+        try:
+            check_url(settings.revocation_url)
+        except RevocationError as e:
+            raise ConfigError(str(e)) from e
     if settings.discovery and not (settings.issuer and settings.public_url):
         raise ConfigError("discovery needs issuer and public_url (the jwks_uri verifiers fetch)")
     return settings

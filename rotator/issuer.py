@@ -129,6 +129,8 @@ class Signer:
         refresh_interval: float = 2.0,
         watch: bool = True,
         revocation: Any = None,
+        revocations: Any = None,
+        session_claim: str = "sv",
     ) -> None:
         self._keystore = keystore
         self._policy = policy
@@ -144,6 +146,14 @@ class Signer:
         self.stale_after = max(3 * refresh_interval, 10.0)
         self._watch = watch
         self._revocation = revocation
+        # A rotator.revocation store: its replica gives each subject's session version (stamped
+        # into new tokens) and cutoff, and refuses refreshes of revoked chains; no I/O per token.
+        self._replica = None
+        self._replica_check: Callable[[Mapping[str, Any]], None] | None = None
+        self._session_claim = session_claim
+        if revocations is not None:
+            self._replica = revocations.replica() if hasattr(revocations, "replica") else revocations
+            self._replica_check = self._replica.check
         self._snapshot: _Snapshot | None = None
         self._token: object = object()
         self._refresh_lock = threading.Lock()  # serialises reloads; sign never takes it
@@ -328,6 +338,10 @@ class Signer:
         now = self._clock()
         key = self._key(now)
         iat = int(now)
+        if self._replica is not None:
+            sub = subject if subject is not None else body.get("sub")
+            if isinstance(sub, str):
+                iat = self._stamp(body, sub, iat, now, orig_iat)
         body["iat"] = iat
         body["exp"] = iat + int(lifetime)
         body["jti"] = f"{self._jti_prefix}{next(self._jti_counter):x}"
@@ -341,6 +355,19 @@ class Signer:
             body["aud"] = audience
         signing_input = key.header + b64url_encode(_payload(body))
         return f"{signing_input}.{es256_signature(key.private, signing_input.encode('ascii'))}"
+
+    def _stamp(self, body: dict[str, Any], sub: str, iat: int, now: float, orig_iat: int | None) -> int:
+        """Stamp the subject's session version; move iat onto a cutoff written this very second
+        (cutoffs are whole seconds, rounded up), so a token signed right after a revocation lives."""
+        assert self._replica is not None
+        tables = self._replica.tables
+        version = tables.versions.get(sub)
+        if version is not None and self._session_claim not in body:
+            body[self._session_claim] = version.version
+        cutoff = tables.cutoffs.get(sub)
+        if cutoff is not None and orig_iat is None and iat < cutoff.not_before <= now + 1:
+            return cutoff.not_before
+        return iat
 
     # -- refresh chains ----------------------------------------------------------------------
 
@@ -381,9 +408,11 @@ class Signer:
                 f"token expired at {_iso(exp)}, more than refresh_grace "
                 f"({format_duration(self._policy.refresh_grace)}) ago"
             )
-        if self._revocation is not None:
+        for check in (self._revocation.check if self._revocation is not None else None, self._replica_check):
+            if check is None:
+                continue
             try:
-                self._revocation.check({**claims, "iat": orig})
+                check({**claims, "iat": orig})
             except InvalidToken as e:
                 raise RefreshRefused(f"session is revoked: {e}") from e
         lifetime = float(exp - iat) if ttl is None else ttl

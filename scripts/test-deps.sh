@@ -2,7 +2,8 @@
 # Tools the test suite needs beyond Python packages, from Debian's archive:
 # systemd-analyze (package systemd) to verify and score the systemd units;
 # faketime (package faketime) to run a rotator process with a wrong clock;
-# wrk (package wrk), the load generator of bench/service_bench.py.
+# wrk (package wrk), the load generator of bench/service_bench.py;
+# redis-server (package redis-server), the revocation store's server in tests.
 # Installs only what is missing; needs root or sudo when something is.
 set -eu
 
@@ -10,6 +11,7 @@ missing=""
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 
 [ -z "$missing" ] && exit 0
 

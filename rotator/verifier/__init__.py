@@ -25,6 +25,7 @@ from ._errors import (
     MalformedToken,
     MissingClaim,
     NotYetValid,
+    RevocationUnavailable,
     Revoked,
     UnknownKey,
     UnsupportedAlgorithm,
@@ -59,4 +60,5 @@ __all__ = [
     "MissingClaim",
     "InvalidLifetime",
     "Revoked",
+    "RevocationUnavailable",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidLifetime",
     "Revoked",
     "KeysUnavailable",
+    "RevocationUnavailable",
 ]
 
 
@@ -85,3 +86,9 @@ class KeysUnavailable(VerifierError):
     """No usable key set could be had; the caller should answer 503, not 401."""
 
     code = "keys_unavailable"
+
+
+class RevocationUnavailable(VerifierError):
+    """The revocation replica has not confirmed it is current within its bound; answer 503."""
+
+    code = "revocation_unavailable"

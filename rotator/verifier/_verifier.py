@@ -55,7 +55,10 @@ class Verifier:
 
     ``verify`` returns a copy of the claims or raises a subclass of ``InvalidToken``
     (answer 401); it raises ``KeysUnavailable`` when no usable key set can be had
-    (answer 503). See the README section "Verifying tokens" for every parameter.
+    (answer 503), and ``RevocationUnavailable`` (also 503) when ``revocations`` (a
+    ``rotator.revocation`` store) cannot confirm its replica is current within
+    ``revocation_max_staleness``. See the README sections "Verifying tokens" and
+    "Revoking tokens" for every parameter.
     """
 
     def __init__(
@@ -83,6 +86,9 @@ class Verifier:
         session_version: Callable[[Mapping[str, Any]], Any] | None = None,
         session_claim: str = "sv",
         jti_denylist: Container[str] | None = None,
+        revocations: Any = None,
+        revocation_max_staleness: float = 30.0,
+        revocation_fail_open: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
@@ -146,7 +152,30 @@ class Verifier:
             session_claim=session_claim,
             jti_denylist=jti_denylist,
         )
-        self._check_revocation = self._revocation.check if self._revocation.active else None
+        checks: list[Callable[[Mapping[str, Any]], None]] = []
+        if self._revocation.active:
+            checks.append(self._revocation.check)
+        self.revocations: Any = None
+        if revocations is not None:
+            # A rotator.revocation store (or its replica): duck-typed, so this module never imports redis.
+            replica = revocations.replica() if hasattr(revocations, "replica") else revocations
+            self.revocations = replica
+            checks.append(
+                replica.guard(
+                    session_claim=session_claim,
+                    max_staleness=revocation_max_staleness,
+                    fail_open=revocation_fail_open,
+                )
+            )
+        if len(checks) == 2:
+            hooks, guard = checks
+
+            def both(claims: Mapping[str, Any]) -> None:
+                hooks(claims)
+                guard(claims)
+
+            checks = [both]
+        self._check_revocation = checks[0] if checks else None
         self._headers: dict[str, str] = {}
         self._results: dict[bytes, _Result] | None = {} if result_cache_size else None
         self._result_cache_size = result_cache_size

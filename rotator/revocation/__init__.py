@@ -1,0 +1,54 @@
+"""Fleet-wide token revocation: records in Redis, a replica in every verifier.
+
+Needs the ``redis`` extra (``pip install 'rotator[redis]'``)::
+
+    from rotator.revocation import RevocationStore
+
+    store = RevocationStore.from_url("redis://redis.internal:6379/0", prefix="rotator:")
+    store.deny_token(token)                 # logout from one device
+    store.revoke_subject("alice")           # logout everywhere / password reset
+    store.revoke_subject("bob", until=t)    # a ban: tokens issued until t are void too
+    store.bump_session("carol")             # session versions: older `sv` claims are void
+
+    verifier = Verifier(jwks_url, ..., revocations=store)   # a local replica; no Redis per request
+
+See the README section "Revoking tokens".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._records import MAX_AHEAD, MAX_ID_LENGTH, Cutoff, RevocationError, SessionVersion, Tables, check_url
+
+if TYPE_CHECKING:
+    from ._replica import Replica
+    from ._store import DEFAULT_PREFIX, RevocationStore
+
+__all__ = [
+    "RevocationStore",
+    "Replica",
+    "RevocationError",
+    "Cutoff",
+    "SessionVersion",
+    "Tables",
+    "DEFAULT_PREFIX",
+    "MAX_AHEAD",
+    "MAX_ID_LENGTH",
+    "check_url",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The Redis parts load on first use, so settings code can validate a URL without redis-py.
+    if name in ("RevocationStore", "DEFAULT_PREFIX", "Replica"):
+        try:
+            from . import _replica, _store
+        except ModuleNotFoundError as e:
+            if e.name != "redis":
+                raise
+            raise RevocationError(
+                "revocation needs redis-py: pip install 'rotator[redis]'"
+            ) from e
+        return getattr(_replica if name == "Replica" else _store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,206 @@
+"""The three revocation records, their validation and their encoding in Redis.
+
+Each record is one Redis key under the store's prefix, with a value that carries
+everything a replica needs (its own expiry included), so a full load is SCAN + MGET:
+
+    {prefix}jti:{jti}   "<exp> <expires_at>"                  a denied token id
+    {prefix}sub:{sub}   "<revoked_at> <not_before> <expires_at>"  a subject cutoff
+    {prefix}sv:{sub}    "<version> <bumped_at> <expires_at>"   a session version
+
+All times are whole seconds since the epoch; Redis expires the key at
+``expires_at`` (EXAT), the moment the record can no longer affect a live token.
+Changes are published on ``{prefix}changes`` as "<suffix>\\n<value>", the key
+without its prefix and the record's whole new value, so applying them in order on
+top of any load converges.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from ..errors import RotatorError
+
+__all__ = [
+    "RevocationError",
+    "Cutoff",
+    "SessionVersion",
+    "Tables",
+    "check_jti",
+    "check_subject",
+    "check_time",
+    "check_url",
+    "MAX_ID_LENGTH",
+    "MAX_AHEAD",
+]
+
+MAX_ID_LENGTH = 256  # characters, for a jti and a subject
+MAX_AHEAD = 366 * 86400.0  # a ban or an exp further ahead than this is refused
+
+
+class RevocationError(RotatorError):
+    """Bad input to the store, or a store that cannot be reached; one line, naming what is wrong.
+
+    Raised before anything is written."""
+
+    code = "revocation"
+    exit_code = 7
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    """Every token of ``subject`` whose session started before ``not_before`` is void."""
+
+    subject: str
+    revoked_at: int
+    not_before: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class SessionVersion:
+    subject: str
+    version: int
+    bumped_at: int
+    expires_at: int
+
+
+def _check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise RevocationError(f"{what} must be a string, got {type(value).__name__}")
+    if not value:
+        raise RevocationError(f"{what} is empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise RevocationError(f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise RevocationError(f"{what} {value[:40]!r} contains a control character")
+    return value
+
+
+def check_jti(jti: Any) -> str:
+    return _check_id(jti, "jti")
+
+
+def check_subject(sub: Any) -> str:
+    return _check_id(sub, "subject")
+
+
+def check_time(value: Any, what: str, now: float) -> int:
+    """A time (seconds since the epoch) that must not be more than MAX_AHEAD ahead of now."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RevocationError(f"{what} must be a number of seconds since the epoch, got {value!r}")
+    if value > now + MAX_AHEAD:
+        raise RevocationError(
+            f"{what} {_iso(value)} is more than 366 days ahead: a ban that long belongs in the account, "
+            "not in token revocation"
+        )
+    if value < 0:
+        raise RevocationError(f"{what} {value!r} is before 1970")
+    return math.ceil(value)
+
+
+def check_url(url: str) -> None:
+    if not isinstance(url, str) or not url:
+        raise RevocationError("revocation_url is empty")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss"):
+        shown = scheme + "://" if scheme else repr(url[:40])
+        raise RevocationError(
+            f"revocation_url scheme {shown} is not supported: use redis:// or rediss:// (TLS)"
+        )
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise RevocationError("revocation_url names no host (redis://HOST[:PORT][/DB])")
+    try:
+        parts.port
+    except ValueError as e:
+        raise RevocationError(f"revocation_url has a bad port: {e}") from e
+
+
+def _iso(ts: float) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return repr(ts)
+
+
+class Tables:
+    """What a replica holds: jti -> expires_at, sub -> Cutoff, sub -> SessionVersion.
+
+    Only the replica's own thread writes; readers take single dict lookups."""
+
+    __slots__ = ("denied", "cutoffs", "versions")
+
+    def __init__(self) -> None:
+        self.denied: dict[str, int] = {}
+        self.cutoffs: dict[str, Cutoff] = {}
+        self.versions: dict[str, SessionVersion] = {}
+
+    def __len__(self) -> int:
+        return len(self.denied) + len(self.cutoffs) + len(self.versions)
+
+    def apply(self, suffix: str, value: str | None) -> None:
+        """Set (or, for ``value`` None, drop) the record stored under ``{prefix}{suffix}``."""
+        kind, _, ident = suffix.partition(":")
+        try:
+            fields = [int(f) for f in value.split()] if value is not None else None
+        except ValueError:
+            return  # not a record this version writes; ignore it rather than guess
+        if kind == "jti":
+            if fields is None:
+                self.denied.pop(ident, None)
+            elif len(fields) == 2:
+                self.denied[ident] = fields[1]
+        elif kind == "sub":
+            if fields is None:
+                self.cutoffs.pop(ident, None)
+            elif len(fields) == 3:
+                self.cutoffs[ident] = Cutoff(ident, *fields)
+        elif kind == "sv":
+            if fields is None:
+                self.versions.pop(ident, None)
+            elif len(fields) == 3:
+                self.versions[ident] = SessionVersion(ident, *fields)
+
+    def pruned(self, now: float) -> "Tables":
+        """A copy without the records that expired (Redis drops the keys at the same time)."""
+        fresh = Tables()
+        fresh.denied = {j: x for j, x in self.denied.items() if x > now}
+        fresh.cutoffs = {s: c for s, c in self.cutoffs.items() if c.expires_at > now}
+        fresh.versions = {s: v for s, v in self.versions.items() if v.expires_at > now}
+        return fresh
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "denied_jtis": [{"jti": j, "expires_at": x} for j, x in sorted(self.denied.items())],
+            "subject_cutoffs": [
+                {"subject": c.subject, "revoked_at": c.revoked_at, "not_before": c.not_before, "expires_at": c.expires_at}
+                for c in sorted(self.cutoffs.values(), key=lambda c: c.subject)
+            ],
+            "session_versions": [
+                {"subject": v.subject, "version": v.version, "bumped_at": v.bumped_at, "expires_at": v.expires_at}
+                for v in sorted(self.versions.values(), key=lambda v: v.subject)
+            ],
+        }
+
+
+def revoked_reason(tables: Tables, claims: Mapping[str, Any], session_claim: str) -> str | None:
+    """Why the records void this token, or None (the hot path: three dict lookups at most)."""
+    jti = claims.get("jti")
+    if jti.__class__ is str and jti in tables.denied:
+        return "token id (jti) is revoked"
+    sub = claims.get("sub")
+    if sub.__class__ is not str:
+        return None
+    cutoff = tables.cutoffs.get(sub)
+    if cutoff is not None:
+        start = claims.get("orig_iat", claims.get("iat"))
+        if start.__class__ not in (int, float) or start < cutoff.not_before:
+            return "every token of the subject issued before its cutoff is revoked"
+    version = tables.versions.get(sub)
+    if version is not None and claims.get(session_claim) != version.version:
+        return f"token's session version ({session_claim}) is no longer current"
+    return None

@@ -1,0 +1,235 @@
+"""The read side: every record in memory, kept current by Redis pub/sub.
+
+One thread per replica. It subscribes to the store's change channel first, then loads
+every record (SCAN + MGET), then applies the changes that arrived meanwhile and every
+later one; each change carries the record's whole new value, so replaying them on top
+of the load converges. Pub/sub delivers nothing sent while a subscriber is away, so
+every reconnect starts over with a full load.
+
+Currency is confirmed by PINGs on the subscription connection: Redis answers them in
+order with the messages, so a PONG proves every change published before its PING has
+been applied. ``age()`` is the time since the last PING so confirmed; a verifier
+refuses to vouch for tokens when it exceeds its bound. Nothing on the verify path
+touches the network or takes a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ..verifier._errors import RevocationUnavailable, Revoked
+from ._records import RevocationError, Tables, revoked_reason
+from ._store import RevocationStore, describe
+
+__all__ = ["Replica"]
+
+log = logging.getLogger("rotator.revocation")
+
+
+class Replica:
+    """An in-memory copy of a store's records that follows its changes (see the module docstring)."""
+
+    def __init__(self, store: RevocationStore, *, heartbeat: float = 1.0, prune_every: float = 30.0) -> None:
+        if not heartbeat > 0:
+            raise ValueError(f"heartbeat must be > 0, got {heartbeat!r}")
+        self.store = store
+        self.heartbeat = heartbeat
+        # No PONG for this long: the connection is dead even if the socket says otherwise.
+        self.dead_after = max(4 * heartbeat, 1.0)
+        # Expired records are harmless (they match only expired tokens); dropping them is
+        # housekeeping, done rarely because it copies the tables.
+        self.prune_every = prune_every
+        self.tables = Tables()
+        self.confirmed_at = float("-inf")  # time.monotonic() of the last confirmed PING
+        self.loads = 0
+        self.messages = 0
+        self.last_load_seconds: float | None = None
+        self.last_error: str | None = None
+        self.closed = False
+        self._clock = store._clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Load every record now (an error, never a hang, when Redis cannot be had), then follow."""
+        deadline = time.monotonic() + timeout
+        try:
+            conn = self._open()
+        except RevocationError:
+            self.closed = True
+            raise
+        if time.monotonic() > deadline:
+            conn.disconnect()
+            self.closed = True
+            raise RevocationError(f"redis at {self.store.target}: the first load took longer than {timeout}s")
+        self._thread = threading.Thread(target=self._run, args=(conn,), name="rotator-revocation-replica", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def age(self) -> float:
+        """Seconds since the replica last confirmed it holds every change (inf before the first)."""
+        return time.monotonic() - self.confirmed_at
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def check(self, claims: Mapping[str, Any], session_claim: str = "sv") -> None:
+        reason = revoked_reason(self.tables, claims, session_claim)
+        if reason is not None:
+            raise Revoked(reason)
+
+    def guard(
+        self, *, session_claim: str = "sv", max_staleness: float = 30.0, fail_open: bool = False
+    ) -> Callable[[Mapping[str, Any]], None]:
+        """The check a Verifier runs on every accepted token: the records, and the staleness bound.
+
+        Past the bound it raises RevocationUnavailable, or with ``fail_open`` logs a warning
+        once per outage and applies the records it still has."""
+        if not max_staleness > 0:
+            raise ValueError(f"revocation_max_staleness must be > 0, got {max_staleness!r}")
+        mono = time.monotonic
+        outage = [False]
+
+        def check(claims: Mapping[str, Any]) -> None:
+            if mono() - self.confirmed_at > max_staleness:
+                if not fail_open:
+                    raise RevocationUnavailable(
+                        f"revocations not confirmed current for {self.age():.1f}s (bound {max_staleness:g}s): "
+                        f"{self.last_error or 'no answer from redis'}"
+                    )
+                if not outage[0]:
+                    outage[0] = True
+                    log.warning(
+                        "revocation replica not confirmed current for %.1fs (bound %gs): %s; "
+                        "fail_open is set, so tokens are checked against the records held as of then",
+                        self.age(),
+                        max_staleness,
+                        self.last_error or "no answer from redis",
+                    )
+            elif outage[0]:
+                outage[0] = False
+                log.warning("revocation replica is current again")
+            reason = revoked_reason(self.tables, claims, session_claim)
+            if reason is not None:
+                raise Revoked(reason)
+
+        return check
+
+    # -- the follower thread -----------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        pool = self.store.client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        kwargs["protocol"] = 2
+        return pool.connection_class(**kwargs)
+
+    def _open(self) -> Any:
+        """Subscribe, load everything, apply what arrived meanwhile; returns the subscribed connection."""
+        conn = self._connection()
+        try:
+            conn.connect()
+            conn.send_command("SUBSCRIBE", self.store.channel)
+            reply = conn.read_response()
+            if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
+                raise RedisError(f"unexpected answer to SUBSCRIBE: {reply!r}")
+            sent = time.monotonic()
+            started = time.perf_counter()
+            tables = self.store.load(self._loader())
+            self.last_load_seconds = time.perf_counter() - started
+            self.tables = tables
+            self.loads += 1
+            while conn.can_read(timeout=0):
+                self._handle(conn.read_response())
+            self.confirmed_at = sent
+            if self.last_error is not None:
+                log.warning("revocation replica resynchronised with redis at %s", self.store.target)
+            self.last_error = None
+            return conn
+        except (RedisError, OSError) as e:
+            conn.disconnect()
+            raise describe(e, self.store.target, self.store.password_source) from e
+
+    def _loader(self) -> "redis.Redis[bytes]":
+        pool = self.store.client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        kwargs["connection_class"] = pool.connection_class
+        return redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
+
+    def _run(self, conn: Any) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            if conn is None:
+                try:
+                    conn = self._open()
+                    backoff = 0.05
+                except RevocationError as e:
+                    self._failed(str(e))
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 1.0)
+                    continue
+            try:
+                self._follow(conn)
+            except (RedisError, OSError) as e:
+                self._failed(str(describe(e, self.store.target, self.store.password_source)))
+            finally:
+                conn.disconnect()
+                conn = None
+
+    def _failed(self, error: str) -> None:
+        if self.last_error is None:
+            log.warning("revocation replica lost redis: %s; reconnecting", error)
+        self.last_error = error
+
+    def _follow(self, conn: Any) -> None:
+        pending: dict[bytes, float] = {}
+        seq = 0
+        next_ping = time.monotonic()
+        next_prune = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_ping:
+                seq += 1
+                token = str(seq).encode()
+                conn.send_command("PING", token)
+                pending[token] = now
+                next_ping = now + self.heartbeat
+            if pending and now - min(pending.values()) > self.dead_after:
+                raise RedisError(f"no answer for {now - min(pending.values()):.1f}s")
+            if conn.can_read(timeout=min(self.heartbeat, 0.25)):
+                reply = conn.read_response()
+                if isinstance(reply, list) and reply and reply[0] == b"pong":
+                    sent = pending.pop(reply[1], None)
+                    if sent is not None:
+                        self.confirmed_at = sent
+                        for t in [t for t, s in pending.items() if s < sent]:
+                            del pending[t]
+                else:
+                    self._handle(reply)
+            wall = self._clock()
+            if wall >= next_prune:
+                self.tables = self.tables.pruned(wall)
+                next_prune = wall + self.prune_every
+
+    def _handle(self, reply: Any) -> None:
+        if not (isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message"):
+            return
+        suffix, _, value = reply[2].decode("utf-8", "replace").partition("\n")
+        self.tables.apply(suffix, value)
+        self.messages += 1

@@ -1,0 +1,334 @@
+"""The write side: records in Redis, each write atomic with its change notice (a Lua script)."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+import redis
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+from ._records import (
+    Cutoff,
+    RevocationError,
+    SessionVersion,
+    Tables,
+    check_jti,
+    check_url,
+    check_subject,
+    check_time,
+)
+
+__all__ = ["RevocationStore", "DEFAULT_PREFIX"]
+
+DEFAULT_PREFIX = "rotator:"
+_SCAN_COUNT = 5000
+_MGET_BATCH = 5000
+
+# KEYS: record, channel. ARGV: suffix, exp, expires_at. Keeps the later exp of two denials.
+_DENY = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  local e, x = string.match(old, '^(%d+) (%d+)$')
+  if e and tonumber(e) >= tonumber(ARGV[2]) then return old end
+end
+local value = ARGV[2] .. ' ' .. ARGV[3]
+redis.call('SET', KEYS[1], value, 'EXAT', ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\n' .. value)
+return value
+"""
+
+# KEYS: record, channel. ARGV: suffix, revoked_at, not_before, expires_at. Merges with a cutoff
+# already in force: the later of each time wins, so a second revocation never shortens a ban.
+_CUTOFF = """
+local r, n, x = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local old = redis.call('GET', KEYS[1])
+if old then
+  local r0, n0, x0 = string.match(old, '^(%d+) (%d+) (%d+)$')
+  if r0 then
+    r = math.max(r, tonumber(r0)); n = math.max(n, tonumber(n0)); x = math.max(x, tonumber(x0))
+  end
+end
+local value = string.format('%d %d %d', r, n, x)
+redis.call('SET', KEYS[1], value, 'EXAT', x)
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\n' .. value)
+return value
+"""
+
+# KEYS: record, channel. ARGV: suffix, lifetime (seconds the record lives after the bump).
+# The version is the server's clock in milliseconds, or one more than the current version if
+# that is larger: versions never repeat, even after a record expired and the subject is bumped again.
+_BUMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+local v = now * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('GET', KEYS[1])
+if old then
+  local v0 = string.match(old, '^(%d+) ')
+  if v0 and tonumber(v0) >= v then v = tonumber(v0) + 1 end
+end
+local value = string.format('%d %d %d', v, now, now + tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], value, 'EXAT', now + tonumber(ARGV[2]))
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\n' .. value)
+return value
+"""
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def redis_target(url: str) -> str:
+    """host:port of a redis URL, for messages (never the password)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = "?"  # type: ignore[assignment]
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
+def describe(error: Exception, target: str, password_source: str | None) -> RevocationError:
+    """One line for a redis-py error."""
+    if isinstance(error, AuthenticationError) or (
+        isinstance(error, ResponseError) and str(error).startswith(("WRONGPASS", "NOAUTH"))
+    ):
+        where = f" (from {password_source})" if password_source else " (none given)"
+        return RevocationError(f"redis at {target} refused the password{where}")
+    text = " ".join(str(error).split()).rstrip(".") or type(error).__name__
+    return RevocationError(f"redis at {target}: {text}")
+
+
+class RevocationStore:
+    """Revocation records in Redis: what the CLI and issuers write, what replicas follow.
+
+    ``token_lifetime`` is the longest lifetime of a token this store revokes, ``grace``
+    the verifiers' leeway (or the issuers' refresh grace, if longer); together they
+    decide when a record can no longer affect a live token and Redis drops it.
+    """
+
+    def __init__(
+        self,
+        client: "redis.Redis[bytes]",
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        token_lifetime: float = 3600.0,
+        grace: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        target: str = "redis",
+        password_source: str | None = None,
+    ) -> None:
+        if not isinstance(prefix, str) or not prefix or any(ord(c) < 0x21 for c in prefix):
+            raise RevocationError(f"revocation prefix {prefix!r} must be a non-empty string without spaces")
+        if not token_lifetime > 0 or not grace >= 0:
+            raise RevocationError("token_lifetime must be > 0 and grace >= 0")
+        self.client = client
+        self.prefix = prefix
+        self.channel = prefix + "changes"
+        self.token_lifetime = math.ceil(token_lifetime)
+        self.grace = math.ceil(grace)
+        self.target = target
+        self.password_source = password_source
+        self._clock = clock
+        self._deny = client.register_script(_DENY)
+        self._cutoff = client.register_script(_CUTOFF)
+        self._bump = client.register_script(_BUMP)
+        self._replica: Any = None
+        self._replica_lock = threading.Lock()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        password_file: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        token_lifetime: float = 3600.0,
+        grace: float = 60.0,
+        connect_timeout: float = 2.0,
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        check: bool = True,
+    ) -> "RevocationStore":
+        """A store on the Redis at ``url`` (redis:// or rediss://); with ``check``, one PING now,
+        so a wrong URL or password is an error here and not at the first revocation."""
+        check_url(url)
+        source: str | None = None
+        if password is None and password_file is None:
+            password_file = os.environ.get("ROTATOR_REVOCATION_PASSWORD_FILE") or None
+        if password is not None:
+            source = "the password argument"
+        elif password_file is not None:
+            password = read_password_file(password_file)
+            source = f"password file {password_file}"
+        elif urlsplit(url).password:
+            source = "the URL"
+        options: dict[str, Any] = {
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": timeout,
+            "protocol": 2,
+        }
+        if password is not None:
+            options["password"] = password
+        try:
+            pool = redis.ConnectionPool.from_url(url, **options)
+        except (ValueError, RedisError) as e:
+            raise RevocationError(f"revocation_url is not a valid redis URL: {e}") from e
+        client: redis.Redis[bytes] = redis.Redis(connection_pool=pool)
+        store = cls(
+            client,
+            prefix=prefix,
+            token_lifetime=token_lifetime,
+            grace=grace,
+            clock=clock,
+            target=redis_target(url),
+            password_source=source,
+        )
+        if check:
+            store.ping()
+        return store
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def deny(self, jti: str, exp: float) -> int:
+        """Deny the token with id ``jti`` until its ``exp`` (plus grace); returns when Redis
+        drops the record. A token already past exp + grace needs nothing and writes nothing."""
+        jti = check_jti(jti)
+        now = self._clock()
+        exp_s = check_time(exp, "exp", now)
+        expires_at = exp_s + self.grace
+        if expires_at <= now:
+            return expires_at
+        self._run(self._deny, f"jti:{jti}", exp_s, expires_at)
+        return expires_at
+
+    def deny_token(self, token: str) -> str:
+        """Deny a token by its own jti and exp; returns the jti. The signature is not checked
+        (denying a token is harmless); the token must parse and carry both claims."""
+        from ..verifier import InvalidToken
+        from ..verifier._token import decode_segment, parse_claims, split_token
+
+        try:
+            claims = parse_claims(decode_segment(split_token(token)[1], "payload"))
+        except InvalidToken as e:
+            raise RevocationError(f"token does not parse: {e}") from e
+        if "jti" not in claims:
+            raise RevocationError("token has no jti claim: deny it with revoke-subject or bump-session instead")
+        if "exp" not in claims:
+            raise RevocationError("token has no exp claim")
+        jti = claims["jti"]
+        self.deny(jti, claims["exp"])
+        return str(jti)
+
+    def revoke_subject(self, subject: str, *, until: float | None = None) -> Cutoff:
+        """Void every token of ``subject`` issued until now, or until ``until`` (a ban):
+        tokens whose session started (orig_iat, else iat) before the cutoff are revoked."""
+        subject = check_subject(subject)
+        now = self._clock()
+        revoked_at = math.ceil(now)
+        not_before = revoked_at if until is None else max(revoked_at, check_time(until, "until", now))
+        expires_at = not_before + self.token_lifetime + self.grace
+        value = self._run(self._cutoff, f"sub:{subject}", revoked_at, not_before, expires_at)
+        r, n, x = (int(f) for f in value.split())
+        return Cutoff(subject, r, n, x)
+
+    def bump_session(self, subject: str) -> int:
+        """Make ``subject``'s current session version obsolete; returns the new version, which
+        new tokens must carry (``Signer`` stamps it). Versions increase but are not consecutive."""
+        subject = check_subject(subject)
+        value = self._run(self._bump, f"sv:{subject}", self.token_lifetime + self.grace)
+        return int(value.split()[0])
+
+    def session_version(self, subject: str) -> int | None:
+        """The subject's current session version, or None when no bump is in force."""
+        subject = check_subject(subject)
+        raw = self._call(self.client.get, self.prefix + f"sv:{subject}")
+        return int(raw.split()[0]) if raw else None
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        self._call(self.client.ping)
+
+    def load(self, client: "redis.Redis[bytes] | None" = None) -> Tables:
+        """Every record in force (SCAN + MGET)."""
+        client = client or self.client
+        tables = Tables()
+        skip = len(self.prefix)
+        for keys in self._scan(client):
+            values = client.mget(keys)
+            for key, value in zip(keys, values):
+                if value is not None:
+                    tables.apply(key[skip:].decode("utf-8", "replace"), value.decode("ascii", "replace"))
+        return tables
+
+    def records(self) -> Tables:
+        return self._call(self.load)
+
+    def _scan(self, client: "redis.Redis[bytes]") -> Iterator[list[bytes]]:
+        pattern = _glob_escape(self.prefix) + "*"
+        batch: list[bytes] = []
+        channel = self.channel.encode()
+        for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
+            if key == channel:
+                continue
+            batch.append(key)
+            if len(batch) >= _MGET_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    # -- the read side -----------------------------------------------------------------------
+
+    def replica(self, *, heartbeat: float = 1.0, start_timeout: float = 10.0) -> Any:
+        """This store's replica (one per store, started on first use; see ``Replica``)."""
+        from ._replica import Replica
+
+        with self._replica_lock:
+            if self._replica is None or self._replica.closed:
+                replica = Replica(self, heartbeat=heartbeat)
+                replica.start(timeout=start_timeout)
+                self._replica = replica
+            return self._replica
+
+    def close(self) -> None:
+        with self._replica_lock:
+            if self._replica is not None:
+                self._replica.close()
+                self._replica = None
+        self.client.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _run(self, script: Any, suffix: str, *args: int) -> str:
+        raw = self._call(script, keys=[self.prefix + suffix, self.channel], args=[suffix, *args])
+        if isinstance(raw, bytes):
+            return raw.decode("ascii")
+        return str(raw)
+
+    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RedisError as e:
+            raise describe(e, self.target, self.password_source) from e
+        except OSError as e:
+            raise describe(e, self.target, self.password_source) from e
+
+
+def read_password_file(path: str) -> str:
+    try:
+        text = open(path, "rb").read().decode("utf-8")
+    except OSError as e:
+        raise RevocationError(f"cannot read revocation password file {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise RevocationError(f"revocation password file {path} is not UTF-8 text") from e
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise RevocationError(f"revocation password file {path} is empty")
+    return secret
