@@ -23,7 +23,9 @@ test: $(STAMP)
 
 # Speed, stampede and service-load comparisons against peers (prints ratios; a few minutes).
 bench: $(STAMP)
+	sh scripts/test-deps.sh
 	$(BIN)/python bench/verify_bench.py
+	$(BIN)/python bench/revocation_bench.py
 	$(BIN)/python bench/sign_bench.py
 	$(BIN)/python bench/stampede_bench.py
 	$(BIN)/python bench/service_bench.py

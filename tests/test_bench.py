@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "bench, contenders, targets",
     [
-        ("verify_bench.py", {"ceiling", "rotator", "pyjwt", "joserfc", "python-jose", "jwcrypto", "rotator+rc", "2-thread"}, 4),
+        ("verify_bench.py", {"ceiling", "rotator", "pyjwt", "joserfc", "python-jose", "jwcrypto", "rotator+rc", "rotator+revocation", "2-thread"}, 5),
         ("sign_bench.py", {"ceiling", "rotator", "pyjwt", "joserfc", "jwcrypto"}, 2),
     ],
 )
@@ -59,3 +59,14 @@ def test_service_bench_runs_every_app_and_rotates_without_a_401() -> None:
     assert rows == [[a, m] for a in apps for m in ("repeated", "distinct")] + [["rotation", "distinct"]], result.stdout
     assert "PASS  zero non-200 across the rotation (0)" in result.stdout, result.stdout
     assert "PASS  no non-200 for valid tokens in any run" in result.stdout, result.stdout
+
+
+def test_revocation_bench_reports_load_and_check_cost() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/revocation_bench.py", "--denials", "2000", "--cutoffs", "2000", "--rounds", "1", "--seconds", "0.02"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    assert "replica load: 4,000 records in" in result.stdout, result.stdout
+    assert "revocation check: +" in result.stdout
+    assert sum(line.startswith(("PASS", "MISS")) for line in result.stdout.splitlines()) == 2

@@ -59,18 +59,17 @@ redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\n' .. value)
 return value
 """
 
-# KEYS: record, channel. ARGV: suffix, lifetime (seconds the record lives after the bump).
-# The version is the server's clock in milliseconds, or one more than the current version if
-# that is larger: versions never repeat, even after a record expired and the subject is bumped again.
+# KEYS: record, channel, high-water mark. ARGV: suffix, lifetime (seconds the record lives
+# after the bump). The version is the server's clock in milliseconds, or one more than the
+# highest version this prefix ever issued if that is larger: versions never repeat, even after
+# a subject's record expired and it is bumped again. The mark is one key, without expiry.
 _BUMP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1])
 local v = now * 1000 + math.floor(tonumber(t[2]) / 1000)
-local old = redis.call('GET', KEYS[1])
-if old then
-  local v0 = string.match(old, '^(%d+) ')
-  if v0 and tonumber(v0) >= v then v = tonumber(v0) + 1 end
-end
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if last and last >= v then v = last + 1 end
+redis.call('SET', KEYS[3], string.format('%d', v))
 local value = string.format('%d %d %d', v, now, now + tonumber(ARGV[2]))
 redis.call('SET', KEYS[1], value, 'EXAT', now + tonumber(ARGV[2]))
 redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\n' .. value)
@@ -241,7 +240,12 @@ class RevocationStore:
         """Make ``subject``'s current session version obsolete; returns the new version, which
         new tokens must carry (``Signer`` stamps it). Versions increase but are not consecutive."""
         subject = check_subject(subject)
-        value = self._run(self._bump, f"sv:{subject}", self.token_lifetime + self.grace)
+        value = self._call(
+            self._bump,
+            keys=[self.prefix + f"sv:{subject}", self.channel, self.prefix + "sv-last"],
+            args=[f"sv:{subject}", self.token_lifetime + self.grace],
+        )
+        value = value.decode("ascii") if isinstance(value, bytes) else str(value)
         return int(value.split()[0])
 
     def session_version(self, subject: str) -> int | None:
@@ -273,10 +277,7 @@ class RevocationStore:
     def _scan(self, client: "redis.Redis[bytes]") -> Iterator[list[bytes]]:
         pattern = _glob_escape(self.prefix) + "*"
         batch: list[bytes] = []
-        channel = self.channel.encode()
         for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
-            if key == channel:
-                continue
             batch.append(key)
             if len(batch) >= _MGET_BATCH:
                 yield batch
