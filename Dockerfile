@@ -8,7 +8,7 @@ COPY pyproject.toml README.md ./
 COPY rotator ./rotator
 RUN python -m venv /opt/rotator \
  && /opt/rotator/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/rotator/bin/pip install --no-cache-dir .
+ && /opt/rotator/bin/pip install --no-cache-dir '.[redis]'
 
 FROM python:3.11-slim
 COPY --from=build /opt/rotator /opt/rotator

@@ -366,7 +366,7 @@ class Signer:
             body[self._session_claim] = version.version
         cutoff = tables.cutoffs.get(sub)
         if cutoff is not None and orig_iat is None and iat < cutoff.not_before <= now + 1:
-            return cutoff.not_before
+            return int(cutoff.not_before)
         return iat
 
     # -- refresh chains ----------------------------------------------------------------------

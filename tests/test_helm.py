@@ -37,6 +37,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "imagePullSecrets": [{"name": "regcred"}],
         "podAnnotations": {"team": "identity"},
     },
+    "deployment-revocation": {
+        "mode": "deployment",
+        "revocation": {"url": "rediss://redis.auth.svc:6380/0", "prefix": "auth:", "password": {"existingSecret": "redis-auth"}},
+    },
     "cronjob-existing-account": {"serviceAccount": {"create": False, "name": "rotator-irsa"}, "image": {"tag": "0.1.0-rc1"}},
 }
 
@@ -181,6 +185,23 @@ def test_the_rendered_configuration_is_one_rotator_accepts(scenario: str, tmp_pa
     assert settings.policy.rotation_period == 900 and settings.policy.retirement_window == 86400
     assert settings.kms_key_id == (values["secrets"]["kmsKeyId"] or None)
     assert settings.discovery is values["config"]["discovery"]
+    assert settings.revocation_url == (values["revocation"]["url"] or None)
+    if settings.revocation_url:
+        assert settings.revocation_prefix == values["revocation"]["prefix"]
+
+
+def test_redis_password_comes_from_its_secret_as_a_file() -> None:
+    spec = pod_spec(by_kind(manifests(SCENARIOS["deployment-revocation"]))["Deployment"])
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ROTATOR_REVOCATION_PASSWORD_FILE"] == "/var/run/secrets/rotator-redis/password"
+    volume = next(v for v in spec["volumes"] if v["name"] == "redis-password")
+    assert volume["secret"]["secretName"] == "redis-auth"
+    assert volume["secret"]["items"] == [{"key": "password", "path": "password"}]
+    assert {"name": "redis-password", "mountPath": "/var/run/secrets/rotator-redis", "readOnly": True} in container["volumeMounts"]
+    # Without a Secret: no variable, no volume.
+    default = pod_spec(by_kind(manifests({}))["CronJob"])
+    assert "ROTATOR_REVOCATION_PASSWORD_FILE" not in {e["name"] for e in default["containers"][0]["env"]}
 
 
 def test_notes_say_where_the_jwks_will_be() -> None:

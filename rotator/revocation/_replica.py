@@ -165,7 +165,7 @@ class Replica:
             conn.disconnect()
             raise describe(e, self.store.target, self.store.password_source) from e
 
-    def _loader(self) -> "redis.Redis[bytes]":
+    def _loader(self) -> "redis.Redis":
         pool = self.store.client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs["retry"] = Retry(NoBackoff(), 0)

@@ -112,7 +112,7 @@ class RevocationStore:
 
     def __init__(
         self,
-        client: "redis.Redis[bytes]",
+        client: "redis.Redis",
         *,
         prefix: str = DEFAULT_PREFIX,
         token_lifetime: float = 3600.0,
@@ -178,7 +178,7 @@ class RevocationStore:
             pool = redis.ConnectionPool.from_url(url, **options)
         except (ValueError, RedisError) as e:
             raise RevocationError(f"revocation_url is not a valid redis URL: {e}") from e
-        client: redis.Redis[bytes] = redis.Redis(connection_pool=pool)
+        client: redis.Redis = redis.Redis(connection_pool=pool)
         store = cls(
             client,
             prefix=prefix,
@@ -259,22 +259,24 @@ class RevocationStore:
     def ping(self) -> None:
         self._call(self.client.ping)
 
-    def load(self, client: "redis.Redis[bytes] | None" = None) -> Tables:
+    def load(self, client: "redis.Redis | None" = None) -> Tables:
         """Every record in force (SCAN + MGET)."""
         client = client or self.client
         tables = Tables()
         skip = len(self.prefix)
         for keys in self._scan(client):
-            values = client.mget(keys)
+            values: list[bytes | None] = client.mget(keys)  # type: ignore[assignment]
             for key, value in zip(keys, values):
                 if value is not None:
                     tables.apply(key[skip:].decode("utf-8", "replace"), value.decode("ascii", "replace"))
         return tables
 
     def records(self) -> Tables:
-        return self._call(self.load)
+        """Every record in force, read from Redis now (for the CLI and admin code)."""
+        tables: Tables = self._call(self.load)
+        return tables
 
-    def _scan(self, client: "redis.Redis[bytes]") -> Iterator[list[bytes]]:
+    def _scan(self, client: "redis.Redis") -> Iterator[list[bytes]]:
         pattern = _glob_escape(self.prefix) + "*"
         batch: list[bytes] = []
         for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):

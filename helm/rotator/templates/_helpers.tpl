@@ -69,6 +69,10 @@ containers:
       - name: ROTATOR_KEYSTORE_PASSPHRASE_FILE
         value: /var/run/secrets/rotator/passphrase
       {{- end }}
+      {{- if .root.Values.revocation.password.existingSecret }}
+      - name: ROTATOR_REVOCATION_PASSWORD_FILE
+        value: /var/run/secrets/rotator-redis/password
+      {{- end }}
       {{- with .root.Values.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
@@ -94,6 +98,11 @@ containers:
         mountPath: /var/run/secrets/rotator
         readOnly: true
       {{- end }}
+      {{- if .root.Values.revocation.password.existingSecret }}
+      - name: redis-password
+        mountPath: /var/run/secrets/rotator-redis
+        readOnly: true
+      {{- end }}
 volumes:
   - name: config
     configMap:
@@ -109,6 +118,17 @@ volumes:
       items:
         - key: {{ .root.Values.secrets.passphrase.key }}
           path: passphrase
+  {{- end }}
+  {{- with .root.Values.revocation.password }}
+  {{- if .existingSecret }}
+  - name: redis-password
+    secret:
+      secretName: {{ .existingSecret }}
+      defaultMode: 0440
+      items:
+        - key: {{ .key }}
+          path: password
+  {{- end }}
   {{- end }}
 {{- with .root.Values.nodeSelector }}
 nodeSelector:
