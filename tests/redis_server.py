@@ -26,17 +26,26 @@ def free_port() -> int:
 
 class RedisServer:
     def __init__(
-        self, directory: Path, *, port: int | None = None, password: str | None = None, appendonly: bool = False
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        appendonly: bool = False,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.password = password
         self.appendonly = appendonly
+        self.tls = tls  # (certificate, key) PEM files: TLS only, no plain port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
@@ -53,6 +62,11 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            cert, key = self.tls
+            args[args.index("--port") + 1] = "0"
+            args += ["--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
+                     "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
@@ -66,6 +80,8 @@ class RedisServer:
                 time.sleep(0.02)
 
     def client(self, **kwargs: Any) -> "redis.Redis[bytes]":
+        if self.tls:
+            kwargs.update(ssl=True, ssl_ca_certs=self.tls[0])
         return redis.Redis(
             host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2, protocol=2, **kwargs
         )

@@ -625,3 +625,33 @@ def test_tables_apply_ignores_what_it_does_not_know() -> None:
     assert list(t.denied) == ["a"] and len(t) == 1
     t.apply("jti:a", None)
     assert len(t) == 0
+
+
+def test_revocation_unavailable_is_a_503_in_the_service_glue() -> None:
+    from rotator.verifier._bearer import denial_for
+
+    denial = denial_for(RevocationUnavailable("not confirmed current"), "api", 5)
+    assert denial.status == 503 and ("retry-after", "5") in denial.headers
+    assert denial_for(Revoked("jti"), "api", 5).status == 401
+
+
+def test_rediss_with_tls(tmp_path: Path, jwks: Any) -> None:
+    """rediss:// to a TLS-only redis-server, trusting its certificate through the URL's ssl_ca_certs."""
+    from .test_verifier_http import _self_signed
+
+    key, srv = jwks
+    tls_server = RedisServer(tmp_path / "tls", tls=_self_signed(tmp_path)).start()
+    try:
+        assert tls_server.url.startswith("rediss://")
+        store = RevocationStore.from_url(tls_server.url)
+        v = Verifier(srv.url, allow_http=True, revocations=store)
+        tok = token(key, "tls-user")
+        store.deny_token(tok)
+        wait_for(lambda: rejected(v, tok), what="denial over TLS")
+        store.close()
+        # Plain redis:// to the TLS port: one line, no hang.
+        with pytest.raises(RevocationError, match=rf"redis at 127.0.0.1:{tls_server.port}: ") as info:
+            RevocationStore.from_url(f"redis://127.0.0.1:{tls_server.port}/0", timeout=1.0)
+        assert "\n" not in str(info.value)
+    finally:
+        tls_server.stop()
