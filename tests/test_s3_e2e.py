@@ -1,5 +1,7 @@
-"""End to end over real HTTP: moto.server.ThreadedMotoServer on loopback, the rotator CLI as a
-subprocess, and concurrent reconcile runs from threads."""
+"""End to end over real HTTP, against two S3 implementations: moto.server.ThreadedMotoServer
+(with KMS) and a real SeaweedFS server (``weed mini``, passphrase scheme: it has no KMS), both
+on loopback. The CLI as a subprocess, the daemon, concurrent reconcile runs from threads, the
+conditional-write probe and the requests per step run against each."""
 
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ from rotator.publish.s3 import S3Publisher
 from rotator.reconcile import Rotator
 from rotator.state import KeyState
 
-from .conftest import Clock
+from .aws import count_requests
+from .conftest import PASSPHRASE, TEST_SCRYPT_N, Clock, wait_for
+from .seaweed import SeaweedServer, weed_version
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -40,34 +44,70 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module", params=["moto", "seaweedfs"])
+def target(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The S3 server under test: moto (S3 and KMS) or SeaweedFS (S3; keys sealed with a passphrase)."""
+    if request.param == "moto":
+        return {"name": "moto", "endpoint": request.getfixturevalue("moto_server"), "kms": True}
+    return {"name": "seaweedfs", "endpoint": request.getfixturevalue("seaweed_server"), "kms": False}
+
+
+def _bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", moto_server)
     bucket = f"rotator-{uuid.uuid4().hex[:12]}"
-    s3 = boto3.client("s3", endpoint_url=moto_server)
+    s3 = boto3.client("s3", endpoint_url=endpoint)
     s3.create_bucket(Bucket=bucket)
-    key_id = boto3.client("kms", endpoint_url=moto_server).create_key()["KeyMetadata"]["KeyId"]
-    return {"endpoint": moto_server, "bucket": bucket, "s3": s3, "key_id": key_id}
+    return bucket, s3
 
 
-def cli(aws: dict[str, Any], *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def aws(target: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    bucket, s3 = _bucket(target["endpoint"], monkeypatch)
+    key_id = None
+    if target["kms"]:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", target["endpoint"])
+        key_id = boto3.client("kms", endpoint_url=target["endpoint"]).create_key()["KeyMetadata"]["KeyId"]
+    return {"endpoint": target["endpoint"], "target": target["name"], "bucket": bucket, "s3": s3, "key_id": key_id}
+
+
+def sealing(aws: dict[str, Any]) -> dict[str, str]:
+    """The settings that seal private keys on this target: KMS on moto, a passphrase elsewhere."""
+    if aws["key_id"]:
+        return {"ROTATOR_KMS_KEY_ID": aws["key_id"], "AWS_ENDPOINT_URL_KMS": aws["endpoint"]}
+    return {"ROTATOR_KEYSTORE_PASSPHRASE": PASSPHRASE}
+
+
+def cli_env(aws: dict[str, Any], extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "AWS_"))}
     env.update(CREDENTIALS)
     env.update(
-        AWS_ENDPOINT_URL_KMS=aws["endpoint"],
         ROTATOR_S3_ENDPOINT_URL=aws["endpoint"],
         ROTATOR_KEYSTORE=f"s3://{aws['bucket']}/keys",
         ROTATOR_PUBLISH=f"s3://{aws['bucket']}/public/jwks.json",
-        ROTATOR_KMS_KEY_ID=aws["key_id"],
         ROTATOR_ISSUER="https://issuer.e2e",
+        **sealing(aws),
     )
     env.update(extra or {})
-    return subprocess.run([sys.executable, "-m", "rotator.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+    return env
 
 
-def test_cli_against_moto_server(aws: dict[str, Any]) -> None:
+def cli(aws: dict[str, Any], *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rotator.cli", *args], env=cli_env(aws, extra), capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_over_http(aws: dict[str, Any]) -> None:
     """rotate, status, jwks and sign through the CLI over HTTP; PyJWT verifies the token."""
     rotated = cli(aws, "rotate")
     assert rotated.returncode == 0, rotated.stderr
@@ -83,18 +123,21 @@ def test_cli_against_moto_server(aws: dict[str, Any]) -> None:
     key = next(k for k in jwt.PyJWKSet.from_json(body.decode()).keys if k.key_id == jwt.get_unverified_header(token)["kid"])
     assert jwt.decode(token, key.key, algorithms=["ES256"], audience="api", issuer="https://issuer.e2e")["sub"] == "bob"
     raw_state = aws["s3"].get_object(Bucket=aws["bucket"], Key="keys/state.json")["Body"].read()
-    assert b"PRIVATE KEY" not in raw_state and b'"scheme":"kms-aes256gcm"' in raw_state
+    scheme = b"kms-aes256gcm" if aws["key_id"] else b"scrypt-aes256gcm"
+    assert b"PRIVATE KEY" not in raw_state and b'"scheme":"' + scheme + b'"' in raw_state
 
 
 def test_confirmation_through_public_url(aws: dict[str, Any]) -> None:
-    """With --public-url, the read-back goes through that URL (here moto's path-style object URL)."""
+    """With --public-url, the read-back goes through that URL (the path-style object URL; moto
+    needs a bucket policy for an anonymous read, SeaweedFS without identities allows it)."""
     url = f"{aws['endpoint']}/{aws['bucket']}/public/jwks.json"
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-                       "Resource": f"arn:aws:s3:::{aws['bucket']}/public/*"}],
-    }
-    aws["s3"].put_bucket_policy(Bucket=aws["bucket"], Policy=json.dumps(policy))
+    if aws["target"] == "moto":
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                           "Resource": f"arn:aws:s3:::{aws['bucket']}/public/*"}],
+        }
+        aws["s3"].put_bucket_policy(Bucket=aws["bucket"], Policy=json.dumps(policy))
     done = cli(aws, "rotate", "--public-url", url, "--discovery")
     assert done.returncode == 0, done.stderr
     assert f"published at {url}" in done.stdout
@@ -102,13 +145,18 @@ def test_confirmation_through_public_url(aws: dict[str, Any]) -> None:
     assert discovery["jwks_uri"] == url and discovery["issuer"] == "https://issuer.e2e"
 
 
-def test_wrong_kms_key_over_http(aws: dict[str, Any]) -> None:
+def test_wrong_sealing_key_over_http(aws: dict[str, Any]) -> None:
+    """Another KMS key (moto) or a wrong passphrase (SeaweedFS): one line, exit 3, nothing written."""
     assert cli(aws, "rotate").returncode == 0
     before = aws["s3"].head_object(Bucket=aws["bucket"], Key="keys/state.json")["ETag"]
-    other = boto3.client("kms", endpoint_url=aws["endpoint"]).create_key()["KeyMetadata"]["KeyId"]
-    failed = cli(aws, "rotate", "--force", extra={"ROTATOR_KMS_KEY_ID": other})
-    assert failed.returncode == 3
-    assert failed.stderr.strip().count("\n") == 0 and "encrypted under KMS key" in failed.stderr
+    if aws["key_id"]:
+        other = boto3.client("kms", endpoint_url=aws["endpoint"]).create_key()["KeyMetadata"]["KeyId"]
+        wrong, expected = {"ROTATOR_KMS_KEY_ID": other}, "encrypted under KMS key"
+    else:
+        wrong, expected = {"ROTATOR_KEYSTORE_PASSPHRASE": "not the passphrase"}, "passphrase"
+    failed = cli(aws, "rotate", "--force", extra=wrong)
+    assert failed.returncode == 3, failed.stderr
+    assert failed.stderr.strip().count("\n") == 0 and expected in failed.stderr
     assert aws["s3"].head_object(Bucket=aws["bucket"], Key="keys/state.json")["ETag"] == before
 
 
@@ -130,6 +178,8 @@ def test_eight_concurrent_reconcile_runs(aws: dict[str, Any], capsys: pytest.Cap
             policy=Policy(),
             clock=clock,
             kms_key_id=aws["key_id"],
+            passphrase=None if aws["key_id"] else PASSPHRASE,
+            scrypt_n=TEST_SCRYPT_N,
             max_attempts=20,
             storage_clock=False,  # simulated time
         )
@@ -169,5 +219,95 @@ def test_eight_concurrent_reconcile_runs(aws: dict[str, Any], capsys: pytest.Cap
         seen = kids
         clock.advance(900)
     with capsys.disabled():
-        print(f"\n[s3 race] {ROUNDS} rounds x {RUNNERS} runners: {total_conflicts} compare-and-swap conflicts resolved")
+        print(f"\n[s3 race, {aws['target']}] {ROUNDS} rounds x {RUNNERS} runners: {total_conflicts} compare-and-swap conflicts resolved")
     assert total_conflicts > 0  # the runs did race
+
+
+def test_conditional_writes_and_the_probe(aws: dict[str, Any]) -> None:
+    """What rotator needs from a store, asked of the real server: If-None-Match: * and If-Match
+    refuse with 412, and the keystore's one-time probe accepts the store."""
+    s3, bucket = aws["s3"], aws["bucket"]
+    first = s3.put_object(Bucket=bucket, Key="cas", Body=b"1", IfNoneMatch="*")["ETag"]
+    for kwargs in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123456789abcdef0123456789abcdef"'}):
+        with pytest.raises(s3.exceptions.ClientError) as info:
+            s3.put_object(Bucket=bucket, Key="cas", Body=b"2", **kwargs)
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert s3.put_object(Bucket=bucket, Key="cas", Body=b"3", IfMatch=first)["ETag"] != first
+    assert s3.get_object(Bucket=bucket, Key="cas")["Body"].read() == b"3"
+
+    keystore = S3Keystore(boto3.client("s3", endpoint_url=aws["endpoint"]), bucket, "probe", S3Options(endpoint_url=aws["endpoint"]))
+    keystore._probe()  # raises KeystoreError for a store that ignores conditional writes
+    assert keystore._probed
+
+
+def test_requests_per_step_over_http(aws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """At most 2 requests when nothing is due, at most 5 when rotating, on each server."""
+    clock = Clock()
+    client = boto3.client("s3", endpoint_url=aws["endpoint"])
+    rotator = Rotator(
+        keystore=S3Keystore(client, aws["bucket"], "count", S3Options(endpoint_url=aws["endpoint"])),
+        publisher=S3Publisher(client, aws["bucket"], "count-public/jwks.json", max_age=300),
+        policy=Policy(),
+        clock=clock,
+        kms_key_id=aws["key_id"],
+        passphrase=None if aws["key_id"] else PASSPHRASE,
+        scrypt_n=TEST_SCRYPT_N,
+        storage_clock=False,
+    )
+    counts = count_requests(client)
+    rotator.step()
+    counts.clear()
+    clock.advance(60)
+    rotator.step()
+    idle = dict(counts)
+    counts.clear()
+    clock.advance(900)
+    rotator.step()
+    rotating = dict(counts)
+    with capsys.disabled():
+        print(f"\n[s3 requests, {aws['target']}] nothing due {sum(idle.values())} {idle}; rotating {sum(rotating.values())} {rotating}")
+    assert sum(idle.values()) <= 2
+    assert sum(rotating.values()) <= 5
+
+
+def test_daemon_over_http(aws: dict[str, Any], tmp_path: Any) -> None:
+    """`rotator run` on the server with a 4 s period: keys rotate and the JWKS follows the state."""
+    from .test_daemon import ROTATOR, SHORT, free_port, http_get
+
+    port = free_port()
+    log = open(tmp_path / "daemon.log", "w")
+    proc = subprocess.Popen([*ROTATOR, "run", *SHORT, "--metrics-port", str(port)], env=cli_env(aws), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        keystore = S3Keystore(aws["s3"], aws["bucket"], "keys", S3Options(endpoint_url=aws["endpoint"]))
+
+        def activations() -> set[str]:
+            state = keystore.load()
+            return {k.kid for k in state.keys if k.activated_at is not None} if state else set()
+
+        wait_for(lambda: len(activations()) >= 3, timeout=60, what="three activations on the daemon's schedule")
+        state = keystore.load()
+        assert state is not None
+        active = state.in_state(KeyState.ACTIVE)[0].kid
+
+        def published() -> set[str]:
+            body = aws["s3"].get_object(Bucket=aws["bucket"], Key="public/jwks.json")["Body"].read()
+            return {k["kid"] for k in json.loads(body)["keys"]}
+
+        wait_for(lambda: active in published(), timeout=10, what="the active key published")
+        status, body = http_get(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200, body
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+        log.close()
+    assert "PRIVATE KEY" not in (tmp_path / "daemon.log").read_text()
+
+
+def test_seaweedfs_binds_only_loopback_and_is_the_pinned_version(tmp_path: Any) -> None:
+    server = SeaweedServer(tmp_path / "weed").start()
+    try:
+        addresses = server.listening_addresses()
+        assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+        assert weed_version() == "4.48"
+    finally:
+        server.stop()
