@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/sign_bench.py
 	$(BIN)/python bench/stampede_bench.py
 	$(BIN)/python bench/service_bench.py
+
+# The chaos soak, long form: 10 minutes against SeaweedFS; writes soak-report.json.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --duration 600 --report soak-report.json
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

@@ -1,0 +1,466 @@
+"""Chaos soak: the whole system at once, under random failures, for minutes.
+
+    .venv/bin/python bench/soak.py [--duration 600] [--report soak-report.json]
+
+Runs against a real SeaweedFS (``weed mini``, on loopback, started and stopped here):
+- three ``rotator run`` daemons on one key set with a short schedule (P=6s, M=2s, T=3s,
+  L=1s, W=12s), each SIGKILLed and restarted at random;
+- a fault proxy between every rotator process and the store that, at random, stalls
+  connections, answers 500 or 503, or resets them;
+- a signer process (``rotator.issuer.Signer``, through the proxy) signing continuously;
+- verifier processes fetching the published JWKS over HTTP straight from SeaweedFS (as a
+  CDN would) and verifying every token twice: on arrival and just before it expires;
+- now and then an operator revokes a key that just retired (``rotator revoke``).
+
+A poller reads the state and the JWKS every 0.25 s. Checks, each reported with its count
+of violations (all must be zero): no false rejection (a token rejected before exp that was
+not revoked), no token accepted from a revoked key later than M + 1.5 s after the
+revocation, at most one activation per period, no state that fails validation, no key
+lost, the JWKS always holds the active key, the JWKS within ceil(W/P) + 2 keys. Figures:
+steps, activations, kills, injected faults by kind, tokens signed and verified, the worst
+publication delay. Exit 0 when every check holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+P, M, T, L, W = 6.0, 2.0, 3.0, 1.0, 12.0
+POLICY_FLAGS = [
+    "--rotation-period", "6s", "--max-age", "2s", "--token-lifetime", "3s", "--leeway", "1s",
+    "--retirement-window", "12s", "--private-key-grace", "3s", "--audit-retention", "30s",
+]
+BUCKET = "soak"
+ISS = "https://issuer.soak"
+AUD = "soak"
+PASSPHRASE = "soak passphrase, not a secret"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "soak", "AWS_SECRET_ACCESS_KEY": "soak", "AWS_DEFAULT_REGION": "us-east-1"}
+REVOCATION_SLACK = M + 1.5  # a verifier's copy is at most M old, plus its fetch
+
+
+def _env(endpoint: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "AWS_"))}
+    env.update(CREDENTIALS)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        ROTATOR_S3_ENDPOINT_URL=endpoint,
+        ROTATOR_KEYSTORE=f"s3://{BUCKET}/keys",
+        ROTATOR_PUBLISH=f"s3://{BUCKET}/public/jwks.json",
+        ROTATOR_KEYSTORE_PASSPHRASE=PASSPHRASE,
+        ROTATOR_ISSUER=ISS,
+    )
+    return env
+
+
+# -- the signer process ----------------------------------------------------------------------------
+
+
+def signer_main(endpoint: str, out: str) -> None:
+    from rotator._aws import S3Options, s3_client
+    from rotator.config import Policy
+    from rotator.errors import RotatorError
+    from rotator.issuer import Signer
+    from rotator.keystore.s3 import S3Keystore
+    from rotator.publish.s3 import S3Publisher
+    from rotator.verifier._token import decode_header
+
+    os.environ.update(CREDENTIALS)
+    options = S3Options(endpoint_url=endpoint, max_attempts=2)
+    client = s3_client(options)
+    policy = Policy(rotation_period=P, max_age=M, token_lifetime=T, leeway=L, retirement_window=W, private_key_grace=3, audit_retention=30)
+    signer = Signer(
+        S3Keystore(client, BUCKET, "keys", options),
+        policy,
+        passphrase=PASSPHRASE,
+        issuer=ISS,
+        publisher=S3Publisher(client, BUCKET, "public/jwks.json", max_age=M),
+        refresh_interval=0.5,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    refusals = 0
+    with open(out, "w") as fh:
+        while not stop.is_set():
+            try:
+                token = signer.sign(subject="soak-user", audience=AUD)
+            except RotatorError as e:
+                refusals += 1
+                fh.write(json.dumps({"refused": str(e)[:200], "at": time.time()}) + "\n")
+                fh.flush()
+                stop.wait(0.2)
+                continue
+            header, parts = decode_header(token, ("ES256",))
+            import base64
+
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+            fh.write(json.dumps({"token": token, "kid": header["kid"], "jti": claims["jti"], "iat": claims["iat"],
+                                 "exp": claims["exp"], "at": time.time()}) + "\n")
+            fh.flush()
+            stop.wait(0.05)
+
+
+# -- a verifier process ------------------------------------------------------------------------------
+
+
+def verifier_main(jwks_url: str, tokens_path: str, out: str) -> None:
+    from rotator.verifier import InvalidToken, KeysUnavailable, Verifier
+
+    verifier = Verifier(
+        jwks_url, issuer=ISS, audience=AUD, allow_http=True, leeway=L, min_max_age=0.5, max_max_age=M,
+        unknown_kid_cooldown=1.0, timeout=2.0, connect_timeout=1.0,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    due: list[tuple[float, str, str, str]] = []  # (when, jti, token, phase)
+    offset = 0
+    with open(out, "w") as results:
+
+        def check(jti: str, token: str, phase: str) -> None:
+            try:
+                verifier.verify(token)
+                outcome = "ok"
+            except InvalidToken as e:
+                outcome = e.code
+            except KeysUnavailable:
+                outcome = "keys_unavailable"
+            results.write(json.dumps({"jti": jti, "phase": phase, "outcome": outcome, "at": time.time()}) + "\n")
+
+        while not stop.is_set():
+            try:
+                with open(tokens_path) as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                chunk = ""
+            complete = chunk[: chunk.rfind("\n") + 1]
+            offset += len(complete.encode())
+            for line in complete.splitlines():
+                entry = json.loads(line)
+                if "token" not in entry:
+                    continue
+                check(entry["jti"], entry["token"], "arrival")
+                heapq.heappush(due, (entry["exp"] - 0.3, entry["jti"], entry["token"], "before-exp"))
+            now = time.time()
+            while due and due[0][0] <= now:
+                _, jti, token, phase = heapq.heappop(due)
+                check(jti, token, phase)
+            results.flush()
+            stop.wait(0.02)
+
+
+# -- the controller --------------------------------------------------------------------------------
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        from tests.faultproxy import FaultProxy
+        from tests.seaweed import SeaweedServer, weed_version
+
+        self.args = args
+        self.tmp = tmp
+        self.rng = random.Random(args.seed)
+        self.weed = SeaweedServer(tmp / "weed").start()
+        self.weed_version = weed_version()
+        self.direct = self.weed.client()
+        self.direct.create_bucket(Bucket=BUCKET)
+        self.proxy = FaultProxy("127.0.0.1", int(self.weed.endpoint.rsplit(":", 1)[1]))
+        self.proxied = f"http://127.0.0.1:{self.proxy.port}"
+        self.jwks_url = f"{self.weed.endpoint}/{BUCKET}/public/jwks.json"
+        self.stop = threading.Event()
+        self.daemons: list[subprocess.Popen[bytes] | None] = [None] * args.daemons
+        self.logs: list[Path] = [tmp / f"daemon{i}.log" for i in range(args.daemons)]
+        self.lock = threading.Lock()
+        self.faults = {"stall": 0, "http_500": 0, "http_503": 0, "drop": 0}
+        self.kills = 0
+        self.revocations: dict[str, float] = {}  # kid -> revoked_at (from the state)
+        self.revoke_requests = 0
+        self.revocation_reasons: dict[str, int] = {}
+        self.violations: dict[str, list[str]] = {
+            "false_rejection": [], "accepted_after_revocation": [], "two_activations_in_a_period": [],
+            "state_fails_validation": [], "key_lost": [], "jwks_lacks_active_key": [], "jwks_over_bound": [],
+        }
+        self.state_seen: dict[str, float] = {}
+        self.jwks_seen: dict[str, float] = {}
+        self.timeline: dict[str, list[str]] = {}  # kid -> its state changes and JWKS entries/exits, as seen
+        self.in_jwks: set[str] = set()
+        self.activations: dict[str, float] = {}
+        self.publication: dict[str, float] = {}  # kid -> confirmed publication - creation, from the records
+        self.states_read = 0
+        self.max_jwks = 0
+        self.last_retire_revoke = 0.0
+
+    # processes
+    def start_daemon(self, i: int) -> None:
+        from tests.redis_server import free_port
+
+        log = open(self.logs[i], "ab")
+        self.daemons[i] = subprocess.Popen(
+            [sys.executable, "-m", "rotator.cli", "run", *POLICY_FLAGS, "--metrics-port", str(free_port()),
+             "--log-format", "json", "--stuck-after", "30s"],
+            env=_env(self.proxied), stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, __file__, role, *args], env=_env(self.proxied))
+
+    # threads
+    def chaos(self) -> None:
+        while not self.stop.wait(self.rng.uniform(1.0, 4.0)):
+            kind = self.rng.choice(["none", "none", "stall", "http_500", "http_503", "drop"])
+            if kind == "none":
+                continue
+            length = self.rng.uniform(0.5, 3.0)
+            with self.lock:
+                self.faults[kind] += 1
+            if kind == "stall":
+                self.proxy.stall()
+            elif kind == "drop":
+                self.proxy.drop()
+            else:
+                self.proxy.error(int(kind[-3:]))
+            self.stop.wait(length)
+            self.proxy.resume()
+            self.proxy.drop(False)
+            self.proxy.error(None)
+
+    def killer(self) -> None:
+        while not self.stop.wait(self.rng.uniform(3.0, 10.0)):
+            i = self.rng.randrange(len(self.daemons))
+            proc = self.daemons[i]
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                self.kills += 1
+            self.stop.wait(self.rng.uniform(0.5, 3.0))
+            if not self.stop.is_set():
+                self.start_daemon(i)
+
+    def poller(self) -> None:
+        from rotator.publish import build_jwks  # noqa: F401  (the JWKS format the state implies)
+        from rotator.state import KeyState, parse_state
+
+        previous: dict[str, KeyState] = {}
+        bound = int(-(-W // P)) + 2
+        while not self.stop.wait(0.25):
+            now = time.time()
+            try:
+                raw = self.direct.get_object(Bucket=BUCKET, Key="keys/state.json")["Body"].read()
+                jwks_raw = self.direct.get_object(Bucket=BUCKET, Key="public/jwks.json")["Body"].read()
+            except Exception:  # noqa: BLE001 - not there yet
+                continue
+            try:
+                state = parse_state(raw, "soak state")
+            except Exception as e:  # noqa: BLE001 - a violation, reported
+                self.violations["state_fails_validation"].append(str(e)[:200])
+                continue
+            self.states_read += 1
+            kids = {k["kid"] for k in json.loads(jwks_raw)["keys"]}
+            self.max_jwks = max(self.max_jwks, len(kids))
+            if len(kids) > bound:
+                self.violations["jwks_over_bound"].append(f"{len(kids)} keys > {bound} at {now:.1f}")
+            current = {k.kid: k.state for k in state.keys}
+            for kid, was in previous.items():
+                if kid not in current and was in (KeyState.PENDING, KeyState.ACTIVE, KeyState.RETIRED):
+                    self.violations["key_lost"].append(f"{kid} ({was.value}) vanished at {now:.1f}")
+            for k in state.keys:
+                if previous.get(k.kid) != k.state:
+                    self.timeline.setdefault(k.kid, []).append(
+                        f"{now:.2f} gen {state.generation} {k.state.value}{' (' + k.revocation + ')' if k.revocation else ''}")
+            for kid in kids ^ self.in_jwks:
+                self.timeline.setdefault(kid, []).append(f"{now:.2f} {'in' if kid in kids else 'out of'} the JWKS")
+            self.in_jwks = kids
+            for k in state.keys:
+                self.state_seen.setdefault(k.kid, now)
+                if k.activated_at is not None:
+                    self.activations.setdefault(k.kid, k.activated_at)
+                if k.published_at is not None:
+                    self.publication.setdefault(k.kid, k.published_at - k.created_at)
+                if k.revoked_at is not None:
+                    if k.kid not in self.revocations:
+                        reason = k.revocation or "manual"
+                        self.revocation_reasons[reason] = self.revocation_reasons.get(reason, 0) + 1
+                    self.revocations.setdefault(k.kid, k.revoked_at)
+            for kid in kids:
+                self.jwks_seen.setdefault(kid, now)
+            active = state.in_state(KeyState.ACTIVE)
+            if active and active[0].kid not in kids:
+                # The JWKS read came after the state read: it must hold the active key.
+                self.violations["jwks_lacks_active_key"].append(f"{active[0].kid} at {now:.1f}")
+            # An operator revokes a key that just retired, now and then.
+            for k in state.keys:
+                if (k.state == KeyState.RETIRED and previous.get(k.kid) == KeyState.ACTIVE
+                        and now - self.last_retire_revoke > 4 * P and self.rng.random() < 0.5):
+                    self.last_retire_revoke = now
+                    threading.Thread(target=self.revoke, args=(k.kid,), daemon=True).start()
+            previous = current
+
+    def revoke(self, kid: str) -> None:
+        self.revoke_requests += 1
+        for _ in range(5):
+            done = subprocess.run([sys.executable, "-m", "rotator.cli", "revoke", kid, *POLICY_FLAGS],
+                                  env=_env(self.weed.endpoint), capture_output=True, text=True, timeout=60)
+            if done.returncode == 0:
+                return
+            time.sleep(0.5)
+
+    # the run
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        self.start_daemon(0)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.direct.head_object(Bucket=BUCKET, Key="public/jwks.json")
+                break
+            except Exception:  # noqa: BLE001 - not yet
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("the first daemon did not bootstrap the key set: " + self.logs[0].read_text()[-2000:])
+        for i in range(1, len(self.daemons)):
+            self.start_daemon(i)
+        tokens = self.tmp / "tokens.jsonl"
+        signer = self.spawn("signer", self.proxied, str(tokens))
+        verifiers = [self.spawn("verifier", self.jwks_url, str(tokens), str(self.tmp / f"results{v}.jsonl"))
+                     for v in range(self.args.verifiers)]
+        threads = [threading.Thread(target=f, daemon=True) for f in (self.chaos, self.killer, self.poller)]
+        for t in threads:
+            t.start()
+        time.sleep(self.args.duration)
+        self.stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        self.proxy.resume()
+        self.proxy.drop(False)
+        self.proxy.error(None)
+        signer.terminate()
+        signer.wait(timeout=30)
+        time.sleep(T + 1)  # let the verifiers do their before-exp checks of the last tokens
+        for v in verifiers:
+            v.terminate()
+            v.wait(timeout=30)
+        for proc in self.daemons:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        self.proxy.close()
+        self.weed.stop()
+        return self.report(tokens, started)
+
+    def _implicated(self) -> list[str]:
+        """The keys named in violations, for their timelines in the report."""
+        kids = set()
+        for found in self.violations.values():
+            for text in found:
+                kids.update(word for word in text.split() if word in self.timeline)
+        return sorted(kids)
+
+    def report(self, tokens_path: Path, started: float) -> dict[str, Any]:
+        signed: dict[str, dict[str, Any]] = {}
+        refusals = 0
+        for line in tokens_path.read_text().splitlines():
+            entry = json.loads(line)
+            if "token" in entry:
+                signed[entry["jti"]] = entry
+            else:
+                refusals += 1
+        checks = 0
+        unverified = set(signed)
+        for v in range(self.args.verifiers):
+            for line in (self.tmp / f"results{v}.jsonl").read_text().splitlines():
+                r = json.loads(line)
+                token = signed[r["jti"]]
+                unverified.discard(r["jti"])
+                checks += 1
+                revoked_at = self.revocations.get(token["kid"])
+                if r["outcome"] == "ok":
+                    if revoked_at is not None and r["at"] > revoked_at + REVOCATION_SLACK:
+                        self.violations["accepted_after_revocation"].append(
+                            f"{r['jti']} of {token['kid']} accepted {r['at'] - revoked_at:.1f}s after its revocation")
+                elif revoked_at is None or r["at"] < revoked_at:
+                    if r["at"] < token["exp"]:
+                        self.violations["false_rejection"].append(
+                            f"{r['jti']} of {token['kid']} rejected ({r['outcome']}) {r['phase']}, {token['exp'] - r['at']:.1f}s before exp")
+        activated = sorted(self.activations.values())
+        for a, b in zip(activated, activated[1:]):
+            if b - a < P * 0.95:
+                self.violations["two_activations_in_a_period"].append(f"activations {b - a:.2f}s apart at {b:.1f}")
+        delays = [self.jwks_seen[k] - self.state_seen[k] for k in self.state_seen if k in self.jwks_seen]
+        steps_ok = sum(log.read_text(errors="replace").count('"daemon.step_succeeded"') for log in self.logs)
+        steps_failed = sum(log.read_text(errors="replace").count('"daemon.step_failed"') for log in self.logs)
+        revoked_tokens = sum(1 for t in signed.values() if t["kid"] in self.revocations)
+        return {
+            "duration_seconds": round(time.time() - started, 1),
+            "seaweedfs_version": self.weed_version,
+            "policy": {"P": P, "M": M, "T": T, "L": L, "W": W},
+            "daemons": len(self.daemons),
+            "verifiers": self.args.verifiers,
+            "figures": {
+                "steps_succeeded": steps_ok,
+                "steps_failed": steps_failed,
+                "activations": len(activated),
+                "kills": self.kills,
+                "faults": dict(self.faults),
+                "revocations": dict(self.revocation_reasons),
+                "revocations_requested": self.revoke_requests,
+                "tokens_signed": len(signed),
+                "tokens_of_revoked_keys": revoked_tokens,
+                "signer_refusals": refusals,
+                "verifications": checks,
+                "tokens_never_verified": len(unverified),
+                "states_read": self.states_read,
+                "max_jwks_keys": self.max_jwks,
+                # Key created -> its publication confirmed by a read-back, from the state's own records.
+                "worst_publication_delay_seconds": round(max(self.publication.values(), default=0.0), 2),
+                "median_publication_delay_seconds": round(sorted(self.publication.values())[len(self.publication) // 2], 2)
+                if self.publication else 0.0,
+                # In the state -> in the JWKS, as the poller saw them (resolution 0.25 s).
+                "worst_state_to_jwks_seconds": round(max(delays, default=0.0), 2),
+            },
+            "violations": {name: len(found) for name, found in self.violations.items()},
+            "examples": {name: found[:5] for name, found in self.violations.items() if found},
+            "timelines": {kid: self.timeline.get(kid, []) for kid in self._implicated()},
+        }
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "signer":
+        signer_main(*sys.argv[2:4])
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "verifier":
+        verifier_main(*sys.argv[2:5])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of chaos")
+    parser.add_argument("--daemons", type=int, default=3)
+    parser.add_argument("--verifiers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--report", default="soak-report.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rotator-soak-") as tmp:
+        report = Soak(args, Path(tmp)).run()
+    Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    ok = not any(report["violations"].values()) and report["figures"]["verifications"] > 0
+    print(("PASS" if ok else "FAIL") + f": every invariant held over {report['duration_seconds']} s" if ok else
+          "FAIL: " + ", ".join(f"{k} {v}" for k, v in report["violations"].items() if v))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
