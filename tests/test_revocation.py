@@ -487,6 +487,8 @@ def test_outage_verifies_until_the_bound_then_unavailable(tmp_path: Path, jwks: 
             proxy.drop(False)
         wait_for(lambda: prober.last == "ok", timeout=15, what="verifies succeed again")
         prober.stop()
+        print(f"[{fault}] RevocationUnavailable {prober.unavailable_at - began:.2f}s after the fault (bound {BOUND}s); "
+              f"longest of {prober.calls} verifies {prober.longest * 1000:.2f} ms")
         assert prober.longest < 0.010, f"a verify blocked for {prober.longest * 1000:.1f} ms"
     finally:
         store.close()
