@@ -112,6 +112,9 @@ class Signer:
     publish target serves, and a key it lacks (a keystore restored from an old
     backup) never signs. ``revocation``: the verifier's hooks object
     (``rotator.verifier`` ``Revocation``) applied to refresh chains' ``orig_iat``.
+    ``revocations``: a ``rotator.revocation`` store; its replica gives the subject's
+    session version, stamped into new tokens as ``session_claim``, and its records
+    refuse refreshes of revoked chains (no I/O per token).
     """
 
     def __init__(
