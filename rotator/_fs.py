@@ -8,7 +8,22 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_write", "locked", "path_from_url", "remove_stale_temp_files"]
+__all__ = ["atomic_write", "locked", "path_from_url", "read_secret_file", "remove_stale_temp_files"]
+
+
+def read_secret_file(path: str, what: str, error: type[Exception]) -> str:
+    """A secret kept in a file: UTF-8, trailing newlines dropped, not empty. Failures raise
+    ``error`` with one line naming ``what`` and the path, never the content."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not UTF-8 text") from e
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise error(f"{what} {path} is empty")
+    return secret
 
 
 def path_from_url(url: str, what: str = "location") -> Path:

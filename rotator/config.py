@@ -11,9 +11,9 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Mapping
 
+from ._fs import read_secret_file
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
 
@@ -111,18 +111,7 @@ class Settings:
         if self.passphrase:
             return self.passphrase
         if self.passphrase_file:
-            try:
-                text = Path(self.passphrase_file).read_bytes().decode("utf-8")
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot read passphrase file {self.passphrase_file}: {e.strerror}"
-                ) from e
-            except UnicodeDecodeError as e:
-                raise ConfigError(f"passphrase file {self.passphrase_file} is not UTF-8 text") from e
-            secret = text.rstrip("\r\n")
-            if not secret:
-                raise ConfigError(f"passphrase file {self.passphrase_file} is empty")
-            return secret
+            return read_secret_file(self.passphrase_file, "passphrase file", ConfigError)
         return None
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+from .._fs import read_secret_file
 from ._records import (
     Cutoff,
     RevocationError,
@@ -163,7 +164,7 @@ class RevocationStore:
         if password is not None:
             source = "the password argument"
         elif password_file is not None:
-            password = read_password_file(password_file)
+            password = read_secret_file(password_file, "revocation password file", RevocationError)
             source = f"password file {password_file}"
         elif urlsplit(url).password:
             source = "the URL"
@@ -322,16 +323,3 @@ class RevocationStore:
             raise describe(e, self.target, self.password_source) from e
         except OSError as e:
             raise describe(e, self.target, self.password_source) from e
-
-
-def read_password_file(path: str) -> str:
-    try:
-        text = open(path, "rb").read().decode("utf-8")
-    except OSError as e:
-        raise RevocationError(f"cannot read revocation password file {path}: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise RevocationError(f"revocation password file {path} is not UTF-8 text") from e
-    secret = text.rstrip("\r\n")
-    if not secret:
-        raise RevocationError(f"revocation password file {path} is empty")
-    return secret
