@@ -57,7 +57,12 @@ class Replica:
         self._clock = store._clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._conn: Any = None
+        # The full loads' own client, made once: a resync reuses its pool.
+        self._loader = redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=store.client.connection_pool.connection_class, **self._connection_kwargs()
+            )
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -67,11 +72,11 @@ class Replica:
         try:
             conn = self._open()
         except RevocationError:
-            self.closed = True
+            self.close()
             raise
         if time.monotonic() > deadline:
             conn.disconnect()
-            self.closed = True
+            self.close()
             raise RevocationError(f"redis at {self.store.target}: the first load took longer than {timeout}s")
         self._thread = threading.Thread(target=self._run, args=(conn,), name="rotator-revocation-replica", daemon=True)
         self._thread.start()
@@ -81,6 +86,7 @@ class Replica:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._loader.close()
 
     def age(self) -> float:
         """Seconds since the replica last confirmed it holds every change (inf before the first)."""
@@ -132,12 +138,16 @@ class Replica:
 
     # -- the follower thread -----------------------------------------------------------------
 
-    def _connection(self) -> Any:
-        pool = self.store.client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
+    def _connection_kwargs(self) -> dict[str, Any]:
+        """The store's connection settings (URL, TLS, password, timeouts), without retries:
+        a failure here means a reconnect and a full resync, never a silent retry."""
+        kwargs = dict(self.store.client.connection_pool.connection_kwargs)
         kwargs["retry"] = Retry(NoBackoff(), 0)
         kwargs["protocol"] = 2
-        return pool.connection_class(**kwargs)
+        return kwargs
+
+    def _connection(self) -> Any:
+        return self.store.client.connection_pool.connection_class(**self._connection_kwargs())
 
     def _open(self) -> Any:
         """Subscribe, load everything, apply what arrived meanwhile; returns the subscribed connection."""
@@ -150,7 +160,7 @@ class Replica:
                 raise RedisError(f"unexpected answer to SUBSCRIBE: {reply!r}")
             sent = time.monotonic()
             started = time.perf_counter()
-            tables = self.store.load(self._loader())
+            tables = self.store.load(self._loader)
             self.last_load_seconds = time.perf_counter() - started
             self.tables = tables
             self.loads += 1
@@ -164,13 +174,6 @@ class Replica:
         except (RedisError, OSError) as e:
             conn.disconnect()
             raise describe(e, self.store.target, self.store.password_source) from e
-
-    def _loader(self) -> "redis.Redis":
-        pool = self.store.client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs["retry"] = Retry(NoBackoff(), 0)
-        kwargs["connection_class"] = pool.connection_class
-        return redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
 
     def _run(self, conn: Any) -> None:
         backoff = 0.05

@@ -241,12 +241,7 @@ class RevocationStore:
         """Make ``subject``'s current session version obsolete; returns the new version, which
         new tokens must carry (``Signer`` stamps it). Versions increase but are not consecutive."""
         subject = check_subject(subject)
-        value = self._call(
-            self._bump,
-            keys=[self.prefix + f"sv:{subject}", self.channel, self.prefix + "sv-last"],
-            args=[f"sv:{subject}", self.token_lifetime + self.grace],
-        )
-        value = value.decode("ascii") if isinstance(value, bytes) else str(value)
+        value = self._run(self._bump, f"sv:{subject}", self.token_lifetime + self.grace, extra_keys=("sv-last",))
         return int(value.split()[0])
 
     def session_version(self, subject: str) -> int | None:
@@ -310,8 +305,11 @@ class RevocationStore:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _run(self, script: Any, suffix: str, *args: int) -> str:
-        raw = self._call(script, keys=[self.prefix + suffix, self.channel], args=[suffix, *args])
+    def _run(self, script: Any, suffix: str, *args: int, extra_keys: tuple[str, ...] = ()) -> str:
+        """Run a write script on the record ``{prefix}{suffix}`` (and ``{prefix}{key}`` for each
+        of ``extra_keys``); returns the record's new value."""
+        keys = [self.prefix + suffix, self.channel, *(self.prefix + k for k in extra_keys)]
+        raw = self._call(script, keys=keys, args=[suffix, *args])
         if isinstance(raw, bytes):
             return raw.decode("ascii")
         return str(raw)
