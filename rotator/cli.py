@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .config import Settings, load_settings
-from .durations import format_duration, parse_duration
+from .durations import format_duration, format_time, parse_duration
 from .errors import ConfigError, RotatorError
 from .issuer import SIGNER_CLAIMS, Signer
 from ._aws import S3Options
@@ -126,12 +126,7 @@ def _rotator(settings: Settings) -> Rotator:
 
 
 def _iso(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    try:
-        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, ValueError, OSError):
-        return f"{ts:.0f} (out of range)"
+    return "-" if ts is None else format_time(ts)
 
 
 def _report(result: StepResult, settings: Settings) -> None:

@@ -1,12 +1,13 @@
-"""Human durations: ``90s``, ``15m``, ``24h``, ``1d``, ``1h30m``, ``500ms``."""
+"""Human durations (``90s``, ``15m``, ``24h``, ``1d``, ``1h30m``, ``500ms``) and moments (UTC ISO 8601)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from .errors import ConfigError
 
-__all__ = ["parse_duration", "format_duration", "MAX_DURATION"]
+__all__ = ["parse_duration", "format_duration", "format_time", "MAX_DURATION"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Parts in descending unit order, each unit at most once, ASCII digits only: 1h30m, 1d12h, 2m500ms.
@@ -59,3 +60,11 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def format_time(ts: float) -> str:
+    """Seconds since the epoch as UTC ISO 8601 to the second; out-of-range values as numbers."""
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{ts:.0f} (out of range)"

@@ -12,7 +12,6 @@ schedule covers, with no successful read since, ``sign`` refuses with the cause.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import json
 import os
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ._b64 import b64url_encode
 from .config import Policy
-from .durations import format_duration
+from .durations import format_duration, format_time
 from .errors import KeystoreError, NoActiveKey, RotatorError
 from .jose import es256_signature, header_segment
 from .keys import private_from_bytes, public_key_from_jwk
@@ -75,9 +74,7 @@ def _payload(claims: Mapping[str, Any]) -> bytes:
 
 
 def _iso(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "never" if ts is None else format_time(ts)
 
 
 @dataclass(frozen=True)

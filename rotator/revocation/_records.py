@@ -17,11 +17,11 @@ top of any load converges.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from ..durations import format_time
 from ..errors import RotatorError
 
 __all__ = [
@@ -94,7 +94,7 @@ def check_time(value: Any, what: str, now: float) -> int:
         raise RevocationError(f"{what} must be a number of seconds since the epoch, got {value!r}")
     if value > now + MAX_AHEAD:
         raise RevocationError(
-            f"{what} {_iso(value)} is more than 366 days ahead: a ban that long belongs in the account, "
+            f"{what} {format_time(value)} is more than 366 days ahead: a ban that long belongs in the account, "
             "not in token revocation"
         )
     if value < 0:
@@ -118,13 +118,6 @@ def check_url(url: str) -> None:
         parts.port
     except ValueError as e:
         raise RevocationError(f"revocation_url has a bad port: {e}") from e
-
-
-def _iso(ts: float) -> str:
-    try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-    except (OverflowError, OSError, ValueError):
-        return repr(ts)
 
 
 class Tables:
