@@ -33,6 +33,7 @@ from .keystore import Keystore
 from .publish import Publisher, jwks_kids
 from .sealing import Sealer, open_sealer
 from .state import KeyRecord, State
+from .verifier._revocation import replica_of
 
 __all__ = ["Signer", "RefreshRefused", "SIGNER_CLAIMS"]
 
@@ -145,15 +146,14 @@ class Signer:
         # A read this recent means the cached state is current, even past its schedule.
         self.stale_after = max(3 * refresh_interval, 10.0)
         self._watch = watch
-        self._revocation = revocation
         # A rotator.revocation store: its replica gives each subject's session version (stamped
         # into new tokens) and cutoff, and refuses refreshes of revoked chains; no I/O per token.
-        self._replica = None
-        self._replica_check: Callable[[Mapping[str, Any]], None] | None = None
+        self._replica = replica_of(revocations) if revocations is not None else None
         self._session_claim = session_claim
-        if revocations is not None:
-            self._replica = revocations.replica() if hasattr(revocations, "replica") else revocations
-            self._replica_check = self._replica.check
+        # What a refresh must pass: the hooks' checks and the replica's records.
+        self._refresh_checks: list[Callable[[Mapping[str, Any]], None]] = [
+            source.check for source in (revocation, self._replica) if source is not None
+        ]
         self._snapshot: _Snapshot | None = None
         self._token: object = object()
         self._refresh_lock = threading.Lock()  # serialises reloads; sign never takes it
@@ -408,9 +408,7 @@ class Signer:
                 f"token expired at {_iso(exp)}, more than refresh_grace "
                 f"({format_duration(self._policy.refresh_grace)}) ago"
             )
-        for check in (self._revocation.check if self._revocation is not None else None, self._replica_check):
-            if check is None:
-                continue
+        for check in self._refresh_checks:
             try:
                 check({**claims, "iat": orig})
             except InvalidToken as e:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ._http import check_url, fetch
 from ._keycache import CacheStats, KeyCache
-from ._revocation import JtiDenylist, Revocation
+from ._revocation import JtiDenylist, Revocation, replica_of
 from ._token import check_claims, parse_header, split_token, verified_claims
 
 __all__ = ["Verifier"]
@@ -157,8 +157,7 @@ class Verifier:
             checks.append(self._revocation.check)
         self.revocations: Any = None
         if revocations is not None:
-            # A rotator.revocation store (or its replica): duck-typed, so this module never imports redis.
-            replica = revocations.replica() if hasattr(revocations, "replica") else revocations
+            replica = replica_of(revocations)
             self.revocations = replica
             checks.append(
                 replica.guard(
