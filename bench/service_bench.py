@@ -36,14 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.service_apps import AUD, ISS  # noqa: E402
 from tests.jwks_server import JwksServer, SigningKey  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 APPS = ("unprotected", "rotator", "pyjwt", "rotator-rc")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Service:

@@ -77,7 +77,7 @@ def signer_main(endpoint: str, out: str) -> None:
     from rotator.issuer import Signer
     from rotator.keystore.s3 import S3Keystore
     from rotator.publish.s3 import S3Publisher
-    from rotator.verifier._token import decode_header
+    from rotator.verifier._token import decode_header, decode_segment, parse_claims
 
     os.environ.update(CREDENTIALS)
     options = S3Options(endpoint_url=endpoint, max_attempts=2)
@@ -105,9 +105,7 @@ def signer_main(endpoint: str, out: str) -> None:
                 stop.wait(0.2)
                 continue
             header, parts = decode_header(token, ("ES256",))
-            import base64
-
-            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+            claims = parse_claims(decode_segment(parts[1], "payload"))
             fh.write(json.dumps({"token": token, "kid": header["kid"], "jti": claims["jti"], "iat": claims["iat"],
                                  "exp": claims["exp"], "at": time.time()}) + "\n")
             fh.flush()
@@ -206,7 +204,7 @@ class Soak:
 
     # processes
     def start_daemon(self, i: int) -> None:
-        from tests.redis_server import free_port
+        from tests.ports import free_port
 
         log = open(self.logs[i], "ab")
         self.daemons[i] = subprocess.Popen(
@@ -252,7 +250,6 @@ class Soak:
                 self.start_daemon(i)
 
     def poller(self) -> None:
-        from rotator.publish import build_jwks  # noqa: F401  (the JWKS format the state implies)
         from rotator.state import KeyState, parse_state
 
         previous: dict[str, KeyState] = {}

@@ -21,20 +21,9 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from .ports import free_ports
+
 WEED = shutil.which("weed", path=os.path.dirname(sys.executable)) or shutil.which("weed") or "weed"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def weed_version() -> str:
@@ -53,7 +42,7 @@ class SeaweedServer:
             "filer.port", "filer.port.grpc", "filer.port.public", "s3.port", "s3.port.grpc",
             "admin.port", "admin.port.grpc", "webdav.port", "debug.port", "s3.debug.port",
         ]
-        self.ports = dict(zip(names, _free_ports(len(names))))
+        self.ports = dict(zip(names, free_ports(len(names))))
         self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
 
     def start(self, timeout: float = 60.0) -> "SeaweedServer":

@@ -31,6 +31,7 @@ from rotator.errors import KeystoreError, PublishError
 from rotator.verifier import parse_jwks, verify_token
 
 from .conftest import PASSPHRASE, wait_for
+from .ports import free_port
 
 # A policy in seconds: P=4 s, M=1 s, T=2 s, L=1 s, W=6 s.
 SHORT = [
@@ -38,12 +39,6 @@ SHORT = [
     "--leeway", "1s", "--retirement-window", "6s", "--private-key-grace", "2s",
 ]
 ROTATOR = [sys.executable, "-m", "rotator.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, bytes]:

@@ -28,7 +28,8 @@ from rotator.verifier import RevocationUnavailable, Revoked, Verifier
 from .conftest import PASSPHRASE, TEST_SCRYPT_N, Clock, wait_for
 from .faultproxy import FaultProxy
 from .jwks_server import JwksServer, SigningKey
-from .redis_server import RedisServer, free_port
+from .ports import free_port
+from .redis_server import RedisServer
 
 HERE = Path(__file__).parent
 
@@ -234,9 +235,9 @@ def test_signer_stamps_the_session_version_and_respects_a_fresh_cutoff(
     store = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60)
     try:
         signer = Signer(ks, policy, passphrase=PASSPHRASE, publisher=pub, revocations=store, watch=False)
-        jwks_body = (tmp_path / "pub" / "jwks.json").read_bytes()
-        with _StaticJwks(jwks_body) as url:
-            v = Verifier(url, allow_http=True, revocations=store)
+        with JwksServer([]) as jwks_server:
+            jwks_server.body_override = (tmp_path / "pub" / "jwks.json").read_bytes()
+            v = Verifier(jwks_server.url, allow_http=True, revocations=store)
             plain = signer.sign(subject="gina")
             version = store.bump_session("gina")
             wait_for(lambda: rejected(v, plain), what="bump applied")
@@ -254,34 +255,6 @@ def test_signer_stamps_the_session_version_and_respects_a_fresh_cutoff(
                 signer.refresh(stamped)
     finally:
         store.close()
-
-
-class _StaticJwks:
-    """A loopback HTTP server answering every GET with one JWKS document."""
-
-    def __init__(self, body: bytes) -> None:
-        import http.server
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-
-    def __enter__(self) -> str:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 # -- bad input ----------------------------------------------------------------------------------

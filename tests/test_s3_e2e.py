@@ -101,6 +101,22 @@ def cli_env(aws: dict[str, Any], extra: dict[str, str] | None = None) -> dict[st
     return env
 
 
+def s3_rotator(aws: dict[str, Any], client: Any, name: str, clock: Clock, **options: Any) -> Rotator:
+    """A Rotator on ``client`` with keystore prefix ``name`` and JWKS at ``name-public/jwks.json``,
+    sealing as this target does, in simulated time."""
+    return Rotator(
+        keystore=S3Keystore(client, aws["bucket"], name, S3Options(endpoint_url=aws["endpoint"])),
+        publisher=S3Publisher(client, aws["bucket"], f"{name}-public/jwks.json", max_age=300),
+        policy=Policy(),
+        clock=clock,
+        kms_key_id=aws["key_id"],
+        passphrase=None if aws["key_id"] else PASSPHRASE,
+        scrypt_n=TEST_SCRYPT_N,
+        storage_clock=False,  # simulated time
+        **options,
+    )
+
+
 def cli(aws: dict[str, Any], *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rotator.cli", *args], env=cli_env(aws, extra), capture_output=True, text=True, timeout=120
@@ -168,21 +184,9 @@ def test_eight_concurrent_reconcile_runs(aws: dict[str, Any], capsys: pytest.Cap
     """Eight racing steps per due rotation, repeated: exactly one new key per rotation, no key
     lost, and the published JWKS always matches the latest state."""
     clock = Clock()
-    options = S3Options(endpoint_url=aws["endpoint"])
 
     def rotator() -> Rotator:
-        client = boto3.client("s3", endpoint_url=aws["endpoint"])
-        return Rotator(
-            keystore=S3Keystore(client, aws["bucket"], "race", options),
-            publisher=S3Publisher(client, aws["bucket"], "race-public/jwks.json", max_age=300),
-            policy=Policy(),
-            clock=clock,
-            kms_key_id=aws["key_id"],
-            passphrase=None if aws["key_id"] else PASSPHRASE,
-            scrypt_n=TEST_SCRYPT_N,
-            max_attempts=20,
-            storage_clock=False,  # simulated time
-        )
+        return s3_rotator(aws, boto3.client("s3", endpoint_url=aws["endpoint"]), "race", clock, max_attempts=20)
 
     rotators = [rotator() for _ in range(RUNNERS)]
     observer = rotator()
@@ -244,16 +248,7 @@ def test_requests_per_step_over_http(aws: dict[str, Any], capsys: pytest.Capture
     """At most 2 requests when nothing is due, at most 5 when rotating, on each server."""
     clock = Clock()
     client = boto3.client("s3", endpoint_url=aws["endpoint"])
-    rotator = Rotator(
-        keystore=S3Keystore(client, aws["bucket"], "count", S3Options(endpoint_url=aws["endpoint"])),
-        publisher=S3Publisher(client, aws["bucket"], "count-public/jwks.json", max_age=300),
-        policy=Policy(),
-        clock=clock,
-        kms_key_id=aws["key_id"],
-        passphrase=None if aws["key_id"] else PASSPHRASE,
-        scrypt_n=TEST_SCRYPT_N,
-        storage_clock=False,
-    )
+    rotator = s3_rotator(aws, client, "count", clock)
     counts = count_requests(client)
     rotator.step()
     counts.clear()
@@ -272,7 +267,8 @@ def test_requests_per_step_over_http(aws: dict[str, Any], capsys: pytest.Capture
 
 def test_daemon_over_http(aws: dict[str, Any], tmp_path: Any) -> None:
     """`rotator run` on the server with a 4 s period: keys rotate and the JWKS follows the state."""
-    from .test_daemon import ROTATOR, SHORT, free_port, http_get
+    from .ports import free_port
+    from .test_daemon import ROTATOR, SHORT, http_get
 
     port = free_port()
     log = open(tmp_path / "daemon.log", "w")

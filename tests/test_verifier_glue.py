@@ -20,7 +20,7 @@ from rotator.verifier.wsgi import BearerAuth as WsgiBearerAuth
 
 from .conftest import wait_for
 from .jwks_server import JwksServer, SigningKey
-from .test_daemon import free_port
+from .ports import free_port
 from .test_verifier_http import AUD, ISS, claims_at
 
 
