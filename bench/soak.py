@@ -171,7 +171,8 @@ class Soak:
 
         self.args = args
         self.tmp = tmp
-        self.rng = random.Random(args.seed)
+        self.seed = args.seed if args.seed is not None else random.randrange(2**32)
+        self.rng = random.Random(self.seed)
         self.weed = SeaweedServer(tmp / "weed").start()
         self.weed_version = weed_version()
         self.direct = self.weed.client()
@@ -187,6 +188,8 @@ class Soak:
         self.kills = 0
         self.revocations: dict[str, float] = {}  # kid -> revoked_at (from the state)
         self.revoke_requests = 0
+        self.revoked_by_operator: set[str] = set()  # kids whose `rotator revoke` exited 0
+        self.revokers: list[threading.Thread] = []
         self.revocation_reasons: dict[str, int] = {}
         self.violations: dict[str, list[str]] = {
             "false_rejection": [], "accepted_after_revocation": [], "two_activations_in_a_period": [],
@@ -288,11 +291,7 @@ class Soak:
                     self.activations.setdefault(k.kid, k.activated_at)
                 if k.published_at is not None:
                     self.publication.setdefault(k.kid, k.published_at - k.created_at)
-                if k.revoked_at is not None:
-                    if k.kid not in self.revocations:
-                        reason = k.revocation or "manual"
-                        self.revocation_reasons[reason] = self.revocation_reasons.get(reason, 0) + 1
-                    self.revocations.setdefault(k.kid, k.revoked_at)
+            self.note_revocations(state)
             for kid in kids:
                 self.jwks_seen.setdefault(kid, now)
             active = state.in_state(KeyState.ACTIVE)
@@ -302,10 +301,22 @@ class Soak:
             # An operator revokes a key that just retired, now and then.
             for k in state.keys:
                 if (k.state == KeyState.RETIRED and previous.get(k.kid) == KeyState.ACTIVE
-                        and now - self.last_retire_revoke > 4 * P and self.rng.random() < 0.5):
+                        and now - self.last_retire_revoke > 4 * P and self.rng.random() < 0.5
+                        and not self.stop.is_set()):
                     self.last_retire_revoke = now
-                    threading.Thread(target=self.revoke, args=(k.kid,), daemon=True).start()
+                    revoker = threading.Thread(target=self.revoke, args=(k.kid,), daemon=True)
+                    self.revokers.append(revoker)
+                    revoker.start()
             previous = current
+
+    def note_revocations(self, state: Any) -> None:
+        """Record each revoked key with its moment, from the state's own records."""
+        for k in state.keys:
+            if k.revoked_at is not None:
+                if k.kid not in self.revocations:
+                    reason = k.revocation or "manual"
+                    self.revocation_reasons[reason] = self.revocation_reasons.get(reason, 0) + 1
+                self.revocations.setdefault(k.kid, k.revoked_at)
 
     def revoke(self, kid: str) -> None:
         self.revoke_requests += 1
@@ -313,11 +324,14 @@ class Soak:
             done = subprocess.run([sys.executable, "-m", "rotator.cli", "revoke", kid, *POLICY_FLAGS],
                                   env=_env(self.weed.endpoint), capture_output=True, text=True, timeout=60)
             if done.returncode == 0:
+                self.revoked_by_operator.add(kid)
                 return
             time.sleep(0.5)
 
     # the run
     def run(self) -> dict[str, Any]:
+        from rotator.state import parse_state
+
         started = time.time()
         self.start_daemon(0)
         deadline = time.monotonic() + 60
@@ -342,6 +356,12 @@ class Soak:
         self.stop.set()
         for t in threads:
             t.join(timeout=30)
+        # A revocation requested in the poller's last round lands after the poller stopped;
+        # wait for it and record it, or its tokens' rejections would look false.
+        for t in self.revokers:
+            t.join(timeout=330)
+        self.note_revocations(parse_state(
+            self.direct.get_object(Bucket=BUCKET, Key="keys/state.json")["Body"].read(), "soak state"))
         self.proxy.resume()
         self.proxy.drop(False)
         self.proxy.error(None)
@@ -404,6 +424,7 @@ class Soak:
         return {
             "duration_seconds": round(time.time() - started, 1),
             "seaweedfs_version": self.weed_version,
+            "seed": self.seed,  # chooses the faults and kills; their timing still varies
             "policy": {"P": P, "M": M, "T": T, "L": L, "W": W},
             "daemons": len(self.daemons),
             "verifiers": self.args.verifiers,
@@ -415,6 +436,8 @@ class Soak:
                 "faults": dict(self.faults),
                 "revocations": dict(self.revocation_reasons),
                 "revocations_requested": self.revoke_requests,
+                # Revocations the CLI reported done that the state never showed: must be 0.
+                "revocations_unrecorded": len(self.revoked_by_operator - set(self.revocations)),
                 "tokens_signed": len(signed),
                 "tokens_of_revoked_keys": revoked_tokens,
                 "signer_refusals": refusals,
