@@ -381,7 +381,7 @@ class Soak:
 
     def _implicated(self) -> list[str]:
         """The keys named in violations, for their timelines in the report."""
-        kids = set()
+        kids: set[str] = set()
         for found in self.violations.values():
             for text in found:
                 kids.update(word for word in text.split() if word in self.timeline)
