@@ -194,7 +194,8 @@ def revoke(state: State, kid: str, now: float) -> Plan:
     if key.state is KeyState.REVOKED:
         return Plan(state=state, events=(Event("rotator.key_already_revoked", kid),))
     was_active = key.state is KeyState.ACTIVE
-    changed = [key.with_(revoked_at=now, private=None, private_destroyed_at=key.private_destroyed_at or now)]
+    changed = [key.with_(revoked_at=now, revocation="manual", private=None,
+                         private_destroyed_at=key.private_destroyed_at or now)]
     events = [Event("rotator.key_revoked", kid)]
     if was_active:
         # Verifiers refetch on an unknown kid, so a confirmed publication is enough here.

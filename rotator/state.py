@@ -43,7 +43,7 @@ class KeyRecord:
     private_destroyed_at: float | None = None
     removed_at: float | None = None
     revoked_at: float | None = None
-    revocation: str | None = None  # manual | damaged | recovery
+    revocation: str | None = None  # manual | damaged | recovery (None: an operator's, before 'manual' was recorded)
 
     @property
     def state(self) -> KeyState:

@@ -173,6 +173,7 @@ def test_revoke_active_removes_it_now_and_promotes(make_rotator: Callable[..., R
     state = rotator.step(operation=lambda s, now: revoke(s, active.kid, now)).state
     revoked = state.get(active.kid)
     assert revoked is not None and revoked.state is KeyState.REVOKED and revoked.private is None
+    assert revoked.revocation == "manual"
     assert state.active is not None and state.active.kid == successor.kid and state.active.activation == "promotion"
     body = (rotator.publisher.read_back() or b"")
     assert active.kid.encode() not in body and successor.kid.encode() in body
