@@ -33,9 +33,10 @@ from .keystore import Keystore
 from .publish import Publisher, jwks_kids
 from .sealing import Sealer, open_sealer
 from .state import KeyRecord, State
+from .revocation._records import revoked_reason
 from .verifier._revocation import replica_of
 
-__all__ = ["Signer", "RefreshRefused", "SIGNER_CLAIMS"]
+__all__ = ["Signer", "RefreshRefused", "SubjectRevoked", "SIGNER_CLAIMS"]
 
 # Claims the signer sets itself; a caller passing one is refused, never silently overridden.
 SIGNER_CLAIMS = ("iat", "exp", "nbf", "jti", "orig_iat")
@@ -46,6 +47,14 @@ class RefreshRefused(RotatorError):
     absolute bound, or revoked."""
 
     code = "refresh_refused"
+    exit_code = 1
+
+
+class SubjectRevoked(RotatorError):
+    """A token the revocation records would void at every verifier: its subject is banned,
+    or the session it continues (orig_iat) or the version it carries was revoked."""
+
+    code = "subject_revoked"
     exit_code = 1
 
 
@@ -358,7 +367,8 @@ class Signer:
 
     def _stamp(self, body: dict[str, Any], sub: str, iat: int, now: float, orig_iat: int | None) -> int:
         """Stamp the subject's session version; move iat onto a cutoff written this very second
-        (cutoffs are whole seconds, rounded up), so a token signed right after a revocation lives."""
+        (cutoffs are whole seconds, rounded up), so a token signed right after a revocation lives.
+        Refuse a token the records would void anyway (a ban in force, a revoked chain)."""
         assert self._replica is not None
         tables = self._replica.tables
         version = tables.versions.get(sub)
@@ -366,7 +376,22 @@ class Signer:
             body[self._session_claim] = version.version
         cutoff = tables.cutoffs.get(sub)
         if cutoff is not None and orig_iat is None and iat < cutoff.not_before <= now + 1:
-            return int(cutoff.not_before)
+            iat = int(cutoff.not_before)
+        start = iat if orig_iat is None else orig_iat
+        if cutoff is not None and orig_iat is None and start < cutoff.not_before:
+            if cutoff.not_before > cutoff.revoked_at:
+                raise SubjectRevoked(
+                    f"subject {sub!r} is banned until {_iso(cutoff.not_before)}: "
+                    "a token signed now would be rejected by every verifier"
+                )
+            raise SubjectRevoked(
+                f"subject {sub!r} has a revocation cutoff at {_iso(cutoff.not_before)}, ahead of this "
+                f"host's clock ({_iso(now)}): a token signed now would be rejected by every verifier; check the clocks"
+            )
+        reason = revoked_reason(tables, {"sub": sub, "iat": start, self._session_claim: body.get(self._session_claim)},
+                                self._session_claim)
+        if reason is not None:
+            raise SubjectRevoked(f"subject {sub!r}: {reason}, so a token signed now would be rejected by every verifier")
         return iat
 
     # -- refresh chains ----------------------------------------------------------------------

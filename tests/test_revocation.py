@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from rotator.cli import main
 from rotator.config import Policy
-from rotator.issuer import RefreshRefused, Signer
+from rotator.issuer import RefreshRefused, Signer, SubjectRevoked
 from rotator.keystore import FileKeystore
 from rotator.publish import FilePublisher
 from rotator.reconcile import Rotator
@@ -253,8 +253,45 @@ def test_signer_stamps_the_session_version_and_respects_a_fresh_cutoff(
             assert v.verify(fresh)["sub"] == "gina"
             with pytest.raises(RefreshRefused, match="revoked"):
                 signer.refresh(stamped)
+
+            # Tokens every verifier would reject are refused at the signer, with the reason.
+            cutoff = store.revoke_subject("gina")
+            wait_for(lambda: signer._replica.tables.cutoffs["gina"] == cutoff, what="cutoff replicated")
+            with pytest.raises(SubjectRevoked, match="issued before its cutoff"):
+                signer.sign(subject="gina", orig_iat=cutoff.not_before - 60)  # a revoked chain continued
+            with pytest.raises(SubjectRevoked, match=r"session version \(sv\) is no longer current"):
+                signer.sign({"sv": version - 1}, subject="gina")  # a stale version carried over by the caller
+            until = time.time() + 3600
+            ban = store.revoke_subject("gina", until=until)
+            wait_for(lambda: signer._replica.tables.cutoffs["gina"] == ban, what="ban replicated")
+            with pytest.raises(SubjectRevoked, match=r"^subject 'gina' is banned until \d{4}-\d\d-\d\dT.*Z: a token "
+                                                     "signed now would be rejected by every verifier$"):
+                signer.sign(subject="gina")
+            assert v.verify(signer.sign(subject="henry"))["sub"] == "henry"  # others are unaffected
     finally:
         store.close()
+
+
+def test_signer_names_a_cutoff_ahead_of_its_clock(tmp_path: Path, server: RedisServer, prefix: str) -> None:
+    """A logout written by a host whose clock runs 30 s ahead: the signer refuses, naming the clocks."""
+    policy = Policy(rotation_period=600, token_lifetime=300, max_age=60, retirement_window=3600)
+    ks, pub = FileKeystore(tmp_path / "ks"), FilePublisher(tmp_path / "pub")
+    Rotator(
+        keystore=ks, publisher=pub, policy=policy, passphrase=PASSPHRASE, scrypt_n=TEST_SCRYPT_N, storage_clock=False
+    ).step()
+    ahead = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60,
+                                     clock=lambda: time.time() + 30)
+    reader = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60)
+    try:
+        signer = Signer(ks, policy, passphrase=PASSPHRASE, publisher=pub, revocations=reader, watch=False)
+        ahead.revoke_subject("ivy")
+        wait_for(lambda: "ivy" in signer._replica.tables.cutoffs, what="cutoff replicated")
+        with pytest.raises(SubjectRevoked, match=r"subject 'ivy' has a revocation cutoff at .*, ahead of this "
+                                                 r"host's clock \(.*\): .*; check the clocks$"):
+            signer.sign(subject="ivy")
+    finally:
+        ahead.close()
+        reader.close()
 
 
 # -- bad input ----------------------------------------------------------------------------------
