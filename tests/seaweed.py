@@ -21,6 +21,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from .orphans import die_with_parent
 from .ports import free_ports
 
 WEED = shutil.which("weed", path=os.path.dirname(sys.executable)) or shutil.which("weed") or "weed"
@@ -57,7 +58,9 @@ class SeaweedServer:
             "-master.volumeSizeLimitMB=64", "-volume.max=0",
         ]
         log = open(self.dir / "weed.log", "wb")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True, preexec_fn=die_with_parent
+        )
         log.close()
         deadline = time.monotonic() + timeout
         probe = self.client(retries=0)
