@@ -378,21 +378,19 @@ class Signer:
         if cutoff is not None and orig_iat is None and iat < cutoff.not_before <= now + 1:
             iat = int(cutoff.not_before)
         start = iat if orig_iat is None else orig_iat
-        if cutoff is not None and orig_iat is None and start < cutoff.not_before:
-            if cutoff.not_before > cutoff.revoked_at:
-                raise SubjectRevoked(
-                    f"subject {sub!r} is banned until {_iso(cutoff.not_before)}: "
-                    "a token signed now would be rejected by every verifier"
-                )
-            raise SubjectRevoked(
-                f"subject {sub!r} has a revocation cutoff at {_iso(cutoff.not_before)}, ahead of this "
-                f"host's clock ({_iso(now)}): a token signed now would be rejected by every verifier; check the clocks"
-            )
         reason = revoked_reason(tables, {"sub": sub, "iat": start, self._session_claim: body.get(self._session_claim)},
                                 self._session_claim)
-        if reason is not None:
-            raise SubjectRevoked(f"subject {sub!r}: {reason}, so a token signed now would be rejected by every verifier")
-        return iat
+        if reason is None:
+            return iat
+        void = "a token signed now would be rejected by every verifier"
+        if cutoff is not None and orig_iat is None and start < cutoff.not_before:  # a new session, yet void
+            if cutoff.not_before > cutoff.revoked_at:
+                raise SubjectRevoked(f"subject {sub!r} is banned until {_iso(cutoff.not_before)}: {void}")
+            raise SubjectRevoked(
+                f"subject {sub!r} has a revocation cutoff at {_iso(cutoff.not_before)}, ahead of this "
+                f"host's clock ({_iso(now)}): {void}; check the clocks"
+            )
+        raise SubjectRevoked(f"subject {sub!r}: {reason}, so {void}")
 
     # -- refresh chains ----------------------------------------------------------------------
 
