@@ -224,14 +224,20 @@ def test_no_redis_command_while_verifying(server: RedisServer, jwks: Any, prefix
         store.close()
 
 
-def test_signer_stamps_the_session_version_and_respects_a_fresh_cutoff(
-    tmp_path: Path, server: RedisServer, prefix: str
-) -> None:
+def bootstrapped_key_set(tmp_path: Path) -> tuple[FileKeystore, FilePublisher, Policy]:
+    """A file keystore and JWKS file after one step, for a Signer to sign from."""
     policy = Policy(rotation_period=600, token_lifetime=300, max_age=60, retirement_window=3600, refresh_grace=60)
     ks, pub = FileKeystore(tmp_path / "ks"), FilePublisher(tmp_path / "pub")
     Rotator(
         keystore=ks, publisher=pub, policy=policy, passphrase=PASSPHRASE, scrypt_n=TEST_SCRYPT_N, storage_clock=False
     ).step()
+    return ks, pub, policy
+
+
+def test_signer_stamps_the_session_version_and_respects_a_fresh_cutoff(
+    tmp_path: Path, server: RedisServer, prefix: str
+) -> None:
+    ks, pub, policy = bootstrapped_key_set(tmp_path)
     store = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60)
     try:
         signer = Signer(ks, policy, passphrase=PASSPHRASE, publisher=pub, revocations=store, watch=False)
@@ -274,11 +280,7 @@ def test_signer_stamps_the_session_version_and_respects_a_fresh_cutoff(
 
 def test_signer_names_a_cutoff_ahead_of_its_clock(tmp_path: Path, server: RedisServer, prefix: str) -> None:
     """A logout written by a host whose clock runs 30 s ahead: the signer refuses, naming the clocks."""
-    policy = Policy(rotation_period=600, token_lifetime=300, max_age=60, retirement_window=3600)
-    ks, pub = FileKeystore(tmp_path / "ks"), FilePublisher(tmp_path / "pub")
-    Rotator(
-        keystore=ks, publisher=pub, policy=policy, passphrase=PASSPHRASE, scrypt_n=TEST_SCRYPT_N, storage_clock=False
-    ).step()
+    ks, pub, policy = bootstrapped_key_set(tmp_path)
     ahead = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60,
                                      clock=lambda: time.time() + 30)
     reader = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60)
