@@ -189,18 +189,24 @@ class Verifier:
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims (a copy), or InvalidToken / KeysUnavailable."""
         if self._results is not None:
-            hit = self._cached(token)
-            if hit is not None:
-                return hit
+            found = self._cached(token)
+            if found is not None:
+                hit = self._revalidate(*found, self._keys.get(found[1].kid))
+                if hit is not None:
+                    return hit
         kid, parts = self._split(token)
         return self._finish(kid, self._keys.get(kid), parts)
 
     async def averify(self, token: str) -> dict[str, Any]:
         """``verify`` for asyncio: a needed fetch is awaited, never blocking the event loop."""
         if self._results is not None:
-            hit = self._cached(token)
-            if hit is not None:
-                return hit
+            found = self._cached(token)
+            if found is not None:
+                # The key lookup may wait on a fetch (the set expired while idle, or the kid
+                # left it): await it like the full path does, never block the loop.
+                hit = self._revalidate(*found, await self._keys.aget(found[1].kid))
+                if hit is not None:
+                    return hit
         kid, parts = self._split(token)
         return self._finish(kid, await self._keys.aget(kid), parts)
 
@@ -262,16 +268,14 @@ class Verifier:
             assert self._results is not None
             self._results.pop(digest, None)
 
-    def _cached(self, token: Any) -> dict[str, Any] | None:
+    def _cached(self, token: Any) -> tuple[bytes, _Result] | None:
         """A repeat of an accepted token: same signing input, byte-identical signature.
 
         Entries are keyed by the SHA-256 of the signing input and hold the signature they
         were verified with; a token that reuses a cached signing input with any other
         signature misses and takes the full path, so the cache never vouches for a
-        signature it has not checked.
-
-        The key must still be published (a revoked key's results stop at once), the time
-        checks and revocation hooks run again, and the caller gets its own copy.
+        signature it has not checked. A hit still needs ``_revalidate`` with the token's
+        key as the key cache has it now.
         """
         if type(token) is not str:
             return None
@@ -290,11 +294,17 @@ class Verifier:
                 return None
         except UnicodeEncodeError:
             return None
+        return digest, entry
+
+    def _revalidate(self, digest: bytes, entry: _Result, key: ec.EllipticCurvePublicKey) -> dict[str, Any] | None:
+        """The cached claims if the entry still holds now: the key must still be published
+        (a revoked key's results stop at once), the time checks and revocation hooks run
+        again, and the caller gets its own copy. None sends the token down the full path,
+        which gives the precise reason."""
         now = self._now()
         if now >= entry.drop_at or (entry.nbf is not None and now + self.leeway < entry.nbf):
             self._drop(digest)
-            return None  # the full path gives the precise reason
-        key = self._keys.get(entry.kid)
+            return None
         if key is not entry.key and key != entry.key:
             self._drop(digest)
             return None
