@@ -3,6 +3,7 @@ wsgiref for a Flask app; real HTTP requests on loopback."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -79,19 +80,81 @@ def verifier_for(jwks: JwksServer, **options: Any) -> Verifier:
 
 
 def assert_denied(status: int, headers: dict[str, str], body: bytes, code: str) -> None:
-    assert status == 401
+    """RFC 6750 section 3.1: invalid_token is a 401, invalid_request a 400; the body names the
+    code only, never the verifier's detail."""
+    assert status == {"invalid_token": 401, "invalid_request": 400}[code]
     assert headers["www-authenticate"] == f'Bearer realm="api", error="{code}"'
-    assert json.loads(body) == {"error": code}  # the code only, never the verifier's detail
+    assert json.loads(body) == {"error": code}
 
 
-def bad_requests(token: str) -> list[dict[str, str | None]]:
+def assert_challenged(status: int, headers: dict[str, str], body: bytes) -> None:
+    """A request with no bearer credentials: 401 and a challenge with no error code or
+    other error information (RFC 6750 section 3.1)."""
+    assert status == 401
+    assert headers["www-authenticate"] == 'Bearer realm="api"'
+    assert body == b""
+
+
+def no_credentials(token: str) -> list[dict[str, str | None]]:
+    return [{"token": None}, {"authorization": f"Basic {token}"}, {"authorization": "Digest username=x"}]
+
+
+def malformed(token: str) -> list[dict[str, str | None]]:
     return [
-        {"token": None},
-        {"authorization": f"Basic {token}"},
         {"authorization": "Bearer"},
         {"authorization": f"Bearer {token} extra"},
         {"authorization": "Bearer ab!cd"},
+        {"authorization": f"bearer\t{token}"},
     ]
+
+
+def raw_request(port: int, path: str, headers: list[tuple[str, str]], method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One request sent exactly as given: the path unnormalised, repeated headers kept."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+# Paths that a resolving downstream would take to /admin, or that hide a slash or a dot.
+SNEAKY_PATHS = [
+    "/public/../admin",
+    "/public/./../admin",
+    "/public/%2e%2e/admin",
+    "/public/%2E%2E/admin",
+    "/public%2F..%2Fadmin",
+    "/public/..%2Fadmin",
+    "/public/..;/admin",
+    "/public//admin",
+    "/public/%5C..%5Cadmin",
+    "/public/%252e%252e/admin",
+]
+
+
+def check_requests_edges(port: int, token: str) -> None:
+    """The RFC 6750 answers, CORS preflights and excluded paths, as one server sees them."""
+    for request in no_credentials(token):
+        assert_challenged(*get(f"http://127.0.0.1:{port}/orders", **request))  # type: ignore[arg-type]
+    for request in malformed(token):
+        assert_denied(*get(f"http://127.0.0.1:{port}/orders", **request), "invalid_request")  # type: ignore[arg-type]
+    twice = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
+    assert_denied(*raw_request(port, "/orders", twice), "invalid_request")
+    # A CORS preflight carries no credentials: it reaches the app; a plain OPTIONS does not.
+    preflight = [("Origin", "https://app.example"), ("Access-Control-Request-Method", "GET")]
+    assert raw_request(port, "/orders", preflight, method="OPTIONS")[0] == 200
+    assert_challenged(*raw_request(port, "/orders", [("Origin", "https://app.example")], method="OPTIONS"))
+    # Excluded prefixes: open as written, never through dot segments, '//' or encoded separators.
+    assert raw_request(port, "/public/page", [])[0] == 200
+    for path in SNEAKY_PATHS:
+        status, headers, body = raw_request(port, path, [])
+        assert status == 401, f"{path} passed without a token ({status})"
+        assert_challenged(status, headers, body)
 
 
 def test_asgi_middleware_under_uvicorn(jwks: JwksServer, key: SigningKey) -> None:
@@ -104,8 +167,6 @@ def test_asgi_middleware_under_uvicorn(jwks: JwksServer, key: SigningKey) -> Non
         assert_denied(status, headers, body, "invalid_token")
         status, headers, body = get(server.url("/orders"), key.sign({**claims_at(time.time()), "aud": "other"}))
         assert_denied(status, headers, body, "invalid_token")
-        for request in bad_requests(token):
-            assert_denied(*get(server.url("/orders"), **request), "invalid_request")  # type: ignore[arg-type]
         assert get(server.url("/healthz"))[0] == 200
         assert get(server.url("/healthz/deep"))[0] == 401  # only the exact path, or a prefix ending in '/'
         # The JWKS host goes away: a cold verifier answers 503 with Retry-After, not 401.
@@ -114,6 +175,75 @@ def test_asgi_middleware_under_uvicorn(jwks: JwksServer, key: SigningKey) -> Non
     with Uvicorn(cold) as server:
         status, headers, body = get(server.url("/orders"), token)
         assert status == 503 and headers["retry-after"] == "5" and json.loads(body) == {"error": "temporarily_unavailable"}
+
+
+def test_asgi_answers_rfc6750_lets_preflights_through_and_excludes_only_plain_paths(
+    jwks: JwksServer, key: SigningKey
+) -> None:
+    """Under uvicorn: no credentials is a bare challenge, malformed credentials a 400, a CORS
+    preflight reaches the app, and an excluded prefix never opens a dot-segment path."""
+    app = BearerAuth(hello, verifier_for(jwks), exclude=("/healthz", "/public/"))
+    token = key.sign(claims_at(time.time()))
+    with Uvicorn(app) as server:
+        check_requests_edges(server.port, token)
+        assert get(server.url("/orders"), token)[0] == 200
+
+
+def test_wsgi_answers_rfc6750_lets_preflights_through_and_excludes_only_plain_paths(
+    jwks: JwksServer, key: SigningKey
+) -> None:
+    """The same rules for the WSGI middleware, under wsgiref with a Flask app."""
+    from flask import Flask
+
+    app = Flask("edges")
+
+    @app.route("/orders", methods=["GET"])
+    def orders() -> str:
+        return "orders"
+
+    @app.get("/public/page")
+    def page() -> str:
+        return "public"
+
+    app.wsgi_app = WsgiBearerAuth(app.wsgi_app, verifier_for(jwks), exclude=("/healthz", "/public/"))  # type: ignore[method-assign]
+    server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check_requests_edges(server.server_port, key.sign(claims_at(time.time())))
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("path", SNEAKY_PATHS)
+def test_an_excluded_prefix_never_covers_a_path_that_is_not_plain(path: str) -> None:
+    """Whatever a server decodes before the middleware sees it: the decoded path, or the raw one."""
+    from urllib.parse import unquote
+
+    from rotator.verifier._bearer import excluded
+
+    assert not excluded(unquote(path), ("/public/",), raw=path)
+    assert not excluded(unquote(path), ("/public/",))  # a server that gives no raw path
+    assert excluded("/public/page", ("/public/",), raw="/public/page")
+    assert excluded("/healthz", ("/healthz",), raw="/healthz")
+    assert not excluded("/healthz/deep", ("/healthz",))
+
+
+def test_wsgi_excludes_by_the_raw_uri_where_the_server_gives_it() -> None:
+    """gunicorn's RAW_URI (REQUEST_URI elsewhere) shows an encoded slash PATH_INFO has decoded."""
+    seen: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ["PATH_INFO"])
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    guard = WsgiBearerAuth(app, Verifier("https://issuer.example/jwks.json"), exclude=("/public/",))
+    answers: list[str] = []
+    for raw_key in ("RAW_URI", "REQUEST_URI"):
+        environ = {"PATH_INFO": "/public/x", raw_key: "/public%2Fx?a=1", "REQUEST_METHOD": "GET"}
+        guard(environ, lambda status, headers: answers.append(status))
+    guard({"PATH_INFO": "/public/x", "RAW_URI": "/public/x?a=%2F", "REQUEST_METHOD": "GET"}, lambda s, h: answers.append(s))
+    assert answers == ["401 Unauthorized", "401 Unauthorized", "200 OK"] and seen == ["/public/x"]
 
 
 def test_asgi_verification_never_blocks_the_event_loop(jwks: JwksServer, key: SigningKey) -> None:
@@ -151,7 +281,9 @@ def test_fastapi_dependency(jwks: JwksServer, key: SigningKey) -> None:
         status, _, body = get(server.url("/me"), token)
         assert status == 200 and json.loads(body) == {"sub": "user-1"}
         status, headers, body = get(server.url("/me"))
-        assert status == 401 and headers["www-authenticate"] == 'Bearer realm="api", error="invalid_request"'
+        assert status == 401 and headers["www-authenticate"] == 'Bearer realm="api"'
+        status, headers, body = get(server.url("/me"), authorization="Bearer a b")
+        assert status == 400 and headers["www-authenticate"] == 'Bearer realm="api", error="invalid_request"'
         status, headers, _ = get(server.url("/me"), token[:-4] + "AAAA")
         assert status == 401 and 'error="invalid_token"' in headers["www-authenticate"]
     # Behind the middleware, the dependency takes the claims it already verified.
@@ -186,8 +318,6 @@ def test_wsgi_middleware_with_flask(jwks: JwksServer, key: SigningKey) -> None:
         status, _, body = get(f"{base}/orders", token)
         assert status == 200 and json.loads(body) == {"sub": "user-1"}
         assert_denied(*get(f"{base}/orders", token[:-4] + "AAAA"), "invalid_token")
-        for request_ in bad_requests(token):
-            assert_denied(*get(f"{base}/orders", **request_), "invalid_request")  # type: ignore[arg-type]
         assert get(f"{base}/healthz")[0] == 200
         jwks.stop()
         cold = WsgiBearerAuth(app.wsgi_app, verifier_for(jwks, timeout=0.5, connect_timeout=0.5))

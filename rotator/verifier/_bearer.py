@@ -1,10 +1,15 @@
-"""What the ASGI and WSGI glue share: RFC 6750 bearer-token parsing and the error answers.
+"""What the ASGI and WSGI glue share: RFC 6750 bearer-token parsing, the error answers, the
+paths left open and the CORS preflights let through.
 
-Answers name an error code only (RFC 6750 section 3.1), never the verifier's detail:
-- no token, or an Authorization header that is not one ``Bearer <token>``: 401,
-  ``WWW-Authenticate: Bearer realm="…", error="invalid_request"``;
+Answers follow RFC 6750 section 3.1 and name an error code only, never the verifier's detail:
+- no credentials (no Authorization header, or another scheme such as ``Basic``): 401 with
+  ``WWW-Authenticate: Bearer realm="…"`` and no error code, as the RFC asks of a request
+  that carries no authentication information;
+- a malformed request (a ``Bearer`` header without one b64token, or several Authorization
+  headers): 400, ``error="invalid_request"``;
 - a token the verifier rejects: 401, ``error="invalid_token"``;
-- keys unavailable (the JWKS host is down past the stale bound): 503 with ``Retry-After``.
+- keys unavailable (the JWKS host is down past the stale bound) or revocations not
+  confirmed current: 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,28 +24,37 @@ if TYPE_CHECKING:
 
 AppT = TypeVar("AppT")
 
-__all__ = ["BadRequest", "bearer_token", "Denial", "denial_for", "excluded", "Guard"]
+__all__ = ["BadRequest", "NoCredentials", "bearer_token", "Denial", "denial_for", "excluded", "is_preflight", "Guard"]
 
 # RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
 
 
+class NoCredentials(Exception):
+    """The request carries no bearer credentials: no Authorization header, or another scheme."""
+
+
 class BadRequest(Exception):
-    """The request carries no usable bearer credentials."""
+    """The request's bearer credentials are malformed, or it carries several Authorization headers."""
 
 
 def bearer_token(values: Iterable[str]) -> str:
-    """The token from the request's Authorization header values; BadRequest when there is no
-    header, more than one, or one that is not exactly ``Bearer <b64token>``."""
+    """The token from the request's Authorization header values: NoCredentials when there is no
+    header or its scheme is not Bearer; BadRequest when there is more than one header, or a
+    Bearer header that is not exactly ``Bearer <b64token>``."""
     found = list(values)
     if not found:
-        raise BadRequest("no Authorization header")
+        raise NoCredentials("no Authorization header")
     if len(found) > 1:
         raise BadRequest("more than one Authorization header")
-    match = _BEARER.fullmatch(found[0].strip())
-    if match is None:
-        raise BadRequest("Authorization is not a Bearer token")
-    return match.group(1)
+    value = found[0].strip()
+    match = _BEARER.fullmatch(value)
+    if match is not None:
+        return match.group(1)
+    scheme = value.split(None, 1)[0] if value else ""
+    if scheme.lower() != "bearer":
+        raise NoCredentials("Authorization is not a Bearer credential")
+    raise BadRequest("Authorization is a malformed Bearer credential")
 
 
 @dataclass(frozen=True)
@@ -48,31 +62,63 @@ class Denial:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    code: str  # the RFC 6750 error code, or "" where none is sent
 
     @property
     def reason(self) -> str:
-        return {401: "Unauthorized", 503: "Service Unavailable"}[self.status]
+        return {400: "Bad Request", 401: "Unauthorized", 503: "Service Unavailable"}[self.status]
+
+
+_JSON = ("content-type", "application/json")
 
 
 def denial_for(error: Exception, realm: str, retry_after: int) -> Denial:
     """The answer for a request the verifier (or the parser) turned down."""
     from ._errors import InvalidToken
 
+    if isinstance(error, NoCredentials):
+        return Denial(401, (("www-authenticate", f'Bearer realm="{realm}"'),), b"", "")
     if isinstance(error, BadRequest):
-        code = "invalid_request"
+        status, code = 400, "invalid_request"
     elif isinstance(error, InvalidToken):
-        code = "invalid_token"
-    else:  # KeysUnavailable and other 503-type errors
-        body = json.dumps({"error": "temporarily_unavailable"}).encode()
-        return Denial(503, (("content-type", "application/json"), ("retry-after", str(retry_after))), body)
+        status, code = 401, "invalid_token"
+    else:  # KeysUnavailable, RevocationUnavailable and other 503-type errors
+        code = "temporarily_unavailable"
+        return Denial(503, (_JSON, ("retry-after", str(retry_after))), json.dumps({"error": code}).encode(), code)
     challenge = f'Bearer realm="{realm}", error="{code}"'
-    body = json.dumps({"error": code}).encode()
-    return Denial(401, (("content-type", "application/json"), ("www-authenticate", challenge)), body)
+    return Denial(status, (_JSON, ("www-authenticate", challenge)), json.dumps({"error": code}).encode(), code)
 
 
-def excluded(path: str, prefixes: tuple[str, ...]) -> bool:
-    """Whether ``path`` is one of the excluded paths, or below one that ends in '/'."""
-    return any(path == p or (p.endswith("/") and path.startswith(p)) for p in prefixes)
+def _plain(path: str, raw: str | None) -> bool:
+    """Whether a request path means what it says to every downstream: absolute, with no
+    empty, dot or dot-parameter (``..;``) segment, no backslash, and no encoded slash,
+    backslash, dot or percent sign in the bytes the client sent. A path that is not plain
+    is never excluded: some server, proxy or framework behind may resolve it elsewhere."""
+    if not path.startswith("/") or "\\" in path or "%" in path:
+        return False
+    for segment in path[1:].split("/")[:-1] if path.endswith("/") else path[1:].split("/"):
+        if segment.split(";", 1)[0] in ("", ".", ".."):
+            return False
+    if raw is not None:
+        lowered = raw.lower()
+        if any(code in lowered for code in ("%2f", "%5c", "%2e", "%25")):
+            return False
+    return True
+
+
+def excluded(path: str, prefixes: tuple[str, ...], raw: str | None = None) -> bool:
+    """Whether ``path`` is one of the excluded paths, or below one that ends in '/'; never when
+    the path is not plain (dot segments, '//', encoded slashes and dots: see ``_plain``).
+    ``raw`` is the path as the client sent it, where the server gives it."""
+    if not any(path == p or (p.endswith("/") and path.startswith(p)) for p in prefixes):
+        return False
+    return _plain(path, raw)
+
+
+def is_preflight(method: str, has_request_method: bool) -> bool:
+    """A CORS preflight: ``OPTIONS`` with ``Access-Control-Request-Method``. Browsers send it
+    without credentials (Fetch standard), so it passes to the app's CORS handling."""
+    return method == "OPTIONS" and has_request_method
 
 
 class Guard(Generic[AppT]):

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from ._bearer import BadRequest, Guard, bearer_token, denial_for, excluded
-from ._errors import InvalidToken, VerifierError
+from ._bearer import BadRequest, Guard, NoCredentials, bearer_token, denial_for, excluded, is_preflight
+from ._errors import VerifierError
 from ._verifier import Verifier
 
 __all__ = ["BearerAuth", "CLAIMS_KEY", "bearer_claims"]
@@ -34,20 +34,39 @@ def _authorization(scope: Scope) -> list[str]:
     return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
 
 
+def _preflight(scope: Scope) -> bool:
+    method = scope.get("method", "")
+    return method == "OPTIONS" and is_preflight(  # the header scan only for an OPTIONS
+        method, any(k.lower() == b"access-control-request-method" for k, _ in scope.get("headers", ()))
+    )
+
+
+def _raw_path(scope: Scope) -> str | None:
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1").split("?", 1)[0] if isinstance(raw, bytes) else None
+
+
 class BearerAuth(Guard[ASGIApp]):
     """Require a valid bearer token on every HTTP request (and websocket handshake) except
-    the ``exclude``d paths (exact, or a prefix ending in '/')."""
+    the ``exclude``d paths (exact, or a prefix ending in '/'; never a path with dot segments,
+    '//' or encoded slashes) and CORS preflights, which go to the app (and its CORS handling)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or excluded(scope.get("path", ""), self.exclude):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        if self.exclude and excluded(scope.get("path", ""), self.exclude, _raw_path(scope)):
+            await self.app(scope, receive, send)
+            return
+        if kind == "http" and _preflight(scope):
             await self.app(scope, receive, send)
             return
         try:
             claims = await self.verifier.averify(bearer_token(_authorization(scope)))
-        except (BadRequest, VerifierError) as e:
+        except (NoCredentials, BadRequest, VerifierError) as e:
             await self._deny(e, scope, send)
             return
-        scope = dict(scope)
         scope[CLAIMS_KEY] = claims
         await self.app(scope, receive, send)
 
@@ -77,13 +96,10 @@ def bearer_claims(verifier: Verifier, *, realm: str = "api", retry_after: int = 
             return dict(found)
         try:
             return await verifier.averify(bearer_token(request.headers.getlist("authorization")))
-        except (BadRequest, VerifierError) as e:
+        except (NoCredentials, BadRequest, VerifierError) as e:
             denial = denial_for(e, realm, retry_after)
             headers = {k: v for k, v in denial.headers if k != "content-type"}
-            detail = "invalid_request" if isinstance(e, BadRequest) else (
-                "invalid_token" if isinstance(e, InvalidToken) else "temporarily_unavailable"
-            )
-            raise HTTPException(status_code=denial.status, detail=detail, headers=headers) from None
+            raise HTTPException(status_code=denial.status, detail=denial.code or "unauthorized", headers=headers) from None
 
     # This module defers annotations and imports Request lazily: give the framework the class.
     claims.__annotations__ = {"request": Request, "return": dict}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from ._bearer import BadRequest, Guard, bearer_token, denial_for, excluded
+from ._bearer import BadRequest, Guard, NoCredentials, bearer_token, denial_for, excluded, is_preflight
 from ._errors import VerifierError
 
 __all__ = ["BearerAuth", "CLAIMS_KEY"]
@@ -23,16 +23,26 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
+def _raw_path(environ: dict[str, Any]) -> str | None:
+    """The path as the client sent it, where the server says (gunicorn's RAW_URI, the
+    REQUEST_URI of uWSGI, mod_wsgi and others)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    return raw.split("?", 1)[0] if isinstance(raw, str) else None
+
+
 class BearerAuth(Guard[WSGIApp]):
-    """Require a valid bearer token on every request except the ``exclude``d paths."""
+    """Require a valid bearer token on every request except the ``exclude``d paths (never a
+    path with dot segments, '//' or encoded slashes) and CORS preflights."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if excluded(environ.get("PATH_INFO", ""), self.exclude):
+        if self.exclude and excluded(environ.get("PATH_INFO", ""), self.exclude, _raw_path(environ)):
+            return self.app(environ, start_response)
+        if is_preflight(environ.get("REQUEST_METHOD", ""), "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ):
             return self.app(environ, start_response)
         header = environ.get("HTTP_AUTHORIZATION")
         try:
             claims = self.verifier.verify(bearer_token([header] if header is not None else []))
-        except (BadRequest, VerifierError) as e:
+        except (NoCredentials, BadRequest, VerifierError) as e:
             denial = denial_for(e, self.realm, self.retry_after)
             headers = [*denial.headers, ("content-length", str(len(denial.body)))]
             start_response(f"{denial.status} {denial.reason}", [(k.title(), v) for k, v in headers])
