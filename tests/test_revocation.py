@@ -622,7 +622,11 @@ def test_replica_loads_100k_denials_and_100k_cutoffs(server: RedisServer, prefix
         assert len(replica.tables.denied) == 100_000 and len(replica.tables.cutoffs) == 100_000
         key, srv = jwks
         v = Verifier(srv.url, allow_http=True, revocations=replica)
-        assert rejected(v, token(key, "user99999", iat=int(time.time()) - 10))
+        # Times from the record itself, not from the clock after a long fill: a token whose
+        # session started a second before the cutoff, and one that started at it.
+        cutoff = replica.tables.cutoffs["user99999"]
+        assert rejected(v, token(key, "user99999", iat=cutoff.not_before - 1))
+        assert v.verify(token(key, "user99999", iat=cutoff.not_before))["sub"] == "user99999"
         assert rejected(v, token(key, "someone", jti="deny-4242"))
         assert v.verify(token(key, "someone"))["sub"] == "someone"
     finally:

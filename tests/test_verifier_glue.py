@@ -259,9 +259,9 @@ def test_asgi_verification_never_blocks_the_event_loop(jwks: JwksServer, key: Si
         t = threading.Thread(target=slow)
         t.start()
         wait_for(lambda: jwks.in_flight == 1, timeout=5, what="the cold fetch")
-        started = time.monotonic()
         assert get(server.url("/healthz"))[0] == 200
-        assert time.monotonic() - started < 0.3, "a request waited on the JWKS fetch"
+        # Answered while the cold fetch is still in flight: the loop did not wait on it.
+        assert jwks.in_flight == 1, "a request waited on the JWKS fetch"
         t.join(10)
         assert results["slow"] == 200
 

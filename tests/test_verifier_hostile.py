@@ -178,9 +178,9 @@ def test_a_warm_cache_serves_stale_keys_while_a_refresh_trickles(key: SigningKey
         wait_for(lambda: server.open_connections == 1, timeout=5, what="the refresh to reach the host")
         clock.advance(11)  # the set has expired; the refresh is 11 s old
         for _ in range(5):
-            started = time.monotonic()
             assert verifier.verify(token)["sub"] == "user-1"
-            assert time.monotonic() - started < 0.1
+            # Answered while the refresh still trickles: the caller did not wait for it.
+            assert server.open_connections == 1
     finally:
         server.close()
 
