@@ -48,17 +48,23 @@ def test_stampede_bench_reports_every_scenario_for_both_clients() -> None:
 
 
 def test_service_bench_runs_every_app_and_rotates_without_a_401() -> None:
-    """A short run: every app and mix reported; the rotation mid-run answers 200 to every request."""
+    """A short run under uvicorn[standard]: every app and mix reported for one worker, the
+    unprotected and rotator apps for two; the rotation mid-run answers 200 to every request."""
     result = subprocess.run(
         [sys.executable, "bench/service_bench.py", "--duration", "1", "--distinct", "500"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode in (0, 1), result.stdout + result.stderr
-    rows = [line.split()[:2] for line in result.stdout.splitlines()[2:] if line and not line.startswith(("PASS", "MISS"))]
-    apps = ("unprotected", "rotator", "pyjwt", "rotator-rc")
-    assert rows == [[a, m] for a in apps for m in ("repeated", "distinct")] + [["rotation", "distinct"]], result.stdout
-    assert "PASS  zero non-200 across the rotation (0)" in result.stdout, result.stdout
+    lines = result.stdout.splitlines()[2:]
+    rows = [line.split()[:4] for line in lines if line and not line.startswith(("PASS", "MISS", "info"))]
+    mixes = ("repeated", "distinct")
+    one = [[a, m, "uvicorn", "1"] for a in ("unprotected", "rotator", "pyjwt", "rotator-rc") for m in mixes]
+    two = [[a, m, "uvicorn", "2"] for a in ("unprotected", "rotator", "rotator-rc") for m in mixes]
+    rotation = [["rotation", "distinct", "uvicorn", w] for w in ("1", "2")]
+    assert rows == one + two + rotation, result.stdout
+    assert "PASS  zero non-200 across the rotation, 1 and 2 workers (0, 0)" in result.stdout, result.stdout
     assert "PASS  no non-200 for valid tokens in any run" in result.stdout, result.stdout
+    assert sum(line.startswith(("PASS", "MISS")) for line in lines) == 5, result.stdout
 
 
 def test_revocation_bench_reports_load_and_check_cost() -> None:

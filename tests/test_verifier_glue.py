@@ -143,6 +143,8 @@ def check_requests_edges(port: int, token: str) -> None:
         assert_challenged(*get(f"http://127.0.0.1:{port}/orders", **request))  # type: ignore[arg-type]
     for request in malformed(token):
         assert_denied(*get(f"http://127.0.0.1:{port}/orders", **request), "invalid_request")  # type: ignore[arg-type]
+    # RFC 6750 section 2.1: the scheme in any case, one or more spaces before the token.
+    assert get(f"http://127.0.0.1:{port}/orders", authorization=f"BEARER   {token}")[0] == 200
     twice = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
     assert_denied(*raw_request(port, "/orders", twice), "invalid_request")
     # A CORS preflight carries no credentials: it reaches the app; a plain OPTIONS does not.

@@ -116,6 +116,14 @@ class KeyCache:
 
     # -- lookups -----------------------------------------------------------------------
 
+    def peek(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        """The key from a fresh snapshot, without fetching, waiting or locking; None sends the
+        caller to ``get`` or ``aget`` (the async fast path: no coroutine for the common case)."""
+        snap = self._snapshot
+        if snap is not None and self.clock() < snap.refresh_at:
+            return snap.keys.get(kid)
+        return None
+
     def get(self, kid: str) -> ec.EllipticCurvePublicKey:
         found = self._begin(kid)
         if isinstance(found, _Fetch):

@@ -199,16 +199,18 @@ class Verifier:
 
     async def averify(self, token: str) -> dict[str, Any]:
         """``verify`` for asyncio: a needed fetch is awaited, never blocking the event loop."""
+        keys = self._keys
         if self._results is not None:
             found = self._cached(token)
             if found is not None:
                 # The key lookup may wait on a fetch (the set expired while idle, or the kid
                 # left it): await it like the full path does, never block the loop.
-                hit = self._revalidate(*found, await self._keys.aget(found[1].kid))
+                kid = found[1].kid
+                hit = self._revalidate(*found, keys.peek(kid) or await keys.aget(kid))
                 if hit is not None:
                     return hit
         kid, parts = self._split(token)
-        return self._finish(kid, await self._keys.aget(kid), parts)
+        return self._finish(kid, keys.peek(kid) or await keys.aget(kid), parts)
 
     def refresh(self) -> None:
         """Fetch the JWKS now (or join the fetch in flight) and wait for it, within the timeout."""

@@ -31,7 +31,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _authorization(scope: Scope) -> list[str]:
-    return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
+    # ASGI servers give header names in lower case (the ASGI HTTP spec requires it).
+    return [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
 
 
 def _preflight(scope: Scope) -> bool:
@@ -62,16 +63,18 @@ class BearerAuth(Guard[ASGIApp]):
         if kind == "http" and _preflight(scope):
             await self.app(scope, receive, send)
             return
+        token = None
         try:
-            claims = await self.verifier.averify(bearer_token(_authorization(scope)))
+            token = bearer_token(_authorization(scope))
+            claims = await self.verifier.averify(token)
         except (NoCredentials, BadRequest, VerifierError) as e:
-            await self._deny(e, scope, send)
+            await self._deny(e, scope, send, token)
             return
         scope[CLAIMS_KEY] = claims
         await self.app(scope, receive, send)
 
-    async def _deny(self, error: Exception, scope: Scope, send: Send) -> None:
-        denial = denial_for(error, self.realm, self.retry_after)
+    async def _deny(self, error: Exception, scope: Scope, send: Send, token: str | None) -> None:
+        denial = denial_for(error, self.realm, self.retry_after, token)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in denial.headers]
         headers.append((b"content-length", str(len(denial.body)).encode()))
         if scope["type"] == "websocket":
@@ -94,10 +97,12 @@ def bearer_claims(verifier: Verifier, *, realm: str = "api", retry_after: int = 
         found = request.scope.get(CLAIMS_KEY)
         if found is not None:
             return dict(found)
+        token = None
         try:
-            return await verifier.averify(bearer_token(request.headers.getlist("authorization")))
+            token = bearer_token(request.headers.getlist("authorization"))
+            return await verifier.averify(token)
         except (NoCredentials, BadRequest, VerifierError) as e:
-            denial = denial_for(e, realm, retry_after)
+            denial = denial_for(e, realm, retry_after, token)
             headers = {k: v for k, v in denial.headers if k != "content-type"}
             raise HTTPException(status_code=denial.status, detail=denial.code or "unauthorized", headers=headers) from None
 

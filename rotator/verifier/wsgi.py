@@ -40,10 +40,12 @@ class BearerAuth(Guard[WSGIApp]):
         if is_preflight(environ.get("REQUEST_METHOD", ""), "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ):
             return self.app(environ, start_response)
         header = environ.get("HTTP_AUTHORIZATION")
+        token = None
         try:
-            claims = self.verifier.verify(bearer_token([header] if header is not None else []))
+            token = bearer_token([header] if header is not None else [])
+            claims = self.verifier.verify(token)
         except (NoCredentials, BadRequest, VerifierError) as e:
-            denial = denial_for(e, self.realm, self.retry_after)
+            denial = denial_for(e, self.realm, self.retry_after, token)
             headers = [*denial.headers, ("content-length", str(len(denial.body)))]
             start_response(f"{denial.status} {denial.reason}", [(k.title(), v) for k, v in headers])
             return [denial.body]
