@@ -51,7 +51,7 @@ def test_service_bench_runs_every_app_and_rotates_without_a_401() -> None:
     """A short run under uvicorn[standard]: every app and mix reported for one worker, the
     unprotected and rotator apps for two; the rotation mid-run answers 200 to every request."""
     result = subprocess.run(
-        [sys.executable, "bench/service_bench.py", "--duration", "1", "--distinct", "500"],
+        [sys.executable, "bench/service_bench.py", "--duration", "1", "--rounds", "1", "--distinct", "500"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode in (0, 1), result.stdout + result.stderr

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Iterable, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from ._verifier import Verifier
@@ -38,7 +38,7 @@ class BadRequest(Exception):
     """The request's bearer credentials are malformed, or it carries several Authorization headers."""
 
 
-def bearer_token(values: Iterable[str]) -> str:
+def bearer_token(values: list[str]) -> str:
     """The token from the request's Authorization header values: NoCredentials when there is no
     header or its scheme is not Bearer; BadRequest when there is more than one header, or a
     Bearer header with no token after its spaces.
@@ -46,12 +46,11 @@ def bearer_token(values: Iterable[str]) -> str:
     The token's characters are checked only if the verifier rejects it (``denial_for``): a
     token the verifier accepts is base64url and dots, so always a b64token; this keeps a
     regular expression off the hot path."""
-    found = list(values)
-    if not found:
+    if len(values) != 1:
+        if values:
+            raise BadRequest("more than one Authorization header")
         raise NoCredentials("no Authorization header")
-    if len(found) > 1:
-        raise BadRequest("more than one Authorization header")
-    value = found[0].strip()
+    value = values[0].strip()
     if value[:7].lower() == "bearer ":
         return value[7:].lstrip(" ")  # not empty: the value was stripped
     scheme = value.split(None, 1)[0] if value else ""

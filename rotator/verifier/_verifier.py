@@ -20,6 +20,7 @@ from ._token import check_claims, parse_header, split_token, verified_claims
 __all__ = ["Verifier"]
 
 _HEADER_CACHE = 256
+_sha256 = hashlib.sha256
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -35,7 +36,7 @@ def _copy(value: Any) -> Any:
 class _Result:
     __slots__ = ("signature", "kid", "key", "claims", "flat", "exp", "nbf", "drop_at")
 
-    def __init__(self, signature: bytes, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], drop_at: float):
+    def __init__(self, signature: str, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], drop_at: float):
         self.signature = signature
         self.kid = kid
         self.key = key
@@ -189,11 +190,11 @@ class Verifier:
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims (a copy), or InvalidToken / KeysUnavailable."""
         if self._results is not None:
-            found = self._cached(token)
-            if found is not None:
-                hit = self._revalidate(*found, self._keys.get(found[1].kid))
-                if hit is not None:
-                    return hit
+            hit = self._from_cache(token)
+            if hit.__class__ is tuple:  # cached, but its key needs a lookup that may fetch
+                hit = self._revalidate(hit[0], hit[1], self._keys.get(hit[1].kid))
+            if hit is not None:
+                return hit  # type: ignore[return-value]
         kid, parts = self._split(token)
         return self._finish(kid, self._keys.get(kid), parts)
 
@@ -201,14 +202,13 @@ class Verifier:
         """``verify`` for asyncio: a needed fetch is awaited, never blocking the event loop."""
         keys = self._keys
         if self._results is not None:
-            found = self._cached(token)
-            if found is not None:
+            hit = self._from_cache(token)
+            if hit.__class__ is tuple:
                 # The key lookup may wait on a fetch (the set expired while idle, or the kid
                 # left it): await it like the full path does, never block the loop.
-                kid = found[1].kid
-                hit = self._revalidate(*found, keys.peek(kid) or await keys.aget(kid))
-                if hit is not None:
-                    return hit
+                hit = self._revalidate(hit[0], hit[1], await keys.aget(hit[1].kid))
+            if hit is not None:
+                return hit  # type: ignore[return-value]
         kid, parts = self._split(token)
         return self._finish(kid, keys.peek(kid) or await keys.aget(kid), parts)
 
@@ -246,11 +246,11 @@ class Verifier:
         if header not in self._headers and len(self._headers) < _HEADER_CACHE:
             self._headers[header] = kid
         if self._results is not None:
-            self._remember(signing_input, signature_segment.encode("ascii"), kid, key, claims, now)
+            self._remember(signing_input, signature_segment, kid, key, claims, now)
         return claims
 
     def _remember(
-        self, signing_input: bytes, signature: bytes, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], now: float
+        self, signing_input: bytes, signature: str, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], now: float
     ) -> None:
         results = self._results
         assert results is not None
@@ -270,33 +270,30 @@ class Verifier:
             assert self._results is not None
             self._results.pop(digest, None)
 
-    def _cached(self, token: Any) -> tuple[bytes, _Result] | None:
-        """A repeat of an accepted token: same signing input, byte-identical signature.
+    def _from_cache(self, token: Any) -> dict[str, Any] | tuple[bytes, _Result] | None:
+        """A repeat of an accepted token (same signing input, byte-identical signature), without
+        waiting: its claims when the entry holds and its key is in a fresh snapshot; the entry
+        (digest, result) when the key needs a lookup that may fetch (the caller finishes with
+        ``_revalidate``, sync or awaited); None on a miss or an entry that no longer holds
+        (the full path gives the precise reason).
 
         Entries are keyed by the SHA-256 of the signing input and hold the signature they
         were verified with; a token that reuses a cached signing input with any other
         signature misses and takes the full path, so the cache never vouches for a
-        signature it has not checked. A hit still needs ``_revalidate`` with the token's
-        key as the key cache has it now.
+        signature it has not checked.
         """
-        if type(token) is not str:
+        if token.__class__ is not str:
             return None
         signing_input, _, signature_segment = token.rpartition(".")
         try:
-            digest = hashlib.sha256(signing_input.encode("ascii")).digest()
+            digest = _sha256(signing_input.encode("ascii")).digest()
         except UnicodeEncodeError:
             return None
-        results = self._results
-        assert results is not None
-        entry = results.get(digest)
-        if entry is None:
+        entry = self._results.get(digest)  # type: ignore[union-attr]
+        if entry is None or not signature_segment.isascii() or not hmac.compare_digest(signature_segment, entry.signature):
             return None
-        try:
-            if not hmac.compare_digest(signature_segment.encode("ascii"), entry.signature):
-                return None
-        except UnicodeEncodeError:
-            return None
-        return digest, entry
+        key = self._keys.peek(entry.kid)
+        return (digest, entry) if key is None else self._revalidate(digest, entry, key)
 
     def _revalidate(self, digest: bytes, entry: _Result, key: ec.EllipticCurvePublicKey) -> dict[str, Any] | None:
         """The cached claims if the entry still holds now: the key must still be published

@@ -30,15 +30,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _authorization(scope: Scope) -> list[str]:
-    # ASGI servers give header names in lower case (the ASGI HTTP spec requires it).
-    return [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
-
-
 def _preflight(scope: Scope) -> bool:
-    method = scope.get("method", "")
-    return method == "OPTIONS" and is_preflight(  # the header scan only for an OPTIONS
-        method, any(k.lower() == b"access-control-request-method" for k, _ in scope.get("headers", ()))
+    return is_preflight(
+        scope["method"], any(k.lower() == b"access-control-request-method" for k, _ in scope["headers"])
     )
 
 
@@ -60,12 +54,16 @@ class BearerAuth(Guard[ASGIApp]):
         if self.exclude and excluded(scope.get("path", ""), self.exclude, _raw_path(scope)):
             await self.app(scope, receive, send)
             return
-        if kind == "http" and _preflight(scope):
+        if kind == "http" and scope["method"] == "OPTIONS" and _preflight(scope):
             await self.app(scope, receive, send)
             return
+        values = []
+        for name, value in scope["headers"]:
+            if name == b"authorization":  # names come in lower case: the ASGI spec requires it
+                values.append(value.decode("latin-1"))
         token = None
         try:
-            token = bearer_token(_authorization(scope))
+            token = bearer_token(values)
             claims = await self.verifier.averify(token)
         except (NoCredentials, BadRequest, VerifierError) as e:
             await self._deny(e, scope, send, token)
