@@ -307,3 +307,21 @@ def test_seaweedfs_binds_only_loopback_and_is_the_pinned_version(tmp_path: Any) 
         assert weed_version() == "4.48"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("verb", [("rotate",), ("rotate", "--force"), ("recover",)])
+def test_a_deleted_jwks_object_is_republished(aws: dict[str, Any], verb: tuple[str, ...]) -> None:
+    """The published JWKS object is deleted (an operator's mistake, a lifecycle rule): the next
+    rotate, forced rotate or recover writes it again. The conditional put carried If-Match
+    with the ETag of the deleted object, which S3 answers with 404 NoSuchKey."""
+    first = cli(aws, "rotate")
+    assert first.returncode == 0, first.stderr
+    before = aws["s3"].get_object(Bucket=aws["bucket"], Key="public/jwks.json")["Body"].read()
+    aws["s3"].delete_object(Bucket=aws["bucket"], Key="public/jwks.json")
+    again = cli(aws, *verb)
+    assert again.returncode == 0, again.stderr
+    after = aws["s3"].get_object(Bucket=aws["bucket"], Key="public/jwks.json")["Body"].read()
+    kids = {k["kid"] for k in json.loads(before)["keys"]}
+    assert kids <= {k["kid"] for k in json.loads(after)["keys"]}, (before, after)
+    if verb == ("rotate",):
+        assert after == before  # nothing was due: the same document, byte for byte

@@ -90,6 +90,11 @@ class S3Publisher:
                     **condition,
                 )
             except ClientError as e:
+                if "IfMatch" in condition and http_status(e) == 404 and error_code(e) == "NoSuchKey":
+                    # The object this state last confirmed is gone (deleted by hand, a
+                    # lifecycle rule): nothing is there to protect, so write it anew.
+                    condition = {"IfNoneMatch": "*"}
+                    continue
                 if http_status(e) not in (412, 409):
                     raise self._fail("write", e) from e
                 current = self._published_generation()
