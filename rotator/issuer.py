@@ -165,15 +165,32 @@ class Signer:
         ]
         self._snapshot: _Snapshot | None = None
         self._token: object = object()
-        self._refresh_lock = threading.Lock()  # serialises reloads; sign never takes it
-        self._start_lock = threading.Lock()  # first use only
         self._last_good_read: float | None = None
         self._last_error: str | None = None
         self._watcher: threading.Thread | None = None
-        # jti: 96 random bits per signer and a counter: unique without a system call per token.
+        self._stop = threading.Event()
+        self._new_process_state()
+        _SIGNERS.add(self)
+
+    def _new_process_state(self) -> None:
+        """What a process must not share with its parent: the locks, and the jti prefix (96
+        random bits per signer and process) with its counter, unique without a system call
+        per token."""
+        self._refresh_lock = threading.Lock()  # serialises reloads; sign never takes it
+        self._start_lock = threading.Lock()  # first use only
         self._jti_prefix = b64url_encode(os.urandom(12)) + "."
         self._jti_counter = itertools.count()
+
+    def _after_fork(self) -> None:
+        """In a forked child (gunicorn --preload, uWSGI, Celery prefork): its own jti prefix and
+        locks, and, for a signer already in use, a watcher of its own (the parent's thread
+        does not exist here). A closed signer stays closed."""
+        self._new_process_state()
+        running = self._watcher is not None and not self._stop.is_set()
+        self._watcher = None
         self._stop = threading.Event()
+        if running:
+            self._start_watcher()
 
     # -- the background refresh ----------------------------------------------------------
 
@@ -271,13 +288,16 @@ class Signer:
                 self.reload()
         with self._start_lock:
             if self._watch and self._watcher is None:
-                self._watcher = threading.Thread(
-                    target=_watch, args=(weakref.ref(self), self._stop, self.refresh_interval),
-                    name="rotator-signer-watch", daemon=True,
-                )
-                self._watcher.start()
+                self._start_watcher()
         assert self._snapshot is not None
         return self._snapshot
+
+    def _start_watcher(self) -> None:
+        self._watcher = threading.Thread(
+            target=_watch, args=(weakref.ref(self), self._stop, self.refresh_interval),
+            name="rotator-signer-watch", daemon=True,
+        )
+        self._watcher.start()
 
     def close(self) -> None:
         """Stop the background watcher."""
@@ -456,6 +476,19 @@ def _incomplete(snapshot: _Snapshot) -> bool:
     if state is None or snapshot.refusal is not None or snapshot.successor is not None:
         return False
     return any(k.published_at is not None and k.private is not None for k in state.pending)
+
+
+# Every live Signer of this process, for the fork hook below.
+_SIGNERS: "weakref.WeakSet[Signer]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for signer in list(_SIGNERS):
+        signer._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _watch(signer_ref: "weakref.ref[Signer]", stop: threading.Event, interval: float) -> None:
