@@ -19,7 +19,9 @@ import datetime as dt
 import http.server
 import json
 import logging
+import os
 import random
+import select
 import signal
 import threading
 import time
@@ -52,6 +54,10 @@ class DaemonOptions:
     stuck_after: float = 300.0  # a step running longer than this stops the watchdog pings
 
 
+# SIGHUPs closer together than this reload once: a burst costs one reload and one step.
+HUP_INTERVAL = 1.0
+
+
 class Daemon:
     def __init__(
         self,
@@ -75,7 +81,14 @@ class Daemon:
         self.metrics.policy = self.settings.policy
         self._stop = threading.Event()
         self._reload = threading.Event()
-        self._wake = threading.Event()
+        # Signal handlers only note the signal and write a byte here (no lock: a handler that
+        # takes one can deadlock the main thread that holds it); the main loop acts on it.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stop_signal = False
+        self._hup_signal = False
+        self._last_hup = float("-inf")  # monotonic; one reload per this interval, however many SIGHUPs
         self._step_lock = threading.Lock()
         self._step_started: float | None = None  # monotonic, while a step runs
         self._last_tick = time.monotonic()
@@ -106,10 +119,16 @@ class Daemon:
         self._scheduler.start()
         self._schedule(0.0)
         while not self._stop.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
-            if self._reload.is_set() and not self._stop.is_set():
-                self._schedule(0.0)
+            self._wait_for_signal(1.0)
+            if self._stop_signal:
+                self.stop()
+            elif self._hup_signal:
+                now = time.monotonic()
+                if now - self._last_hup >= HUP_INTERVAL:  # a burst of SIGHUPs reloads once
+                    self._hup_signal = False
+                    self._last_hup = now
+                    self._reload.set()
+                    self._schedule(0.0)
         log_event(self.log, "daemon.stopping")
         self.notifier.stopping()
         self._scheduler.shutdown(wait=True)  # a step in progress finishes first
@@ -117,19 +136,48 @@ class Daemon:
             self._http.shutdown()
             self._http.server_close()
         log_event(self.log, "daemon.stopped")
+        wake_r, wake_w = self._wake_r, self._wake_w
+        self._wake_r = self._wake_w = -1  # a late poke fails harmlessly instead of hitting a reused fd
+        os.close(wake_r)
+        os.close(wake_w)
         return 0
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self._poke()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # the pipe is full: a wake-up is already pending
+            pass
+
+    def _wait_for_signal(self, timeout: float) -> None:
+        """Sleep until a signal or ``stop`` pokes the pipe (or ``timeout``), then drain it."""
+        if self._hup_signal:  # a SIGHUP held back by HUP_INTERVAL: wake when it is due
+            timeout = max(0.0, min(timeout, self._last_hup + HUP_INTERVAL - time.monotonic()))
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        except InterruptedError:  # pragma: no cover (Python retries select after a signal)
+            return
+        if ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
 
     def _install_signal_handlers(self) -> None:
+        # Handlers set a flag and poke the pipe: nothing that takes a lock, nothing that can
+        # wait, so a signal arriving during another handler (or during any lock the main
+        # thread holds) never wedges the daemon.
         def on_stop(signum: int, _frame: Any) -> None:
-            self.stop()
+            self._stop_signal = True
+            self._poke()
 
         def on_hup(signum: int, _frame: Any) -> None:
-            self._reload.set()
-            self._wake.set()
+            self._hup_signal = True
+            self._poke()
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
