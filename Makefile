@@ -31,8 +31,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/service_bench.py
 
 # The chaos soak, long form: 10 minutes against SeaweedFS; writes soak-report.json.
+# Then the SIGHUP-burst test 20 times (the suite runs it 3 times).
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py --duration 600 --report soak-report.json
+	ROTATOR_SIGHUP_RUNS=20 $(BIN)/python -m pytest -q tests/test_daemon.py -k sighup_bursts
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis
