@@ -176,6 +176,17 @@ class Rotator:
                 damaged.append(key.kid)
         return damaged
 
+    def _check_target_not_ahead(self, saved: State) -> None:
+        """Before a step writes anything: the publish target must not hold the JWKS of a later
+        generation than the state just loaded. In one timeline it never does (a publish at
+        generation g is recorded at g + 1); when it does, the keystore went back (a restored
+        backup, a lost keystore) and this step would republish what the newer state removed,
+        a revoked key among it, or raise the generation until it could. Refused without a
+        write, so the generation stays where the restore put it and `recover` is the way on."""
+        ahead = self.publisher.published_generation()
+        if ahead is not None and ahead > saved.generation:
+            self._refused(saved)
+
     def _refused(self, saved: State) -> None:
         """The publish target holds a newer generation's JWKS: a race, or a keystore gone back."""
         latest = self.keystore.load()
@@ -249,6 +260,8 @@ class Rotator:
                     break
             checkpoint("planned")
             if state != saved:
+                if round_ == 0 and not recover:
+                    self._check_target_not_ahead(saved)
                 # The state names every key before any JWKS does: a published key
                 # always has its private half stored.
                 state = saved = self.keystore.save(state, saved.generation)

@@ -19,6 +19,9 @@ from rotator.keystore import FileKeystore
 from rotator.publish import FilePublisher, jwks_kids
 from rotator.reconcile import Rotator
 from rotator.state import KeyState
+from rotator.verifier import UnknownKey
+
+from rotator._b64 import b64url_decode
 
 from .conftest import PASSPHRASE, Clock, verify_with
 
@@ -81,14 +84,16 @@ def test_restored_backup_recovers_in_one_step(
 
     (keystore / "state.json").write_bytes(backup)  # the restore
 
-    # The next ordinary step names the cause and the fix, and publishes nothing.
+    # The next ordinary step names the cause and the fix, and writes nothing: neither the
+    # JWKS nor the state (its generation stays where the restore put it).
     clock.advance(1)
     with pytest.raises(PublishTargetAhead) as info:
         rotator.step()
     message = str(info.value)
-    assert f"state generation {published_generation}, above this keystore's generation {backed_up.generation + 1}" in message
+    assert f"state generation {published_generation}, above this keystore's generation {backed_up.generation}" in message
     assert "rotator recover" in message
     assert served(public) == before_restore
+    assert (keystore / "state.json").read_bytes() == backup
 
     restored_active = backed_up.active.kid
     if restored_active not in jwks_kids(before_restore):
@@ -233,3 +238,77 @@ def test_restore_on_s3_recovers(tmp_path: Path) -> None:
         assert state.active is not None and jwks_kids(body)[0] == state.active.kid
         verify_with(token, body, clock.now, audience="api")
         rotate_times(rotator, clock, P, 1)
+
+
+def backup_one_generation_behind(
+    rotator: Rotator, clock: Clock, read_state: Callable[[], bytes], restore: Callable[[bytes], None],
+    read_jwks: Callable[[], bytes],
+) -> None:
+    """The review's case: a backup, then the active key revoked (one step: the JWKS of the
+    next generation), then the backup put back. Plain steps, as a daemon left running would
+    take them, refuse and write nothing (the state keeps the backup's generation); recover
+    keeps the revoked key out; a token signed with it never verifies again."""
+    rotate_times(rotator, clock, P, 1)
+    clock.advance(P.max_age)
+    rotator.step()
+    backup = read_state()
+    stolen = signer(rotator, clock, P).sign(subject="alice", audience="api")
+    revoked = json.loads(b64url_decode(stolen.split(".")[0]))["kid"]
+    from rotator.lifecycle import revoke
+
+    rotator.step(operation=lambda s, now: revoke(s, revoked, now))
+    assert revoked not in jwks_kids(read_jwks())
+    restore(backup)
+    for _ in range(5):  # past a rotation period: the restored state would rotate and publish
+        clock.advance(P.rotation_period)
+        with pytest.raises(PublishTargetAhead):
+            rotator.step()
+        assert read_state() == backup, "a refused step wrote the state"
+        assert revoked not in jwks_kids(read_jwks())
+    rotator.step(recover=True)
+    clock.advance(P.max_age)
+    rotator.step()
+    body = read_jwks()
+    assert revoked not in jwks_kids(body)
+    with pytest.raises(UnknownKey):
+        verify_with(stolen, body, clock.now, audience="api")
+
+
+def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_files(
+    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]
+) -> None:
+    keystore, public = dirs
+    state = keystore / "state.json"
+    backup_one_generation_behind(
+        make_rotator(P), clock, state.read_bytes, state.write_bytes, lambda: served(public)
+    )
+
+
+def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_s3() -> None:
+    boto3 = pytest.importorskip("boto3")
+    from moto import mock_aws
+
+    from rotator._aws import S3Options
+    from rotator.keystore.s3 import S3Keystore
+    from rotator.publish.s3 import S3Publisher
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="keys")
+        clock = Clock()
+        rotator = Rotator(
+            keystore=S3Keystore(s3, "keys", "prod", S3Options()),
+            publisher=S3Publisher(s3, "keys", "public/jwks.json", max_age=P.max_age),
+            policy=P, passphrase=PASSPHRASE, clock=clock, scrypt_n=2**10, storage_clock=False,
+        )
+
+        def read(key: str) -> bytes:
+            return bytes(s3.get_object(Bucket="keys", Key=key)["Body"].read())
+
+        def restore(body: bytes) -> None:
+            s3.put_object(Bucket="keys", Key="prod/state.json", Body=body,
+                          Metadata={"generation": str(json.loads(body)["generation"])})
+
+        backup_one_generation_behind(
+            rotator, clock, lambda: read("prod/state.json"), restore, lambda: read("public/jwks.json")
+        )
