@@ -23,6 +23,8 @@ import os
 import random
 import select
 import signal
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -50,7 +52,8 @@ class DaemonOptions:
     min_backoff: float = 1.0
     max_backoff: float = 60.0
     metrics_port: int | None = None
-    metrics_addr: str = "127.0.0.1"
+    metrics_addr: str = "127.0.0.1"  # an IPv6 address (``::``, ``::1``) listens on IPv6
+    http_timeout: float = 10.0  # a connection idle this long mid-request is dropped
     stuck_after: float = 300.0  # a step running longer than this stops the watchdog pings
 
 
@@ -324,9 +327,21 @@ class Daemon:
             def log_message(self, *args: Any) -> None:
                 pass
 
+        Handler.timeout = self.options.http_timeout  # per connection: an idle half-sent request ends
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in self.options.metrics_addr else socket.AF_INET
+            request_queue_size = 128
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that resets or times out is not the daemon's problem: one quiet JSON
+                # line, never a traceback among the JSON logs (a flood of resets cannot fill them).
+                error = sys.exc_info()[1]
+                log_event(daemon.log, "daemon.http_client_error", logging.DEBUG, error=error)
+
         assert self.options.metrics_port is not None
-        self._http = http.server.ThreadingHTTPServer((self.options.metrics_addr, self.options.metrics_port), Handler)
-        self._http.daemon_threads = True
+        self._http = Server((self.options.metrics_addr, self.options.metrics_port), Handler)
         threading.Thread(target=self._http.serve_forever, name="rotator-metrics", daemon=True).start()
         host, port = self._http.server_address[:2]
         host_text = host.decode() if isinstance(host, bytes) else str(host)

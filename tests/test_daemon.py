@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -455,3 +456,65 @@ def test_watchdog_pings_stop_when_the_step_loop_is_wedged(make_rotator: Callable
     daemon._step_started = None
     assert daemon.watchdog_ok(now + 300)
     assert not daemon.watchdog_ok(now + 60 + 300 + 1)  # no step has even started for too long
+
+
+def _http_daemon(make_rotator: Callable[..., Any], dirs: tuple[Path, Path], addr: str) -> Any:
+    from rotator.config import Settings
+    from rotator.daemon import Daemon, DaemonOptions
+
+    keystore, public = dirs
+    settings = Settings(keystore=f"file://{keystore}", publish=f"file://{public}", passphrase=PASSPHRASE)
+    options = DaemonOptions(metrics_port=free_port(), metrics_addr=addr, http_timeout=0.5)
+    daemon = Daemon(lambda: settings, lambda s: make_rotator(), options)
+    daemon._start_http()
+    return daemon
+
+
+def test_metrics_endpoint_drops_idle_half_requests_and_never_prints_tracebacks(
+    make_rotator: Callable[..., Any], dirs: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An idle, half-sent request is dropped after the per-connection timeout instead of holding
+    a thread forever; 64 connections at once are all answered (the backlog is not 5); clients
+    that reset mid-request leave no traceback among the logs."""
+    daemon = _http_daemon(make_rotator, dirs, "127.0.0.1")
+    port = daemon.options.metrics_port
+    try:
+        idle = socket.create_connection(("127.0.0.1", port))
+        idle.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+        idle.settimeout(10)
+        assert idle.recv(1024) == b"", "the half-sent request was not dropped"
+        idle.close()
+
+        many = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+        for conn in many:
+            conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        for conn in many:
+            conn.settimeout(10)
+            assert conn.recv(64).startswith(b"HTTP/1.0 "), "a queued connection went unanswered"
+            conn.close()
+
+        for _ in range(50):
+            conn = socket.create_connection(("127.0.0.1", port))
+            conn.sendall(b"GET /metr")
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # a reset mid-request
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] in (200, 503)
+        time.sleep(0.2)
+        assert "Traceback" not in capfd.readouterr().err
+    finally:
+        assert daemon._http is not None
+        daemon._http.shutdown()
+        daemon._http.server_close()
+
+
+def test_metrics_endpoint_listens_on_ipv6(make_rotator: Callable[..., Any], dirs: tuple[Path, Path]) -> None:
+    """--metrics-addr :: (or ::1) listens on IPv6, as an IPv6-only cluster needs."""
+    if not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6 loopback; the IPv6 listener cannot be shown")
+    daemon = _http_daemon(make_rotator, dirs, "::1")
+    try:
+        assert http_get(f"http://[::1]:{daemon.options.metrics_port}/metrics")[0] == 200
+    finally:
+        assert daemon._http is not None
+        daemon._http.shutdown()
+        daemon._http.server_close()
