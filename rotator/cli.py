@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import json
 import math
+import time
 import sys
 from typing import Any, Callable, TypeVar
 
@@ -622,6 +623,8 @@ def _when(text: str, name: str) -> float:
     import time
 
     value = text.strip()
+    if not value.isascii():  # float() and fromisoformat() take any script's digits
+        raise ConfigError(f"{name} {text!r} is not a time: use ASCII digits")
     try:
         number = float(value)
     except ValueError:
@@ -667,14 +670,22 @@ def deny_token(token: str | None, jti: str | None, exp: str | None, **kwargs: An
     exp_at = _when(exp, "--exp") if exp is not None else None
     if token == "-":
         token = sys.stdin.readline()
+    from .revocation._store import token_id
+
     store = _revocation_store(_settings(kwargs))
     if token is not None:
-        denied = store.deny_token(token.strip())
+        jti, token_exp = token_id(token.strip())
     else:
         assert jti is not None and exp_at is not None
-        store.deny(jti, exp_at)
-        denied = jti
-    click.echo(f"denied: jti {denied!r}")
+        token_exp = exp_at
+    expires_at = store.deny(jti, token_exp)
+    if expires_at <= time.time():
+        click.echo(
+            f"not denied: jti {jti!r} expired at {_iso(expires_at - store.grace)} (plus {store.grace:g}s grace), "
+            "so every verifier already rejects it; nothing written"
+        )
+        return
+    click.echo(f"denied: jti {jti!r} until {_iso(expires_at)}")
 
 
 @main.command(name="revoke-subject")
@@ -716,11 +727,17 @@ def revocations_cmd(as_json: bool, **kwargs: Any) -> None:
         f"{len(tables.versions)} session versions"
     )
     for jti, expires in sorted(tables.denied.items()):
-        click.echo(f"jti      {jti}  until {_iso(expires)}")
+        click.echo(f"jti      {_shown(jti)}  until {_iso(expires)}")
     for c in sorted(tables.cutoffs.values(), key=lambda c: c.subject):
-        click.echo(f"subject  {c.subject}  issued before {_iso(c.not_before)}  until {_iso(c.expires_at)}")
+        click.echo(f"subject  {_shown(c.subject)}  issued before {_iso(c.not_before)}  until {_iso(c.expires_at)}")
     for v in sorted(tables.versions.values(), key=lambda v: v.subject):
-        click.echo(f"session  {v.subject}  version {v.version}  until {_iso(v.expires_at)}")
+        click.echo(f"session  {_shown(v.subject)}  version {v.version}  until {_iso(v.expires_at)}")
+
+
+def _shown(text: str) -> str:
+    """An id as printed: itself when every character prints, else its escaped repr, so a
+    direction override (U+202E) or another invisible character cannot disguise a listing."""
+    return text if text.isprintable() else repr(text)
 
 
 # The same cap the verifier puts on a fetched key set.

@@ -402,21 +402,49 @@ def test_cli_revocation_commands(server: RedisServer, prefix: str, tmp_path: Pat
     [
         (["deny-token"], {}, "give TOKEN, or --jti with --exp", 2),
         (["deny-token", "--jti", "x"], {}, "--jti needs --exp", 2),
-        (["deny-token", "not.a.token"], {}, "token does not parse", 7),
+        (["deny-token", "not.a.token"], {}, "token does not parse", 2),
         (["deny-token", "--jti", "x", "--exp", "soon"], {}, "--exp 'soon' is neither", 2),
-        (["revoke-subject", ""], {}, "subject is empty", 7),
-        (["revoke-subject", "bob", "--until", "400d"], {}, "more than 366 days ahead", 7),
+        (["deny-token", "--jti", "x", "--exp", "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660"], {},
+         "use ASCII digits", 2),
+        (["revoke-subject", "bob", "--until", "\uff12d"], {}, "use ASCII digits", 2),
+        (["revoke-subject", ""], {}, "subject is empty", 2),
+        (["revoke-subject", "bob", "--until", "400d"], {}, "more than 366 days ahead", 2),
         (["revocations"], {"ROTATOR_REVOCATION_URL": "http://127.0.0.1:1"}, "scheme http:// is not supported", 2),
         (["revocations"], {"ROTATOR_REVOCATION_URL": ""}, "revocation_url is not set", 2),
     ],
 )
 def test_cli_bad_input(server: RedisServer, prefix: str, args: list[str], env_extra: dict[str, str], message: str, code: int) -> None:
+    """Bad arguments are usage errors (exit 2, one line), as in every other verb; exit 7 is
+    kept for a store that cannot be reached. Digits of other scripts are not a time."""
     env = {"ROTATOR_REVOCATION_URL": server.url, "ROTATOR_REVOCATION_PREFIX": prefix, **env_extra}
     out = CliRunner().invoke(main, args, env=env)
     assert out.exit_code == code, out.output
     lines = out.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.output
     assert keys_under(server, prefix) == []
+
+
+def test_cli_denying_an_expired_token_says_so_and_writes_nothing(server: RedisServer, prefix: str) -> None:
+    """A token past exp + grace is already rejected everywhere: the CLI says nothing was
+    written instead of printing "denied"."""
+    env = {"ROTATOR_REVOCATION_URL": server.url, "ROTATOR_REVOCATION_PREFIX": prefix}
+    old = token(SigningKey(), "kim", jti="long-gone", iat=int(time.time()) - 7200)  # exp an hour ago
+    out = CliRunner().invoke(main, ["deny-token", old], env=env)
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("not denied: jti 'long-gone' expired at") and "nothing written" in out.output
+    assert keys_under(server, prefix) == []
+    out = CliRunner().invoke(main, ["deny-token", "--jti", "gone-too", "--exp", str(int(time.time()) - 3600)], env=env)
+    assert out.output.startswith("not denied: jti 'gone-too'") and keys_under(server, prefix) == []
+
+
+def test_cli_listing_escapes_invisible_characters(server: RedisServer, prefix: str) -> None:
+    """A subject carrying a direction override (U+202E) is listed escaped, so it cannot make
+    one subject's line read as another's."""
+    env = {"ROTATOR_REVOCATION_URL": server.url, "ROTATOR_REVOCATION_PREFIX": prefix}
+    tricky = "admin\u202egnp.exe"
+    assert CliRunner().invoke(main, ["revoke-subject", tricky], env=env).exit_code == 0
+    listing = CliRunner().invoke(main, ["revocations"], env=env).output
+    assert "\u202e" not in listing and "'admin\\u202egnp.exe'" in listing, listing
 
 
 # -- faults ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ..errors import RotatorError
 
 __all__ = [
     "RevocationError",
+    "RevocationInputError",
     "Cutoff",
     "SessionVersion",
     "Tables",
@@ -50,6 +51,13 @@ class RevocationError(RotatorError):
     exit_code = 7
 
 
+class RevocationInputError(RevocationError):
+    """Bad input (a jti, a subject, a time, a token, a URL): a usage error, exit 2 like the
+    CLI's others; the store was not asked. Exit 7 stays for a store that cannot be reached."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class Cutoff:
     """Every token of ``subject`` whose session started before ``not_before`` is void."""
@@ -70,13 +78,13 @@ class SessionVersion:
 
 def _check_id(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise RevocationError(f"{what} must be a string, got {type(value).__name__}")
+        raise RevocationInputError(f"{what} must be a string, got {type(value).__name__}")
     if not value:
-        raise RevocationError(f"{what} is empty")
+        raise RevocationInputError(f"{what} is empty")
     if len(value) > MAX_ID_LENGTH:
-        raise RevocationError(f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+        raise RevocationInputError(f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise RevocationError(f"{what} {value[:40]!r} contains a control character")
+        raise RevocationInputError(f"{what} {value[:40]!r} contains a control character")
     return value
 
 
@@ -91,33 +99,33 @@ def check_subject(sub: Any) -> str:
 def check_time(value: Any, what: str, now: float) -> int:
     """A time (seconds since the epoch) that must not be more than MAX_AHEAD ahead of now."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RevocationError(f"{what} must be a number of seconds since the epoch, got {value!r}")
+        raise RevocationInputError(f"{what} must be a number of seconds since the epoch, got {value!r}")
     if value > now + MAX_AHEAD:
-        raise RevocationError(
+        raise RevocationInputError(
             f"{what} {format_time(value)} is more than 366 days ahead: a ban that long belongs in the account, "
             "not in token revocation"
         )
     if value < 0:
-        raise RevocationError(f"{what} {value!r} is before 1970")
+        raise RevocationInputError(f"{what} {value!r} is before 1970")
     return math.ceil(value)
 
 
 def check_url(url: str) -> None:
     if not isinstance(url, str) or not url:
-        raise RevocationError("revocation_url is empty")
+        raise RevocationInputError("revocation_url is empty")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in ("redis", "rediss"):
         shown = scheme + "://" if scheme else repr(url[:40])
-        raise RevocationError(
+        raise RevocationInputError(
             f"revocation_url scheme {shown} is not supported: use redis:// or rediss:// (TLS)"
         )
     parts = urlsplit(url)
     if not parts.hostname:
-        raise RevocationError("revocation_url names no host (redis://HOST[:PORT][/DB])")
+        raise RevocationInputError("revocation_url names no host (redis://HOST[:PORT][/DB])")
     try:
         parts.port
     except ValueError as e:
-        raise RevocationError(f"revocation_url has a bad port: {e}") from e
+        raise RevocationInputError(f"revocation_url has a bad port: {e}") from e
 
 
 class Tables:

@@ -16,6 +16,7 @@ from .._fs import read_secret_file
 from ._records import (
     Cutoff,
     RevocationError,
+    RevocationInputError,
     SessionVersion,
     Tables,
     check_jti,
@@ -92,6 +93,23 @@ def redis_target(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{port}"
 
 
+def token_id(token: str) -> tuple[str, Any]:
+    """The jti and exp a token carries (its signature unchecked); RevocationInputError when
+    it does not parse or lacks either."""
+    from ..verifier import InvalidToken
+    from ..verifier._token import decode_segment, parse_claims, split_token
+
+    try:
+        claims = parse_claims(decode_segment(split_token(token)[1], "payload"))
+    except InvalidToken as e:
+        raise RevocationInputError(f"token does not parse: {e}") from e
+    if "jti" not in claims:
+        raise RevocationInputError("token has no jti claim: deny it with revoke-subject or bump-session instead")
+    if "exp" not in claims:
+        raise RevocationInputError("token has no exp claim")
+    return check_jti(claims["jti"]), claims["exp"]
+
+
 def describe(error: Exception, target: str, password_source: str | None) -> RevocationError:
     """One line for a redis-py error."""
     if isinstance(error, AuthenticationError) or (
@@ -123,9 +141,9 @@ class RevocationStore:
         password_source: str | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not prefix or any(ord(c) < 0x21 for c in prefix):
-            raise RevocationError(f"revocation prefix {prefix!r} must be a non-empty string without spaces")
+            raise RevocationInputError(f"revocation prefix {prefix!r} must be a non-empty string without spaces")
         if not token_lifetime > 0 or not grace >= 0:
-            raise RevocationError("token_lifetime must be > 0 and grace >= 0")
+            raise RevocationInputError("token_lifetime must be > 0 and grace >= 0")
         self.client = client
         self.prefix = prefix
         self.channel = prefix + "changes"
@@ -210,20 +228,9 @@ class RevocationStore:
     def deny_token(self, token: str) -> str:
         """Deny a token by its own jti and exp; returns the jti. The signature is not checked
         (denying a token is harmless); the token must parse and carry both claims."""
-        from ..verifier import InvalidToken
-        from ..verifier._token import decode_segment, parse_claims, split_token
-
-        try:
-            claims = parse_claims(decode_segment(split_token(token)[1], "payload"))
-        except InvalidToken as e:
-            raise RevocationError(f"token does not parse: {e}") from e
-        if "jti" not in claims:
-            raise RevocationError("token has no jti claim: deny it with revoke-subject or bump-session instead")
-        if "exp" not in claims:
-            raise RevocationError("token has no exp claim")
-        jti = claims["jti"]
-        self.deny(jti, claims["exp"])
-        return str(jti)
+        jti, exp = token_id(token)
+        self.deny(jti, exp)
+        return jti
 
     def revoke_subject(self, subject: str, *, until: float | None = None) -> Cutoff:
         """Void every token of ``subject`` issued until now, or until ``until`` (a ban):
