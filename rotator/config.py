@@ -214,10 +214,11 @@ def load_settings(
     policy = Policy(**{k: values.pop(k) for k in _POLICY_FIELDS if k in values})
     settings = Settings(policy=policy, **values)
     if settings.revocation_url is not None:
-        from .revocation._records import RevocationError, check_url
+        from .revocation._records import RevocationError, check_prefix, check_url
 
         try:
             check_url(settings.revocation_url)
+            check_prefix(settings.revocation_prefix)
         except RevocationError as e:
             raise ConfigError(str(e)) from e
     if settings.discovery and not (settings.issuer and settings.public_url):

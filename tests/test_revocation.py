@@ -392,7 +392,7 @@ def test_cli_revocation_commands(server: RedisServer, prefix: str, tmp_path: Pat
     assert out.output.startswith("2 denied jtis, 2 subject cutoffs, 1 session versions\n")
 
     # The flag wins over the environment (precedence as everywhere).
-    other = f"{prefix}other:"
+    other = f"o{prefix}"  # a sibling prefix (one can never be the start of another)
     out = runner.invoke(main, ["revocations", "--revocation-prefix", other], env=env)
     assert out.output.startswith("0 denied jtis")
 

@@ -17,6 +17,7 @@ top of any load converges.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -33,6 +34,7 @@ __all__ = [
     "check_jti",
     "check_subject",
     "check_time",
+    "check_prefix",
     "check_url",
     "MAX_ID_LENGTH",
     "MAX_AHEAD",
@@ -40,6 +42,7 @@ __all__ = [
 
 MAX_ID_LENGTH = 256  # characters, for a jti and a subject
 MAX_AHEAD = 366 * 86400.0  # a ban or an exp further ahead than this is refused
+_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,64}:")
 
 
 class RevocationError(RotatorError):
@@ -110,6 +113,17 @@ def check_time(value: Any, what: str, now: float) -> int:
     return math.ceil(value)
 
 
+def check_prefix(prefix: Any) -> str:
+    """A prefix is a name and one colon (``rotator:``, ``prod-auth:``): no prefix can then be
+    the start of another, so two key sets' records and SCANs never overlap."""
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise RevocationInputError(
+            f"revocation prefix {prefix!r} must be letters, digits, '.', '_' or '-' followed by one ':' "
+            "(like rotator:), so that no prefix is the start of another"
+        )
+    return prefix
+
+
 def check_url(url: str) -> None:
     if not isinstance(url, str) or not url:
         raise RevocationInputError("revocation_url is empty")
@@ -131,7 +145,8 @@ def check_url(url: str) -> None:
 class Tables:
     """What a replica holds: jti -> expires_at, sub -> Cutoff, sub -> SessionVersion.
 
-    Only the replica's own thread writes; readers take single dict lookups."""
+    Writers (the replica's thread, and a store applying its own write) hold the replica's
+    lock; readers take single dict lookups without it."""
 
     __slots__ = ("denied", "cutoffs", "versions")
 
@@ -144,7 +159,9 @@ class Tables:
         return len(self.denied) + len(self.cutoffs) + len(self.versions)
 
     def apply(self, suffix: str, value: str | None) -> None:
-        """Set (or, for ``value`` None, drop) the record stored under ``{prefix}{suffix}``."""
+        """Merge the record stored under ``{prefix}{suffix}`` by the writers' own rule, the
+        later of each time (the higher version) wins, so changes heard out of order, twice,
+        or from a writer's own apply never undo a newer one; ``value`` None drops it."""
         kind, _, ident = suffix.partition(":")
         try:
             fields = [int(f) for f in value.split()] if value is not None else None
@@ -154,17 +171,22 @@ class Tables:
             if fields is None:
                 self.denied.pop(ident, None)
             elif len(fields) == 2:
-                self.denied[ident] = fields[1]
+                self.denied[ident] = max(fields[1], self.denied.get(ident, fields[1]))
         elif kind == "sub":
             if fields is None:
                 self.cutoffs.pop(ident, None)
             elif len(fields) == 3:
+                old = self.cutoffs.get(ident)
+                if old is not None:
+                    fields = [max(a, b) for a, b in zip(fields, (old.revoked_at, old.not_before, old.expires_at))]
                 self.cutoffs[ident] = Cutoff(ident, *fields)
         elif kind == "sv":
             if fields is None:
                 self.versions.pop(ident, None)
             elif len(fields) == 3:
-                self.versions[ident] = SessionVersion(ident, *fields)
+                current = self.versions.get(ident)
+                if current is None or fields[0] >= current.version:
+                    self.versions[ident] = SessionVersion(ident, *fields)
 
     def pruned(self, now: float) -> "Tables":
         """A copy without the records that expired (Redis drops the keys at the same time)."""
@@ -202,6 +224,10 @@ def revoked_reason(tables: Tables, claims: Mapping[str, Any], session_claim: str
         if start.__class__ not in (int, float) or start < cutoff.not_before:
             return "every token of the subject issued before its cutoff is revoked"
     version = tables.versions.get(sub)
-    if version is not None and claims.get(session_claim) != version.version:
-        return f"token's session version ({session_claim}) is no longer current"
+    if version is not None:
+        # Versions only grow, so a token newer than this replica's record comes from a bump
+        # it has not heard yet (it is current, not void). An integer only: true is not 1.
+        carried = claims.get(session_claim)
+        if carried.__class__ is not int or carried < version.version:
+            return f"token's session version ({session_claim}) is no longer current"
     return None

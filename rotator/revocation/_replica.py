@@ -48,6 +48,9 @@ class Replica:
         # housekeeping, done rarely because it copies the tables.
         self.prune_every = prune_every
         self.tables = Tables()
+        # Held by whoever writes the tables: the replica's thread, and the store applying its
+        # own writes (read-your-writes). Readers never take it.
+        self.lock = threading.Lock()
         self.confirmed_at = float("-inf")  # time.monotonic() of the last confirmed PING
         self.loads = 0
         self.messages = 0
@@ -162,7 +165,8 @@ class Replica:
             started = time.perf_counter()
             tables = self.store.load(self._loader)
             self.last_load_seconds = time.perf_counter() - started
-            self.tables = tables
+            with self.lock:  # a load replaces: what it lacks, Redis no longer holds
+                self.tables = tables
             self.loads += 1
             while conn.can_read(timeout=0):
                 self._handle(conn.read_response())
@@ -227,12 +231,18 @@ class Replica:
                     self._handle(reply)
             wall = self._clock()
             if wall >= next_prune:
-                self.tables = self.tables.pruned(wall)
+                with self.lock:
+                    self.tables = self.tables.pruned(wall)
                 next_prune = wall + self.prune_every
 
     def _handle(self, reply: Any) -> None:
         if not (isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message"):
             return
         suffix, _, value = reply[2].decode("utf-8", "replace").partition("\n")
-        self.tables.apply(suffix, value)
+        self.apply(suffix, value)
         self.messages += 1
+
+    def apply(self, suffix: str, value: str) -> None:
+        """Merge one record (a change heard, or the store's own write) by the writers' rule."""
+        with self.lock:
+            self.tables.apply(suffix, value)

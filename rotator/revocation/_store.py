@@ -20,6 +20,7 @@ from ._records import (
     SessionVersion,
     Tables,
     check_jti,
+    check_prefix,
     check_url,
     check_subject,
     check_time,
@@ -140,13 +141,15 @@ class RevocationStore:
         target: str = "redis",
         password_source: str | None = None,
     ) -> None:
-        if not isinstance(prefix, str) or not prefix or any(ord(c) < 0x21 for c in prefix):
-            raise RevocationInputError(f"revocation prefix {prefix!r} must be a non-empty string without spaces")
+        check_prefix(prefix)
         if not token_lifetime > 0 or not grace >= 0:
             raise RevocationInputError("token_lifetime must be > 0 and grace >= 0")
         self.client = client
         self.prefix = prefix
-        self.channel = prefix + "changes"
+        # Redis pub/sub ignores the database number: the channel names it, so a write in
+        # database 1 never reaches the replicas of database 0 under the same prefix.
+        db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+        self.channel = f"{prefix}changes@db{db}"
         self.token_lifetime = math.ceil(token_lifetime)
         self.grace = math.ceil(grace)
         self.target = target
@@ -314,12 +317,15 @@ class RevocationStore:
 
     def _run(self, script: Any, suffix: str, *args: int, extra_keys: tuple[str, ...] = ()) -> str:
         """Run a write script on the record ``{prefix}{suffix}`` (and ``{prefix}{key}`` for each
-        of ``extra_keys``); returns the record's new value."""
+        of ``extra_keys``); returns the record's new value, which this store's replica holds
+        before this returns (read-your-writes: a Signer on this store signs by it at once)."""
         keys = [self.prefix + suffix, self.channel, *(self.prefix + k for k in extra_keys)]
         raw = self._call(script, keys=keys, args=[suffix, *args])
-        if isinstance(raw, bytes):
-            return raw.decode("ascii")
-        return str(raw)
+        value = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
+        replica = self._replica
+        if replica is not None and not replica.closed:
+            replica.apply(suffix, value)
+        return value
 
     def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:

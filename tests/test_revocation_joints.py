@@ -1,0 +1,226 @@
+"""Revocation where its pieces meet, against a real redis-server: a writer reads its own
+write at once, two databases and two prefixes on one server stay apart, a replica merges
+what it hears by the writers' rule, and the session-version rule is strict about types."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from rotator.issuer import Signer
+from rotator.revocation import RevocationError, RevocationStore
+from rotator.revocation._records import Tables
+from rotator.verifier import Verifier
+
+from .conftest import PASSPHRASE, wait_for
+from .jwks_server import JwksServer, SigningKey
+from .redis_server import RedisServer
+from .test_revocation import bootstrapped_key_set, rejected, token
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path_factory.mktemp("redis-joints")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def fresh_prefix() -> str:
+    return f"j{uuid.uuid4().hex[:8]}:"
+
+
+# -- isolation --------------------------------------------------------------------------------
+
+
+def test_two_databases_with_one_prefix_never_hear_each_other(server: RedisServer) -> None:
+    """Redis pub/sub ignores the database number. A staging logout in database 1 must not lift
+    (or a staging bump void) production's records in database 0 under the same prefix."""
+    prefix = fresh_prefix()
+    prod = RevocationStore.from_url(server.url + "/0", prefix=prefix)
+    staging = RevocationStore.from_url(server.url + "/1", prefix=prefix)
+    try:
+        assert prod.channel != staging.channel
+        ban = prod.revoke_subject("mallory", until=time.time() + 86400)
+        replica = prod.replica()
+        staging.revoke_subject("mallory")  # a plain logout there, with an earlier not_before
+        staging.bump_session("alice")
+        staging.deny("j-staging", time.time() + 600)
+        marker = prod.bump_session("marker")  # heard after anything staging could have sent
+        other = RevocationStore.from_url(server.url + "/0", prefix=prefix)
+        try:
+            wait_for(lambda: other.replica().tables.versions.get("marker"), what="the marker in a second replica")
+            for tables in (replica.tables, other.replica().tables):
+                assert tables.cutoffs["mallory"].not_before == ban.not_before
+                assert "alice" not in tables.versions and "j-staging" not in tables.denied
+                assert tables.versions["marker"].version == marker
+        finally:
+            other.close()
+    finally:
+        prod.close()
+        staging.close()
+
+
+def test_a_prefix_can_never_be_the_start_of_another(server: RedisServer) -> None:
+    """`a:` and `a:sub:` would share records and SCANs: nested prefixes are refused; sibling
+    prefixes (`a:` and `ab:`) share nothing."""
+    base = fresh_prefix()
+    with pytest.raises(RevocationError, match="no prefix is the start of another"):
+        RevocationStore.from_url(server.url, prefix=base + "sub:")
+    with pytest.raises(RevocationError, match="no prefix is the start of another"):
+        RevocationStore.from_url(server.url, prefix=base.rstrip(":"))
+    a = RevocationStore.from_url(server.url, prefix=base)
+    ab = RevocationStore.from_url(server.url, prefix=base[:-1] + "b:")
+    try:
+        ab.revoke_subject("sub:bob")
+        ab.deny("x", time.time() + 600)
+        a.bump_session("carol")
+        assert len(a.records()) == 1 and len(ab.records()) == 2
+        assert "sub:bob" not in a.replica().tables.cutoffs and "carol" not in ab.replica().tables.versions
+    finally:
+        a.close()
+        ab.close()
+
+
+def test_settings_refuse_a_nested_prefix_in_one_line() -> None:
+    from rotator.config import load_settings
+    from rotator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no prefix is the start of another"):
+        load_settings({"revocation_url": "redis://127.0.0.1:1", "revocation_prefix": "rotator:staging:"}, env={})
+
+
+# -- the writers' rule ---------------------------------------------------------------------
+
+
+def test_a_replica_merges_what_it_hears_and_never_lets_an_older_record_win(server: RedisServer) -> None:
+    """A change heard late, twice, or forged on the channel by an older writer never shortens
+    a ban, lowers a session version or shortens a denial: the later of each time wins."""
+    store = RevocationStore.from_url(server.url, prefix=fresh_prefix())
+    try:
+        replica = store.replica()
+        ban = store.revoke_subject("eve", until=time.time() + 7200)
+        version = store.bump_session("eve")
+        store.deny("jt", time.time() + 900)
+        denied_until = replica.tables.denied["jt"]
+        client = server.client()
+        older = f"{ban.revoked_at - 5} {ban.revoked_at - 5} {ban.revoked_at + 100}"
+        client.publish(store.channel, f"sub:eve\n{older}")
+        client.publish(store.channel, f"sv:eve\n{version - 10} {ban.revoked_at} {ban.revoked_at + 100}")
+        client.publish(store.channel, f"jti:jt\n{int(time.time())} {int(time.time()) + 5}")
+        store.bump_session("flush")  # heard after the three forgeries
+        wait_for(lambda: replica.tables.versions.get("flush"), what="the flush marker")
+        assert replica.tables.cutoffs["eve"].not_before == ban.not_before
+        assert replica.tables.versions["eve"].version == version
+        assert replica.tables.denied["jt"] == denied_until
+    finally:
+        store.close()
+
+
+def test_tables_merge_in_any_order() -> None:
+    records = [("sub:s", "10 10 100"), ("sub:s", "20 50 200"), ("sv:s", "5 1 100"), ("sv:s", "9 2 100"),
+               ("jti:j", "100 160"), ("jti:j", "50 110")]
+    results = []
+    for order in (records, records[::-1], records[1::2] + records[::2]):
+        t = Tables()
+        for suffix, value in order:
+            t.apply(suffix, value)
+        results.append((t.cutoffs["s"], t.versions["s"].version, t.denied["j"]))
+    assert all(r == results[0] for r in results)
+    assert results[0][0].not_before == 50 and results[0][1] == 9 and results[0][2] == 160
+
+
+# -- types -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sv", [True, 1.0, "7", None, [7]], ids=["true", "float", "string", "missing", "list"])
+def test_a_session_version_that_is_not_an_integer_is_void(
+    server: RedisServer, jwks: tuple[SigningKey, JwksServer], sv: Any
+) -> None:
+    """With a version in force, only an integer at least as new passes: `true` is not 1."""
+    key, srv = jwks
+    store = RevocationStore.from_url(server.url, prefix=fresh_prefix())
+    try:
+        version = store.bump_session("dave")
+        v = Verifier(srv.url, allow_http=True, revocations=store)
+        claims = {} if sv is None else {"sv": sv}
+        assert rejected(v, token(key, "dave", **claims))
+        assert v.verify(token(key, "dave", sv=version))["sub"] == "dave"
+        assert v.verify(token(key, "dave", sv=version + 1))["sub"] == "dave"  # a bump not heard yet
+        assert rejected(v, token(key, "dave", sv=version - 1))
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def jwks() -> Iterator[tuple[SigningKey, JwksServer]]:
+    key = SigningKey()
+    with JwksServer([key]) as srv:
+        yield key, srv
+
+
+# -- read-your-writes: the password-reset flow ------------------------------------------------
+
+VERIFIER_PROCESS = """
+import sys
+from rotator.revocation import RevocationStore
+from rotator.verifier import Verifier, InvalidToken
+url, prefix, jwks_url = sys.argv[1:4]
+store = RevocationStore.from_url(url, prefix=prefix, token_lifetime=300, grace=60)
+verifier = Verifier(jwks_url, allow_http=True, audience="api", revocations=store)
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        verifier.verify(line.strip())
+        print("ok", flush=True)
+    except InvalidToken as e:
+        print("void " + type(e).__name__ + ": " + str(e), flush=True)
+"""
+
+
+def test_password_reset_then_sign_in_at_once_1000_times(server: RedisServer, tmp_path: Path) -> None:
+    """In one process: revoke every token of a user (or bump the session), then sign the new
+    sign-in at once with a Signer on the same store; each token goes straight to a verifier
+    in another process. None is void on arrival: the store's replica holds its own write
+    before the write returns, and a version newer than a replica knows is current."""
+    ks, pub, policy = bootstrapped_key_set(tmp_path)
+    prefix = fresh_prefix()
+    store = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60)
+    with JwksServer([]) as jwks_server:
+        jwks_server.body_override = (tmp_path / "pub" / "jwks.json").read_bytes()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", VERIFIER_PROCESS, server.url, prefix, jwks_server.url],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            assert proc.stdout.readline().strip() == "ready"
+            signer = Signer(ks, policy, passphrase=PASSPHRASE, publisher=pub, revocations=store, watch=False)
+            void: list[str] = []
+            for i in range(1000):
+                user = f"user-{i % 50}"  # each user resets many times: cutoffs and versions pile up
+                if i % 2:
+                    store.revoke_subject(user)
+                else:
+                    store.bump_session(user)
+                proc.stdin.write(signer.sign(subject=user, audience="api", ttl=60) + "\n")
+                proc.stdin.flush()
+                answer = proc.stdout.readline().strip()
+                if answer != "ok":
+                    void.append(f"{i} {user}: {answer}")
+            print(f"\n[password reset] 1000 resets, each followed at once by a sign-in: {len(void)} void on arrival")
+            assert not void, void[:5]
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=10)
+            store.close()
+    assert json.loads((tmp_path / "pub" / "jwks.json").read_text())["keys"]
