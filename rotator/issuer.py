@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ._b64 import b64url_encode
 from .config import Policy
@@ -141,6 +142,7 @@ class Signer:
         revocation: Any = None,
         revocations: Any = None,
         session_claim: str = "sv",
+        revocation_max_staleness: float = 30.0,
     ) -> None:
         self._keystore = keystore
         self._policy = policy
@@ -159,6 +161,7 @@ class Signer:
         # into new tokens) and cutoff, and refuses refreshes of revoked chains; no I/O per token.
         self._replica = replica_of(revocations) if revocations is not None else None
         self._session_claim = session_claim
+        self._revocation_max_staleness = revocation_max_staleness
         # What a refresh must pass: the hooks' checks and the replica's records.
         self._refresh_checks: list[Callable[[Mapping[str, Any]], None]] = [
             source.check for source in (revocation, self._replica) if source is not None
@@ -173,12 +176,13 @@ class Signer:
         _SIGNERS.add(self)
 
     def _new_process_state(self) -> None:
-        """What a process must not share with its parent: the locks, and the jti prefix (96
-        random bits per signer and process) with its counter, unique without a system call
-        per token."""
+        """What a process must not share with its parent: the locks, and the jti key with its
+        counter (unique and unpredictable, without a system call per token)."""
         self._refresh_lock = threading.Lock()  # serialises reloads; sign never takes it
         self._start_lock = threading.Lock()  # first use only
-        self._jti_prefix = b64url_encode(os.urandom(12)) + "."
+        # jti: the counter through AES under a random key: unique (a permutation of distinct
+        # counters) and unpredictable, so one user's token does not reveal the next user's jti.
+        self._jti_cipher = Cipher(algorithms.AES(os.urandom(16)), modes.ECB()).encryptor()
         self._jti_counter = itertools.count()
 
     def _after_fork(self) -> None:
@@ -364,16 +368,21 @@ class Signer:
         body: dict[str, Any] = dict(claims) if claims else {}
         if body and not _RESERVED.isdisjoint(body):
             _check_claims(body, {"iss": self._issuer, "sub": subject, "aud": audience})
+        sub = subject if subject is not None else body.get("sub")
+        if sub is not None and sub.__class__ is not str:
+            raise ValueError(f"subject must be a string (RFC 7519), got {type(sub).__name__}")
         now = self._clock()
         key = self._key(now)
         iat = int(now)
+        if orig_iat is not None and (orig_iat.__class__ is not int or orig_iat > iat):
+            raise ValueError(f"orig_iat {orig_iat!r} must be an integer no later than iat ({iat}): a session cannot start after its token")
         if self._replica is not None:
-            sub = subject if subject is not None else body.get("sub")
-            if isinstance(sub, str):
+            self._check_replica_current()
+            if sub is not None:
                 iat = self._stamp(body, sub, iat, now, orig_iat)
         body["iat"] = iat
         body["exp"] = iat + int(lifetime)
-        body["jti"] = f"{self._jti_prefix}{next(self._jti_counter):x}"
+        body["jti"] = b64url_encode(self._jti_cipher.update(next(self._jti_counter).to_bytes(16, "big")))
         if orig_iat is not None:
             body["orig_iat"] = orig_iat
         if self._issuer is not None:
@@ -384,6 +393,21 @@ class Signer:
             body["aud"] = audience
         signing_input = key.header + b64url_encode(_payload(body))
         return f"{signing_input}.{es256_signature(key.private, signing_input.encode('ascii'))}"
+
+    def _check_replica_current(self) -> None:
+        """Refuse to sign or refresh past the staleness bound the verifiers use: a signer that
+        cannot confirm it holds every revocation must not mint what they would refuse."""
+        assert self._replica is not None
+        age = self._replica.age()
+        if age > self._revocation_max_staleness:
+            from .verifier import RevocationUnavailable
+
+            last = self._replica.last_error
+            raise RevocationUnavailable(
+                f"signing refused: the revocation replica has not confirmed it is current for "
+                f"{format_duration(round(age, 1)) if age != float('inf') else 'ever'} (bound "
+                f"{format_duration(self._revocation_max_staleness)})" + (f": {last}" if last else "")
+            )
 
     def _stamp(self, body: dict[str, Any], sub: str, iat: int, now: float, orig_iat: int | None) -> int:
         """Stamp the subject's session version; move iat onto a cutoff written this very second
@@ -451,6 +475,8 @@ class Signer:
                 f"token expired at {_iso(exp)}, more than refresh_grace "
                 f"({format_duration(self._policy.refresh_grace)}) ago"
             )
+        if self._replica is not None:
+            self._check_replica_current()
         for check in self._refresh_checks:
             try:
                 check({**claims, "iat": orig})

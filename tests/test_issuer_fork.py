@@ -89,6 +89,4 @@ def test_forked_workers_mint_distinct_jtis_and_sign_across_three_rotations(
         jtis += [line["jti"] for line in lines]
     assert len(jtis) == len(set(jtis)), "two workers minted the same jti"
     assert not parent_jtis & set(jtis)
-    prefixes = {str(j).rsplit(".", 1)[0] for j in jtis}
-    assert len(prefixes) == WORKERS, prefixes
     signer.close()

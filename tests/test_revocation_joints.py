@@ -5,6 +5,7 @@ what it hears by the writers' rule, and the session-version rule is strict about
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -224,3 +225,107 @@ def test_password_reset_then_sign_in_at_once_1000_times(server: RedisServer, tmp
             proc.wait(timeout=10)
             store.close()
     assert json.loads((tmp_path / "pub" / "jwks.json").read_text())["keys"]
+
+
+# -- the signer's bound, and what a signer and a verifier refuse -----------------------------
+
+
+def test_a_signer_whose_redis_link_stalls_refuses_within_the_bound(server: RedisServer, tmp_path: Path) -> None:
+    """The Signer is a reader too: past the staleness bound the verifiers use, it refuses to
+    sign (and to refresh) with the reason, instead of minting by records it cannot confirm."""
+    from rotator.verifier import RevocationUnavailable
+
+    from .faultproxy import FaultProxy
+
+    ks, pub, policy = bootstrapped_key_set(tmp_path)
+    proxy = FaultProxy("127.0.0.1", server.port)
+    store = RevocationStore.from_url(f"redis://127.0.0.1:{proxy.port}", prefix=fresh_prefix(), token_lifetime=300, grace=60)
+    bound = 2.0
+    try:
+        signer = Signer(ks, policy, passphrase=PASSPHRASE, publisher=pub, revocations=store, watch=False,
+                        revocation_max_staleness=bound)
+        good = signer.sign(subject="ann", audience="api", ttl=60)
+        proxy.stall()
+        stalled_at = time.monotonic()
+        refused = wait_for(lambda: _refusal(signer), timeout=bound + 10, what="the signer to refuse")
+        took = time.monotonic() - stalled_at
+        print(f"\n[signer bound] Redis link stalled: signing refused after {took:.2f} s (bound {bound:g} s + the heartbeat)")
+        assert isinstance(refused, RevocationUnavailable) and "has not confirmed it is current" in str(refused)
+        with pytest.raises(RevocationUnavailable):
+            signer.refresh(good)
+        proxy.resume()
+        wait_for(lambda: _refusal(signer) is None, timeout=15, what="signing again after the link is back")
+    finally:
+        proxy.close()
+        store.close()
+
+
+def _refusal(signer: Signer) -> Exception | None:
+    from rotator.verifier import RevocationUnavailable
+
+    try:
+        signer.sign(subject="ann", audience="api", ttl=60)
+    except RevocationUnavailable as e:
+        return e
+    return None
+
+
+def test_types_and_session_starts_that_would_escape_a_revocation(
+    server: RedisServer, jwks: tuple[SigningKey, JwksServer], tmp_path: Path
+) -> None:
+    """With revocation configured: a non-string sub or jti is malformed (it could never match
+    a record); a session starts at the earlier of orig_iat and iat, so an orig_iat later than
+    iat never lifts a token over a cutoff; the Signer mints neither."""
+    key, srv = jwks
+    store = RevocationStore.from_url(server.url, prefix=fresh_prefix(), token_lifetime=300, grace=60)
+    try:
+        v = Verifier(srv.url, allow_http=True, revocations=store)
+        now = int(time.time())
+        for claims in ({"sub": 123}, {"sub": ["bob"]}, {"sub": {"id": "bob"}}, {"jti": 7}, {"jti": ["a"]}):
+            tok = key.sign({"iat": now, "exp": now + 60, **claims})
+            with pytest.raises(Exception, match="malformed"):
+                v.verify(tok)
+        cutoff = store.revoke_subject("bob")
+        wait_for(lambda: "bob" in v.revocations.tables.cutoffs, what="the cutoff")
+        before = cutoff.not_before - 5
+        sneaky = key.sign({"sub": "bob", "iat": before, "orig_iat": cutoff.not_before, "exp": now + 600})
+        assert rejected(v, sneaky)
+        ks, pub, policy = bootstrapped_key_set(tmp_path)
+        signer = Signer(ks, policy, passphrase=PASSPHRASE, publisher=pub, watch=False)
+        with pytest.raises(ValueError, match="subject must be a string"):
+            signer.sign(subject=123)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="subject must be a string"):
+            signer.sign({"sub": 42})
+        with pytest.raises(ValueError, match="no later than iat"):
+            signer.sign(subject="bob", orig_iat=int(time.time()) + 3600)
+    finally:
+        store.close()
+
+
+def test_a_store_whose_grace_is_shorter_than_the_leeway_is_refused(server: RedisServer, jwks: tuple[SigningKey, JwksServer]) -> None:
+    """As for a JtiDenylist: Redis would drop a denial while the verifier still accepts the token."""
+    _, srv = jwks
+    store = RevocationStore.from_url(server.url, prefix=fresh_prefix(), grace=10)
+    try:
+        with pytest.raises(ValueError, match="must cover the leeway"):
+            Verifier(srv.url, allow_http=True, revocations=store, leeway=60)
+        assert Verifier(srv.url, allow_http=True, revocations=store, leeway=10).revocations is not None
+    finally:
+        store.close()
+
+
+def test_jtis_are_unique_and_reveal_nothing_of_the_next(tmp_path: Path) -> None:
+    """A jti is the signer's counter through AES under a random key: 10,000 distinct ids, and
+    consecutive ones share no prefix a client could extrapolate from."""
+    ks, pub, policy = bootstrapped_key_set(tmp_path)
+    signer = Signer(ks, policy, passphrase=PASSPHRASE, publisher=pub, watch=False)
+    jtis = [json.loads(_b64(signer.sign(subject="x").split(".")[1]))["jti"] for _ in range(10_000)]
+    assert len(set(jtis)) == len(jtis)
+    shared = [os.path.commonprefix([a, b]) for a, b in zip(jtis, jtis[1:])]
+    assert max(len(p) for p in shared) <= 6, "consecutive jtis look alike"
+
+
+def _b64(segment: str) -> bytes:
+    from rotator._b64 import b64url_decode
+
+    return b64url_decode(segment)

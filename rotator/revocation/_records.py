@@ -213,14 +213,23 @@ class Tables:
 def revoked_reason(tables: Tables, claims: Mapping[str, Any], session_claim: str) -> str | None:
     """Why the records void this token, or None (the hot path: three dict lookups at most)."""
     jti = claims.get("jti")
-    if jti.__class__ is str and jti in tables.denied:
-        return "token id (jti) is revoked"
+    if jti.__class__ is str:
+        if jti in tables.denied:
+            return "token id (jti) is revoked"
+    elif jti is not None:
+        return "token is malformed: jti is not a string (RFC 7519), so it could escape a denial"
     sub = claims.get("sub")
     if sub.__class__ is not str:
-        return None
+        if sub is None:
+            return None
+        return "token is malformed: sub is not a string (RFC 7519), so it could escape a revocation"
     cutoff = tables.cutoffs.get(sub)
     if cutoff is not None:
-        start = claims.get("orig_iat", claims.get("iat"))
+        # The session started at the earlier of orig_iat and iat: a later orig_iat never
+        # lifts a token over a cutoff it was issued before.
+        start, orig = claims.get("iat"), claims.get("orig_iat")
+        if orig is not None and not (start.__class__ in (int, float) and orig.__class__ in (int, float) and start < orig):
+            start = orig
         if start.__class__ not in (int, float) or start < cutoff.not_before:
             return "every token of the subject issued before its cutoff is revoked"
     version = tables.versions.get(sub)

@@ -158,6 +158,12 @@ class Verifier:
             checks.append(self._revocation.check)
         self.revocations: Any = None
         if revocations is not None:
+            grace = getattr(getattr(revocations, "store", revocations), "grace", None)  # a store, or its replica
+            if grace is not None and grace < leeway:
+                raise ValueError(
+                    f"revocation store grace ({grace}s) must cover the leeway ({leeway}s): a record would "
+                    "be dropped while this verifier still accepts the token it voids"
+                )
             replica = replica_of(revocations)
             self.revocations = replica
             checks.append(
