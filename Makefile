@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	sh scripts/test-deps.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Speed, stampede and service-load comparisons against peers (prints ratios; a few minutes).
 bench: $(STAMP)

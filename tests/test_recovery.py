@@ -3,10 +3,11 @@ keystore, a lost publish target. Each path is run the way the runbook tells an o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -206,9 +207,10 @@ def test_cli_restore_runbook(cli_env: dict[str, str], dirs: tuple[Path, Path]) -
     verify_with(token, after, time.time(), audience="api", issuer="https://issuer.test")
 
 
-def test_restore_on_s3_recovers(tmp_path: Path) -> None:
-    """The same on S3 (moto, in process): an older state object put back."""
-    boto3 = pytest.importorskip("boto3")
+@contextlib.contextmanager
+def moto_rotator() -> Iterator[tuple[Any, Rotator, Clock]]:
+    """A Rotator on S3 in moto (in process): state under ``keys/prod``, JWKS at ``keys/public/jwks.json``."""
+    import boto3
     from moto import mock_aws
 
     from rotator._aws import S3Options
@@ -224,6 +226,12 @@ def test_restore_on_s3_recovers(tmp_path: Path) -> None:
             publisher=S3Publisher(s3, "keys", "public/jwks.json", max_age=P.max_age),
             policy=P, passphrase=PASSPHRASE, clock=clock, scrypt_n=2**10, storage_clock=False,
         )
+        yield s3, rotator, clock
+
+
+def test_restore_on_s3_recovers(tmp_path: Path) -> None:
+    """The same on S3 (moto, in process): an older state object put back."""
+    with moto_rotator() as (s3, rotator, clock):
         rotator.step()
         backup = s3.get_object(Bucket="keys", Key="prod/state.json")["Body"].read()
         rotate_times(rotator, clock, P, 5)
@@ -285,22 +293,7 @@ def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_files(
 
 
 def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_s3() -> None:
-    boto3 = pytest.importorskip("boto3")
-    from moto import mock_aws
-
-    from rotator._aws import S3Options
-    from rotator.keystore.s3 import S3Keystore
-    from rotator.publish.s3 import S3Publisher
-
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="keys")
-        clock = Clock()
-        rotator = Rotator(
-            keystore=S3Keystore(s3, "keys", "prod", S3Options()),
-            publisher=S3Publisher(s3, "keys", "public/jwks.json", max_age=P.max_age),
-            policy=P, passphrase=PASSPHRASE, clock=clock, scrypt_n=2**10, storage_clock=False,
-        )
+    with moto_rotator() as (s3, rotator, clock):
 
         def read(key: str) -> bytes:
             return bytes(s3.get_object(Bucket="keys", Key=key)["Body"].read())
