@@ -36,7 +36,7 @@ def fill(store: RevocationStore, denials: int, cutoffs: int) -> None:
             store._deny(keys=[store.prefix + suffix, store.channel], args=[suffix, exp, exp + store.grace], client=pipe)
         for i in range(start, min(start + _BATCH, cutoffs)):
             suffix = f"sub:user{i}"
-            x = revoked_at + store.token_lifetime + store.grace
+            x = revoked_at + store.session_lifetime + store.grace
             store._cutoff(keys=[store.prefix + suffix, store.channel], args=[suffix, revoked_at, revoked_at, x], client=pipe)
         pipe.execute()
 

@@ -614,6 +614,7 @@ def _revocation_store(settings: Settings) -> Any:
         prefix=settings.revocation_prefix,
         token_lifetime=policy.token_lifetime,
         grace=max(policy.leeway, policy.refresh_grace),
+        session_lifetime=policy.refresh_max_age,
     )
 
 

@@ -329,3 +329,60 @@ def _b64(segment: str) -> bytes:
     from rotator._b64 import b64url_decode
 
     return b64url_decode(segment)
+
+
+# -- records outlive what they void ------------------------------------------------------------
+
+
+def test_a_cutoff_lives_as_long_as_the_refresh_chains_it_voids(
+    server: RedisServer, jwks: tuple[SigningKey, JwksServer]
+) -> None:
+    """A chain lives until orig_iat + refresh_max_age. A refresh minted by a signer that had
+    not heard the cutoff yet carries iat after it and orig_iat before it: the record must
+    still be there for a verifier started long after one token lifetime, until the chain ends."""
+    key, srv = jwks
+    prefix = fresh_prefix()
+    writer = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60, session_lifetime=7200)
+    try:
+        cutoff = writer.revoke_subject("zoe")
+        version = writer.bump_session("zoe")
+        r = server.client()
+        assert cutoff.expires_at == cutoff.not_before + 7200 + 60 == r.expiretime(prefix + "sub:zoe")
+        assert r.ttl(prefix + "sv:zoe") > 7200  # from the server's clock, like every bump
+        fresh = RevocationStore.from_url(server.url, prefix=prefix)  # a verifier started later
+        try:
+            v = Verifier(srv.url, allow_http=True, revocations=fresh)
+            now = int(time.time())
+            laundered = key.sign({"sub": "zoe", "iat": now + 1, "orig_iat": cutoff.not_before - 600,
+                                  "exp": now + 300, "sv": version})
+            assert rejected(v, laundered)
+        finally:
+            fresh.close()
+    finally:
+        writer.close()
+
+
+def test_the_session_version_counter_refuses_to_repeat(server: RedisServer) -> None:
+    """Versions come from Lua numbers (doubles): at 2^53 they would repeat, so the bump fails
+    with one line instead."""
+    prefix = fresh_prefix()
+    store = RevocationStore.from_url(server.url, prefix=prefix)
+    try:
+        server.client().set(prefix + "sv-last", str(2**53 - 1))
+        with pytest.raises(RevocationError, match="counter exhausted"):
+            store.bump_session("x")
+    finally:
+        store.close()
+
+
+def test_the_cli_keeps_cutoffs_for_refresh_max_age(server: RedisServer) -> None:
+    from click.testing import CliRunner
+
+    from rotator.cli import main
+
+    prefix = fresh_prefix()
+    env = {"ROTATOR_REVOCATION_URL": server.url, "ROTATOR_REVOCATION_PREFIX": prefix}
+    out = CliRunner().invoke(main, ["revoke-subject", "amy", "--refresh-max-age", "2d"], env=env)
+    assert out.exit_code == 0, out.output
+    listed = json.loads(CliRunner().invoke(main, ["revocations", "--json"], env=env).output)["subject_cutoffs"][0]
+    assert listed["expires_at"] - listed["not_before"] == 2 * 86400 + 60

@@ -71,6 +71,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1])
 local v = now * 1000 + math.floor(tonumber(t[2]) / 1000)
 local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if last and last >= 9007199254740991 then
+  return redis.error_reply('session version counter exhausted (2^53): versions would repeat')
+end
 if last and last >= v then v = last + 1 end
 redis.call('SET', KEYS[3], string.format('%d', v))
 local value = string.format('%d %d %d', v, now, now + tonumber(ARGV[2]))
@@ -125,9 +128,11 @@ def describe(error: Exception, target: str, password_source: str | None) -> Revo
 class RevocationStore:
     """Revocation records in Redis: what the CLI and issuers write, what replicas follow.
 
-    ``token_lifetime`` is the longest lifetime of a token this store revokes, ``grace``
-    the verifiers' leeway (or the issuers' refresh grace, if longer); together they
-    decide when a record can no longer affect a live token and Redis drops it.
+    ``token_lifetime`` is the longest lifetime of a token this store revokes,
+    ``session_lifetime`` the longest refresh chain (``refresh_max_age``; defaults to the
+    token lifetime), ``grace`` the verifiers' leeway (or the issuers' refresh grace, if
+    longer); together they decide when a record can no longer affect a live token or
+    chain, and Redis drops it.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class RevocationStore:
         clock: Callable[[], float] = time.time,
         target: str = "redis",
         password_source: str | None = None,
+        session_lifetime: float | None = None,
     ) -> None:
         check_prefix(prefix)
         if not token_lifetime > 0 or not grace >= 0:
@@ -151,6 +157,10 @@ class RevocationStore:
         db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
         self.channel = f"{prefix}changes@db{db}"
         self.token_lifetime = math.ceil(token_lifetime)
+        # A cutoff or a session version must outlive every refresh chain it voids (a chain
+        # lives until orig_iat + refresh_max_age), not just one token: a refresh minted by a
+        # signer that had not heard it yet would otherwise outlive the record.
+        self.session_lifetime = max(self.token_lifetime, math.ceil(session_lifetime or 0))
         self.grace = math.ceil(grace)
         self.target = target
         self.password_source = password_source
@@ -171,6 +181,7 @@ class RevocationStore:
         prefix: str = DEFAULT_PREFIX,
         token_lifetime: float = 3600.0,
         grace: float = 60.0,
+        session_lifetime: float | None = None,
         connect_timeout: float = 2.0,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
@@ -206,6 +217,7 @@ class RevocationStore:
             prefix=prefix,
             token_lifetime=token_lifetime,
             grace=grace,
+            session_lifetime=session_lifetime,
             clock=clock,
             target=redis_target(url),
             password_source=source,
@@ -242,7 +254,7 @@ class RevocationStore:
         now = self._clock()
         revoked_at = math.ceil(now)
         not_before = revoked_at if until is None else max(revoked_at, check_time(until, "until", now))
-        expires_at = not_before + self.token_lifetime + self.grace
+        expires_at = not_before + self.session_lifetime + self.grace
         value = self._run(self._cutoff, f"sub:{subject}", revoked_at, not_before, expires_at)
         r, n, x = (int(f) for f in value.split())
         return Cutoff(subject, r, n, x)
@@ -251,7 +263,7 @@ class RevocationStore:
         """Make ``subject``'s current session version obsolete; returns the new version, which
         new tokens must carry (``Signer`` stamps it). Versions increase but are not consecutive."""
         subject = check_subject(subject)
-        value = self._run(self._bump, f"sv:{subject}", self.token_lifetime + self.grace, extra_keys=("sv-last",))
+        value = self._run(self._bump, f"sv:{subject}", self.session_lifetime + self.grace, extra_keys=("sv-last",))
         return int(value.split()[0])
 
     def session_version(self, subject: str) -> int | None:
