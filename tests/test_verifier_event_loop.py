@@ -133,7 +133,9 @@ def test_averify_keeps_the_loop_running_on_every_fetch_path(
         assert isinstance(outcome, expected), outcome
     if path != "refresh-ahead":  # there the stale-but-fresh set answers at once
         assert server.requests == requests_before + 1, "the path did not wait on a fetch"
-    assert gap < GAP_BOUND, f"{path}: the event loop stood still for {gap * 1000:.0f} ms ({ticks} ticks)"
+    # A blocked loop stands still for the whole fetch (1 s); a tenth of it leaves room for a
+    # loaded machine's scheduling and still tells the two apart.
+    assert gap < server.delay / 10, f"{path}: the event loop stood still for {gap * 1000:.0f} ms ({ticks} ticks)"
 
 
 def test_result_cache_hit_after_idle_does_not_stall_the_loop_during_a_3s_fetch(
