@@ -6,8 +6,8 @@ import datetime as dt
 import functools
 import json
 import math
-import time
 import sys
+import time
 from typing import Any, Callable, TypeVar
 
 import click
@@ -621,8 +621,6 @@ def _revocation_store(settings: Settings) -> Any:
 def _when(text: str, name: str) -> float:
     """A moment: seconds since the epoch, an ISO 8601 time (UTC unless it says otherwise),
     or a duration from now (30m, 7d)."""
-    import time
-
     value = text.strip()
     if not value.isascii():  # float() and fromisoformat() take any script's digits
         raise ConfigError(f"{name} {text!r} is not a time: use ASCII digits")
