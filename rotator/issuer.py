@@ -186,7 +186,7 @@ class Signer:
         self._jti_counter = itertools.count()
 
     def _after_fork(self) -> None:
-        """In a forked child (gunicorn --preload, uWSGI, Celery prefork): its own jti prefix and
+        """In a forked child (gunicorn --preload, uWSGI, Celery prefork): its own jti key and
         locks, and, for a signer already in use, a watcher of its own (the parent's thread
         does not exist here). A closed signer stays closed."""
         self._new_process_state()
@@ -395,19 +395,13 @@ class Signer:
         return f"{signing_input}.{es256_signature(key.private, signing_input.encode('ascii'))}"
 
     def _check_replica_current(self) -> None:
-        """Refuse to sign or refresh past the staleness bound the verifiers use: a signer that
-        cannot confirm it holds every revocation must not mint what they would refuse."""
+        """Refuse to sign (and so to refresh) past the staleness bound the verifiers use, by
+        the replica's own rule: a signer that cannot confirm it holds every revocation must
+        not mint what they would refuse."""
         assert self._replica is not None
-        age = self._replica.age()
-        if age > self._revocation_max_staleness:
-            from .verifier import RevocationUnavailable
-
-            last = self._replica.last_error
-            raise RevocationUnavailable(
-                f"signing refused: the revocation replica has not confirmed it is current for "
-                f"{format_duration(round(age, 1)) if age != float('inf') else 'ever'} (bound "
-                f"{format_duration(self._revocation_max_staleness)})" + (f": {last}" if last else "")
-            )
+        stale = self._replica.staleness(self._revocation_max_staleness)
+        if stale is not None:
+            raise type(stale)(f"signing refused: the revocation replica has not confirmed it is current: {stale}")
 
     def _stamp(self, body: dict[str, Any], sub: str, iat: int, now: float, orig_iat: int | None) -> int:
         """Stamp the subject's session version; move iat onto a cutoff written this very second
@@ -475,8 +469,6 @@ class Signer:
                 f"token expired at {_iso(exp)}, more than refresh_grace "
                 f"({format_duration(self._policy.refresh_grace)}) ago"
             )
-        if self._replica is not None:
-            self._check_replica_current()
         for check in self._refresh_checks:
             try:
                 check({**claims, "iat": orig})

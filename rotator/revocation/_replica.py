@@ -102,6 +102,17 @@ class Replica:
         if reason is not None:
             raise Revoked(reason)
 
+    def staleness(self, max_staleness: float) -> RevocationUnavailable | None:
+        """The one staleness rule, for the verifier's guard and the Signer alike: an error when
+        the replica has not confirmed it is current within ``max_staleness``, else None."""
+        age = self.age()
+        if age <= max_staleness:
+            return None
+        return RevocationUnavailable(
+            f"revocations not confirmed current for {age:.1f}s (bound {max_staleness:g}s): "
+            f"{self.last_error or 'no answer from redis'}"
+        )
+
     def guard(
         self, *, session_claim: str = "sv", max_staleness: float = 30.0, fail_open: bool = False
     ) -> Callable[[Mapping[str, Any]], None]:
@@ -111,16 +122,13 @@ class Replica:
         once per outage and applies the records it still has."""
         if not max_staleness > 0:
             raise ValueError(f"revocation_max_staleness must be > 0, got {max_staleness!r}")
-        mono = time.monotonic
         outage = [False]
 
         def check(claims: Mapping[str, Any]) -> None:
-            if mono() - self.confirmed_at > max_staleness:
+            stale = self.staleness(max_staleness)
+            if stale is not None:
                 if not fail_open:
-                    raise RevocationUnavailable(
-                        f"revocations not confirmed current for {self.age():.1f}s (bound {max_staleness:g}s): "
-                        f"{self.last_error or 'no answer from redis'}"
-                    )
+                    raise stale
                 if not outage[0]:
                     outage[0] = True
                     log.warning(
