@@ -98,7 +98,7 @@ def denial_for(error: Exception, realm: str, retry_after: int, token: str | None
     return Denial(status, (_JSON, ("www-authenticate", challenge)), json.dumps({"error": code}).encode(), code)
 
 
-def _plain(path: str, raw: str | None) -> bool:
+def _plain(path: str, raw: str | bytes | None) -> bool:
     """Whether a request path means what it says to every downstream: absolute, with no
     empty, dot or dot-parameter (``..;``) segment, no backslash, and no encoded slash,
     backslash, dot or percent sign in the bytes the client sent. A path that is not plain
@@ -109,16 +109,19 @@ def _plain(path: str, raw: str | None) -> bool:
         if segment.split(";", 1)[0] in ("", ".", ".."):
             return False
     if raw is not None:
-        lowered = raw.lower()
+        if isinstance(raw, bytes):
+            raw = raw.decode("latin-1")
+        lowered = raw.split("?", 1)[0].lower()
         if any(code in lowered for code in ("%2f", "%5c", "%2e", "%25")):
             return False
     return True
 
 
-def excluded(path: str, prefixes: tuple[str, ...], raw: str | None = None) -> bool:
+def excluded(path: str, prefixes: tuple[str, ...], raw: str | bytes | None = None) -> bool:
     """Whether ``path`` is one of the excluded paths, or below one that ends in '/'; never when
     the path is not plain (dot segments, '//', encoded slashes and dots: see ``_plain``).
-    ``raw`` is the path as the client sent it, where the server gives it."""
+    ``raw`` is the request target as the client sent it, where the server gives it (ASGI
+    ``raw_path`` bytes, WSGI ``RAW_URI`` or ``REQUEST_URI``); a query string is ignored."""
     if not any(path == p or (p.endswith("/") and path.startswith(p)) for p in prefixes):
         return False
     return _plain(path, raw)

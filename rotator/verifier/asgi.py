@@ -36,11 +36,6 @@ def _preflight(scope: Scope) -> bool:
     )
 
 
-def _raw_path(scope: Scope) -> str | None:
-    raw = scope.get("raw_path")
-    return raw.decode("latin-1").split("?", 1)[0] if isinstance(raw, bytes) else None
-
-
 class BearerAuth(Guard[ASGIApp]):
     """Require a valid bearer token on every HTTP request (and websocket handshake) except
     the ``exclude``d paths (exact, or a prefix ending in '/'; never a path with dot segments,
@@ -51,7 +46,7 @@ class BearerAuth(Guard[ASGIApp]):
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        if self.exclude and excluded(scope.get("path", ""), self.exclude, _raw_path(scope)):
+        if self.exclude and excluded(scope.get("path", ""), self.exclude, scope.get("raw_path")):
             await self.app(scope, receive, send)
             return
         if kind == "http" and scope["method"] == "OPTIONS" and _preflight(scope):

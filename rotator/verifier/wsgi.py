@@ -23,19 +23,15 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def _raw_path(environ: dict[str, Any]) -> str | None:
-    """The path as the client sent it, where the server says (gunicorn's RAW_URI, the
-    REQUEST_URI of uWSGI, mod_wsgi and others)."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    return raw.split("?", 1)[0] if isinstance(raw, str) else None
-
-
 class BearerAuth(Guard[WSGIApp]):
     """Require a valid bearer token on every request except the ``exclude``d paths (never a
     path with dot segments, '//' or encoded slashes) and CORS preflights."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if self.exclude and excluded(environ.get("PATH_INFO", ""), self.exclude, _raw_path(environ)):
+        if self.exclude and excluded(
+            # the request target as sent, where the server says (gunicorn; uWSGI, mod_wsgi and others)
+            environ.get("PATH_INFO", ""), self.exclude, environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        ):
             return self.app(environ, start_response)
         if is_preflight(environ.get("REQUEST_METHOD", ""), "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ):
             return self.app(environ, start_response)
