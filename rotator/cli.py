@@ -280,19 +280,38 @@ def retire_cmd(kid: str, **kwargs: Any) -> None:
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="Print what recovery would change, and change nothing.")
+@click.option("--yes", is_flag=True, help="Make the changes without asking (required when not at a terminal).")
+@click.option(
+    "--other-lineage",
+    is_flag=True,
+    help="Adopt from a publish target of another key set (this keystore was lost and started afresh).",
+)
 @_store_options
 @_handle_errors
-def recover(**kwargs: Any) -> None:
+def recover(dry_run: bool, yes: bool, other_lineage: bool, **kwargs: Any) -> None:
     """Recover a restored or recreated keystore, or a state a fast clock wrote.
 
-    Adopts every key the publish target still serves (public half only, retired, so
-    the tokens it signed keep verifying), revokes restored keys it no longer serves,
-    sets stored times ahead of this host's clock to now, then runs a normal step.
-    Safe to run when nothing is wrong: it then changes nothing.
+    When the publish target is ahead of the keystore, adopts every key it still serves
+    (public half only, retired, so the tokens it signed keep verifying) and revokes
+    restored keys it no longer serves; revokes every key the target records as revoked;
+    sets stored times ahead of this host's clock to now; then runs a normal step. Lists
+    the changes first and asks for --yes; changes nothing when nothing is wrong.
     """
     settings = _settings(kwargs)
     rotator = _rotator(settings)
-    result = rotator.step(recover=True)
+    changes = rotator.recovery_plan(other_lineage=other_lineage).events
+    if dry_run or not yes:
+        for event in changes:
+            click.echo(f"would: {event}")
+    if dry_run:
+        click.echo("nothing to recover" if not changes else f"{len(changes)} change(s); run again with --yes to make them")
+        return
+    if changes and not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("recovery changes the key set: review the plan above (or --dry-run), then run with --yes")
+        click.confirm("make these changes?", abort=True)
+    result = rotator.step(recover=True, other_lineage=other_lineage)
     if settings.discovery and result.published and settings.issuer and settings.public_url:
         rotator.publisher.write_discovery(discovery_document(settings.issuer, settings.public_url))
     _report(result, settings)

@@ -249,36 +249,47 @@ def next_due(state: State, policy: Policy) -> float | None:
 
 
 def adopt(
-    state: State, served: Sequence[tuple[str, PublicJWK]], now: float, *, published_generation: int | None
+    state: State,
+    served: Sequence[tuple[str, PublicJWK]],
+    now: float,
+    *,
+    target_generation: int | None,
+    revoked: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Recovery of a restored or recreated keystore from what the publish target serves.
+    """Recovery of a restored or recreated keystore from what the publish target keeps.
 
-    Every key the served JWKS lists and the state lacks is adopted as retired (public
-    half only: its private half is lost), so tokens it signed keep verifying for the
-    retirement window. When the publish target is ahead of the state (its generation is
-    higher: the keystore went back in time), keys the state would publish but the served
-    JWKS no longer lists were removed or revoked since the backup: they are revoked, so a
-    restore never brings a key back. The state's generation moves past the publish
-    target's, so the next publication is accepted.
+    ``target_generation`` is given when the publish target is ahead of the state (the
+    keystore went back in time, or was recreated): every key the served JWKS lists and
+    the state lacks is then adopted as retired (public half only: its private half is
+    lost), so tokens it signed keep verifying for the retirement window; keys the state
+    would publish but the served JWKS no longer lists were removed or revoked since the
+    backup, and are revoked; the state's generation moves past the target's, so the next
+    publication is accepted. When the target is not ahead, nothing is adopted: a key
+    someone else added to the JWKS is not trusted for it.
+
+    Whatever the generations, every kid on the target's ``revoked`` list is revoked here
+    too, and never adopted: a restore never brings a revoked key back.
     """
     now = _effective_now(state, now)
     served_kids = {kid for kid, _ in served}
-    ahead = published_generation is not None and published_generation > state.generation and bool(served)
-    changed: list[KeyRecord] = []
+    ahead = target_generation is not None
+    changed: dict[str, KeyRecord] = {}
     events: list[Event] = []
-    if ahead:
-        for key in state.keys:
-            if key.published and key.kid not in served_kids:
-                changed.append(
-                    key.with_(
-                        revoked_at=now,
-                        revocation="recovery",
-                        private=None,
-                        private_destroyed_at=key.private_destroyed_at or now,
-                    )
-                )
-                events.append(Event("rotator.key_revoked", key.kid, "reason=recovery (no longer published)"))
-    new = _replace_keys(state, changed)
+
+    def revoke_here(key: KeyRecord, why: str) -> None:
+        changed[key.kid] = key.with_(
+            revoked_at=now, revocation="recovery", private=None, private_destroyed_at=key.private_destroyed_at or now
+        )
+        events.append(Event("rotator.key_revoked", key.kid, f"reason=recovery ({why})"))
+
+    for key in state.keys:
+        if key.state is KeyState.REVOKED:
+            continue
+        if key.kid in revoked:
+            revoke_here(key, "revoked at the publish target")
+        elif ahead and served and key.published and key.kid not in served_kids:
+            revoke_here(key, "no longer published")
+    new = _replace_keys(state, changed.values())
     known = {k.kid for k in state.keys}
     adopted = [
         KeyRecord(
@@ -290,14 +301,14 @@ def adopt(
             retirement="recovery",
             private_destroyed_at=now,
         )
-        for kid, jwk in served
-        if kid not in known
+        for kid, jwk in (served if ahead else ())
+        if kid not in known and kid not in revoked
     ]
     events.extend(Event("rotator.key_adopted", k.kid, "published, private half lost: retired") for k in adopted)
     if adopted:
         new = new.with_keys(new.keys + tuple(adopted))
-    if ahead and published_generation is not None:
-        new = replace(new, generation=max(new.generation, published_generation))
+    if target_generation is not None:
+        new = replace(new, generation=max(new.generation, target_generation))
     if events:
         new = replace(new, updated_at=now)
     return Plan(state=new, events=tuple(events))

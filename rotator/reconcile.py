@@ -8,7 +8,7 @@ finishes the work, so running it late, twice or from two hosts converges.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from .config import Policy
@@ -25,9 +25,10 @@ from .lifecycle import (
     plan,
     record_confirmation,
 )
-from .publish import Publisher, build_jwks, jwks_digest, jwks_kids, publish, published_keys
+from .errors import PublicationGuardError
+from .publish import Marker, Publisher, build_jwks, jwks_digest, jwks_kids, publish, published_keys, refusal
 from .sealing import DEFAULT_SCRYPT_N, Sealer, new_sealer, open_sealer
-from .state import KeyRecord, State
+from .state import KeyRecord, State, new_lineage
 
 __all__ = ["Rotator", "StepResult", "Operation", "STAGES"]
 
@@ -109,17 +110,19 @@ class Rotator:
         operation: Operation | None = None,
         checkpoint: Callable[[str], None] = _no_checkpoint,
         recover: bool = False,
+        other_lineage: bool = False,
     ) -> StepResult:
         """Run one reconcile step, retrying from a fresh read on compare-and-swap conflicts.
 
         ``recover``: the operator's recovery step (``rotator recover``): adopt the keys the
         publish target still serves (after a restored or recreated keystore), and take this
-        host's clock as right for stored times ahead of it.
+        host's clock as right for stored times ahead of it. ``other_lineage``: also when the
+        target publishes another key set's JWKS (a lost keystore started afresh).
         """
         conflicts = 0
         for _ in range(self.max_attempts):
             try:
-                return self._attempt(force, operation, checkpoint, conflicts, recover)
+                return self._attempt(force, operation, checkpoint, conflicts, recover, other_lineage)
             except ConflictError:
                 conflicts += 1
         raise KeystoreError(f"gave up after {conflicts} compare-and-swap conflicts on {self.keystore.location}")
@@ -155,11 +158,49 @@ class Rotator:
             skew,
         )
 
-    def _adopt_published(self, state: State, now: float) -> Plan:
-        served, skipped = published_keys(self.publisher.read_back())
-        adopted = adopt(state, served, now, published_generation=self.publisher.published_generation())
+    def _adopt_published(self, state: State, now: float, other_lineage: bool) -> Plan:
+        """What recovery takes from the publish target: its revoked list always; when the
+        target is ahead of ``state`` (or holds another lineage and ``other_lineage`` says to
+        take it), the keys it serves and its generation."""
+        marker = self.publisher.marker()
+        events: list[Event] = []
+        try:
+            served, skipped = published_keys(self.publisher.read_back())
+        except PublicationGuardError as e:
+            served, skipped = [], []
+            events.append(Event("rotator.key_not_adopted", None, f"nothing adopted: {e}"))
+        why = refusal(marker, state.generation, state.lineage, jwks_digest(build_jwks(state)))
+        if why == "lineage":
+            assert marker is not None
+            if not other_lineage:
+                raise PublishTargetAhead(self._refusal_message("lineage", marker, state))
+            state = replace(state, lineage=marker.lineage)
+        if state.lineage is None:
+            state = replace(state, lineage=marker.lineage if marker and marker.lineage else new_lineage())
+        ahead = why is not None
+        adopted = adopt(
+            state,
+            served,
+            now,
+            target_generation=marker.generation if ahead and marker is not None else None,
+            revoked=self.publisher.revoked(),
+        )
         skipped_events = tuple(Event("rotator.key_not_adopted", kid, "not a P-256 key with its thumbprint as kid") for kid in skipped)
-        return Plan(adopted.state, adopted.events + skipped_events)
+        return Plan(adopted.state, tuple(events) + adopted.events + (skipped_events if ahead else ()))
+
+    def recovery_plan(self, *, other_lineage: bool = False) -> Plan:
+        """What ``step(recover=True)`` would change before its ordinary planning, written nowhere."""
+        now = self.clock()
+        stored = self.keystore.load()
+        sealer = self.sealer_for(stored)
+        state = stored if stored is not None else State(encryption=sealer.header(), lineage=new_lineage())
+        events: list[Event] = []
+        if stored is not None:
+            repaired = self._repair_clock(stored, now, future_skew(stored, now), True)
+            state = repaired.state
+            events.extend(repaired.events)
+        adopted = self._adopt_published(state, now, other_lineage)
+        return Plan(adopted.state, tuple(events) + adopted.events)
 
     def _unusable(self, planned: Plan, sealer: Sealer) -> list[str]:
         """Kids of keys this plan activates whose sealed private half does not open."""
@@ -176,28 +217,65 @@ class Rotator:
                 damaged.append(key.kid)
         return damaged
 
-    def _check_target_not_ahead(self, saved: State) -> None:
-        """Before a step writes anything: the publish target must not hold the JWKS of a later
-        generation than the state just loaded. In one timeline it never does (a publish at
-        generation g is recorded at g + 1); when it does, the keystore went back (a restored
-        backup, a lost keystore) and this step would republish what the newer state removed,
-        a revoked key among it, or raise the generation until it could. Refused without a
-        write, so the generation stays where the restore put it and `recover` is the way on."""
-        ahead = self.publisher.published_generation()
-        if ahead is not None and ahead > saved.generation:
-            self._refused(saved)
+    def _refusal_message(self, why: str, marker: Marker, state: State) -> str:
+        target = self.publisher.location
+        if why == "lineage":
+            return (
+                f"{target} publishes the JWKS of another key set (lineage {marker.lineage}, this keystore's "
+                f"{state.lineage}): the keystore was lost and started afresh, or two key sets share one publish "
+                "location; if the keystore was lost, run `rotator recover --other-lineage` to adopt the keys "
+                "published there, otherwise give this key set a publish location of its own; nothing was written"
+            )
+        if why == "diverged":
+            return (
+                f"{target} holds a JWKS of state generation {marker.generation} with other keys than this "
+                f"keystore's generation {state.generation}: the keystore was restored from a backup or recreated; "
+                "run `rotator recover` to adopt the keys it still publishes and publish again"
+            )
+        return (
+            f"{target} holds the JWKS of state generation {marker.generation}, above this keystore's "
+            f"generation {state.generation}: the keystore was restored from a backup or recreated; "
+            "run `rotator recover` to adopt the keys it still publishes and publish again"
+        )
 
-    def _refused(self, saved: State) -> None:
-        """The publish target holds a newer generation's JWKS: a race, or a keystore gone back."""
+    def _check_target(self, saved: State, state: State) -> State:
+        """Before a step writes anything: the publish target must take what this step would
+        publish. Its marker refuses a state of another lineage, of a later generation than
+        the one loaded (the keystore went back: a restored backup, a lost keystore), or of
+        the served generation with other keys; its revoked list refuses a state that holds
+        a key revoked there. Refused without a write, so a state that cannot publish never
+        advances its generation, and `rotator recover` is the way on.
+
+        Returns ``state`` with a lineage: a state from before lineages takes the target's."""
+        marker = self.publisher.marker()
+        why = refusal(marker, saved.generation, saved.lineage, jwks_digest(build_jwks(saved)))
+        if why is not None:
+            assert marker is not None
+            self._refused(saved, why)
+        # A target still serving what this state last confirmed has had no revocation
+        # published since; anything else (nothing there, another document) may have.
+        confirmed_here = marker is not None and marker.digest is not None and marker.digest == saved.published_digest
+        revoked = frozenset() if confirmed_here else self.publisher.revoked()
+        live = sorted(k.kid for k in state.keys if k.published and k.kid in revoked)
+        if live:
+            raise PublishTargetAhead(
+                f"{self.publisher.location} records key(s) {', '.join(live)} as revoked, but this keystore "
+                "still holds them live: it was restored from a backup older than their revocation; run "
+                "`rotator recover` to revoke them here too; nothing was written"
+            )
+        if state.lineage is None:
+            state = replace(state, lineage=marker.lineage if marker is not None and marker.lineage else new_lineage())
+        return state
+
+    def _refused(self, saved: State, why: str | None = None) -> None:
+        """The publish target refuses this state: a race, or a keystore gone back."""
         latest = self.keystore.load()
         if latest is not None and latest.generation != saved.generation:
             raise ConflictError("a newer state was published meanwhile")
-        ahead = self.publisher.published_generation()
-        raise PublishTargetAhead(
-            f"{self.publisher.location} holds the JWKS of state generation {ahead}, above this keystore's "
-            f"generation {saved.generation}: the keystore was restored from a backup or recreated (or another "
-            "key set publishes there); run `rotator recover` to adopt the keys it still publishes and publish again"
-        )
+        marker = self.publisher.marker()
+        if why is None:
+            why = refusal(marker, saved.generation, saved.lineage, jwks_digest(build_jwks(saved))) or "ahead"
+        raise PublishTargetAhead(self._refusal_message(why, marker or Marker(0), saved))
 
     def _attempt(
         self,
@@ -206,6 +284,7 @@ class Rotator:
         checkpoint: Callable[[str], None],
         conflicts: int,
         recover: bool,
+        other_lineage: bool = False,
     ) -> StepResult:
         now = self.clock()
         stored = self.keystore.load()
@@ -215,7 +294,7 @@ class Rotator:
         # stalled since its first reading is not mistaken for a clock problem.
         after_load = self.clock()
         self._check_host_clock(after_load)
-        saved = stored if stored is not None else State(encryption=sealer.header())
+        saved = stored if stored is not None else State(encryption=sealer.header(), lineage=new_lineage())
         state = saved
         events: list[Event] = []
         skew = future_skew(stored, after_load) if stored is not None else 0.0
@@ -224,7 +303,7 @@ class Rotator:
             state = repaired.state
             events.extend(repaired.events)
         if recover:
-            adopted = self._adopt_published(state, now)
+            adopted = self._adopt_published(state, now, other_lineage)
             state = adopted.state
             events.extend(adopted.events)
         if operation is not None:
@@ -236,6 +315,7 @@ class Rotator:
         current_copy: bytes | None = None  # what the publish target serves, once read
         have_copy = False
         published = False
+        checked = False
         # plan -> publish -> record -> plan again (a confirmation can allow an activation);
         # three rounds always suffice: bootstrap needs two.
         for round_ in range(3):
@@ -259,9 +339,10 @@ class Rotator:
                 if current_copy == body:
                     break
             checkpoint("planned")
+            if not checked and not recover:
+                # Once, before this step's first write of either kind.
+                state, checked = self._check_target(saved, state), True
             if state != saved:
-                if round_ == 0 and not recover:
-                    self._check_target_not_ahead(saved)
                 # The state names every key before any JWKS does: a published key
                 # always has its private half stored.
                 state = saved = self.keystore.save(state, saved.generation)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 import json
+import re
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
@@ -15,9 +17,15 @@ from ._strict import strict_json
 from .errors import KeystoreError
 from .keys import ALG, PublicJWK, public_jwk_problem
 
-__all__ = ["SCHEMA_VERSION", "KeyState", "KeyRecord", "State", "parse_state", "dump_state"]
+__all__ = ["SCHEMA_VERSION", "LINEAGE", "KeyState", "KeyRecord", "State", "new_lineage", "parse_state", "dump_state"]
 
 SCHEMA_VERSION = 1
+LINEAGE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def new_lineage() -> str:
+    """A fresh key set's identity: 128 random bits, base64url."""
+    return secrets.token_urlsafe(16)
 
 
 class KeyState(str, enum.Enum):
@@ -77,6 +85,10 @@ class State:
     published_confirmed_at: float | None = None
     published_etag: str | None = None  # the publish target's version tag for that JWKS, if it has one
     schema_version: int = SCHEMA_VERSION
+    # This key set's identity, made at bootstrap and stored beside every JWKS it publishes,
+    # so a publish target tells its own key set from a recreated or foreign one (None:
+    # written before lineages existed; the next step gives it one).
+    lineage: str | None = None
     # When the keystore itself recorded the stored document (file mtime, S3
     # Last-Modified): the storage's clock, not the writer's. Not part of the document.
     stored_at: float | None = field(default=None, compare=False)
@@ -193,6 +205,7 @@ def parse_state(data: bytes, where: str) -> State:
         digest = doc.get("published_digest")
         confirmed_at = _number(doc.get("published_confirmed_at"))
         etag = doc.get("published_etag")
+        lineage = doc.get("lineage")
     except KeyError as e:
         raise KeystoreError(f"{where} lacks the field {e.args[0]!r}") from e
     if (
@@ -205,6 +218,7 @@ def parse_state(data: bytes, where: str) -> State:
         or not isinstance(digest, (str, type(None)))
         or not isinstance(confirmed_at, (float, type(None)))
         or not isinstance(etag, (str, type(None)))
+        or not (lineage is None or (isinstance(lineage, str) and LINEAGE.fullmatch(lineage)))
     ):
         raise KeystoreError(f"{where} has a field of the wrong type")
     _check_time(updated_at, f"{where}: field 'updated_at'")
@@ -223,6 +237,7 @@ def parse_state(data: bytes, where: str) -> State:
         published_confirmed_at=confirmed_at,
         published_etag=etag,
         schema_version=version,
+        lineage=lineage,
     )
     if len(state.in_state(KeyState.ACTIVE)) > 1:
         raise KeystoreError(f"{where} has more than one active key")
@@ -239,6 +254,7 @@ def dump_state(state: State) -> bytes:
         "published_digest": state.published_digest,
         "published_confirmed_at": state.published_confirmed_at,
         "published_etag": state.published_etag,
+        **({"lineage": state.lineage} if state.lineage is not None else {}),
         "keys": [{name: getattr(k, name) for name in _KEY_FIELDS} for k in state.keys],
     }
     # Compact: the document is rewritten on every change; `rotator status` is the human view.

@@ -81,7 +81,7 @@ def test_restored_backup_recovers_in_one_step(
         rotator.step(operation=lambda s, now: revoke(s, revoked_after_backup, now))
     before_restore = served(public)
     generation_before = json.loads((keystore / "state.json").read_text())["generation"]
-    published_generation = int((public / ".jwks.json.generation").read_text())
+    published_generation = json.loads((public / ".jwks.json.generation").read_text())["generation"]
 
     (keystore / "state.json").write_bytes(backup)  # the restore
 
@@ -134,10 +134,15 @@ def test_lost_keystore_recovers_with_a_new_key(
     old_copy = served(public)
 
     shutil.rmtree(keystore)  # lost, with no backup
-    with pytest.raises(PublishTargetAhead, match="rotator recover"):
+    # A fresh keystore is another key set as far as the publish target can tell: a plain
+    # step, and a plain recover, refuse and write nothing; the operator says it was lost.
+    with pytest.raises(PublishTargetAhead, match="another key set .*rotator recover --other-lineage"):
         rotator.step()
+    with pytest.raises(PublishTargetAhead, match="--other-lineage"):
+        rotator.step(recover=True)
+    assert not (keystore / "state.json").exists() and served(public) == old_copy
 
-    state = rotator.step(recover=True).state
+    state = rotator.step(recover=True, other_lineage=True).state
     after = served(public)
     adopted = [k for k in state.keys if k.retirement == "recovery"]
     assert {k.kid for k in adopted} == set(jwks_kids(old_copy))
@@ -197,7 +202,16 @@ def test_cli_restore_runbook(cli_env: dict[str, str], dirs: tuple[Path, Path]) -
     assert "above this keystore's generation" in failed.stderr and "rotator recover" in failed.stderr
     assert served(public) == before
 
-    recovered = run("recover")
+    # recover lists its plan and asks; off a terminal, without --yes it changes nothing.
+    dry = run("recover", "--dry-run")
+    assert dry.exit_code == 0
+    assert f"would: rotator.key_revoked kid={revoked} reason=recovery" in dry.output
+    unconfirmed = run("recover")
+    assert unconfirmed.exit_code == 2 and "--yes" in unconfirmed.stderr
+    assert f"would: rotator.key_revoked kid={revoked}" in unconfirmed.output
+    assert (keystore / "state.json").read_bytes() == backup and served(public) == before
+
+    recovered = run("recover", "--yes")
     assert recovered.exit_code == 0, recovered.output
     assert f"rotator.key_revoked kid={revoked} reason=recovery" in recovered.output
     after = served(public)
@@ -248,60 +262,167 @@ def test_restore_on_s3_recovers(tmp_path: Path) -> None:
         rotate_times(rotator, clock, P, 1)
 
 
+RESTORES = ["one-behind", "same-generation", "jwks-lost-too"]
+
+
 def backup_one_generation_behind(
     rotator: Rotator, clock: Clock, read_state: Callable[[], bytes], restore: Callable[[bytes], None],
-    read_jwks: Callable[[], bytes],
+    read_jwks: Callable[[], bytes | None], lose_jwks: Callable[[], None], how: str,
 ) -> None:
     """The review's case: a backup, then the active key revoked (one step: the JWKS of the
-    next generation), then the backup put back. Plain steps, as a daemon left running would
-    take them, refuse and write nothing (the state keeps the backup's generation); recover
-    keeps the revoked key out; a token signed with it never verifies again."""
+    next generation), then the backup put back: as it was (one generation behind the served
+    JWKS), claiming the served generation, or with the JWKS lost too. Plain steps, as a
+    daemon left running would take them, refuse and write nothing (the state keeps the
+    backup's generation); recover keeps the revoked key out; a token signed with it never
+    verifies again, at the instant it was signed."""
     rotate_times(rotator, clock, P, 1)
     clock.advance(P.max_age)
     rotator.step()
     backup = read_state()
+    signed_at = clock.now
     stolen = signer(rotator, clock, P).sign(subject="alice", audience="api")
     revoked = json.loads(b64url_decode(stolen.split(".")[0]))["kid"]
     from rotator.lifecycle import revoke
 
     rotator.step(operation=lambda s, now: revoke(s, revoked, now))
-    assert revoked not in jwks_kids(read_jwks())
+    assert revoked not in jwks_kids(read_jwks() or b'{"keys":[]}')
+    if how == "same-generation":
+        document = json.loads(backup)
+        document["generation"] = rotator.publisher.published_generation()
+        backup = json.dumps(document).encode()
     restore(backup)
+    if how == "jwks-lost-too":
+        lose_jwks()
     for _ in range(5):  # past a rotation period: the restored state would rotate and publish
         clock.advance(P.rotation_period)
-        with pytest.raises(PublishTargetAhead):
+        with pytest.raises(PublishTargetAhead, match="rotator recover"):
             rotator.step()
         assert read_state() == backup, "a refused step wrote the state"
-        assert revoked not in jwks_kids(read_jwks())
+        assert revoked not in jwks_kids(read_jwks() or b'{"keys":[]}')
     rotator.step(recover=True)
-    clock.advance(P.max_age)
-    rotator.step()
-    body = read_jwks()
-    assert revoked not in jwks_kids(body)
-    with pytest.raises(UnknownKey):
-        verify_with(stolen, body, clock.now, audience="api")
+    for _ in range(3):
+        body = read_jwks()
+        assert body is not None and revoked not in jwks_kids(body)
+        with pytest.raises(UnknownKey):
+            verify_with(stolen, body, signed_at, audience="api")
+        clock.advance(P.rotation_period)
+        rotator.step()
 
 
+@pytest.mark.parametrize("how", RESTORES)
 def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_files(
-    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]
+    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path], how: str
 ) -> None:
     keystore, public = dirs
     state = keystore / "state.json"
+
+    def lose() -> None:
+        (public / "jwks.json").unlink()
+        (public / ".jwks.json.generation").unlink()
+
     backup_one_generation_behind(
-        make_rotator(P), clock, state.read_bytes, state.write_bytes, lambda: served(public)
+        make_rotator(P), clock, state.read_bytes, state.write_bytes,
+        lambda: served(public) if (public / "jwks.json").exists() else None, lose, how,
     )
 
 
-def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_s3() -> None:
+@pytest.mark.parametrize("how", RESTORES)
+def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_s3(how: str) -> None:
     with moto_rotator() as (s3, rotator, clock):
 
-        def read(key: str) -> bytes:
-            return bytes(s3.get_object(Bucket="keys", Key=key)["Body"].read())
+        def read(key: str) -> bytes | None:
+            try:
+                return bytes(s3.get_object(Bucket="keys", Key=key)["Body"].read())
+            except s3.exceptions.NoSuchKey:
+                return None
 
         def restore(body: bytes) -> None:
             s3.put_object(Bucket="keys", Key="prod/state.json", Body=body,
                           Metadata={"generation": str(json.loads(body)["generation"])})
 
         backup_one_generation_behind(
-            rotator, clock, lambda: read("prod/state.json"), restore, lambda: read("public/jwks.json")
+            rotator, clock, lambda: read("prod/state.json") or b"", restore, lambda: read("public/jwks.json"),
+            lambda: s3.delete_object(Bucket="keys", Key="public/jwks.json"), how,
         )
+
+
+def test_keystore_lost_within_its_first_period_is_not_replaced_silently(
+    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]
+) -> None:
+    """Lost before its first rotation, a keystore started afresh reaches the served JWKS's
+    generation at once; the publish target still tells it apart (its lineage) and refuses
+    it, so tokens already issued keep verifying, until the operator says the keystore was lost."""
+    keystore, public = dirs
+    rotator = make_rotator(P)
+    rotator.step()
+    token = signer(rotator, clock, P).sign(subject="alice", audience="api")
+    before = served(public)
+    shutil.rmtree(keystore)
+    for _ in range(3):
+        clock.advance(P.max_age)
+        with pytest.raises(PublishTargetAhead, match="another key set"):
+            rotator.step(force=True)
+        assert served(public) == before
+    verify_with(token, served(public), clock.now, audience="api")
+    state = rotator.step(recover=True, other_lineage=True).state
+    verify_with(token, served(public), clock.now, audience="api")
+    assert state.active is not None and state.active.kid in jwks_kids(served(public))
+
+
+def test_recover_on_a_healthy_keystore_adopts_nothing(
+    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]
+) -> None:
+    """A key someone appended to the served JWKS is not adopted by `recover` on a keystore
+    that is not behind (a plain rotate would have erased it); recover then changes nothing
+    and the next publication drops the stranger."""
+    _, public = dirs
+    rotator = make_rotator(P)
+    rotate_times(rotator, clock, P, 1)
+    from rotator.keys import generate_private_key, public_jwk, thumbprint
+
+    stranger = public_jwk(generate_private_key())
+    stranger_kid = thumbprint(stranger)
+    doc = json.loads(served(public))
+    doc["keys"].append({**stranger, "kid": stranger_kid, "alg": "ES256", "use": "sig"})
+    (public / "jwks.json").write_text(json.dumps(doc))
+    assert rotator.recovery_plan().events == ()
+    state = rotator.step(recover=True).state
+    assert state.get(stranger_kid) is None
+    assert stranger_kid not in jwks_kids(served(public))
+
+
+@pytest.mark.parametrize("left", ["missing", "empty", "damaged"])
+def test_recover_with_the_marker_ahead_and_no_readable_jwks(
+    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path], left: str
+) -> None:
+    """A restored keystore, and a publish target whose marker is ahead but whose JWKS is
+    missing, empty or damaged: recover moves the state past the marker, applies the revoked
+    list, publishes, and the next plain step is ordinary (before, recover failed and advised
+    itself)."""
+    keystore, public = dirs
+    rotator = make_rotator(P)
+    rotator.step()
+    backup = (keystore / "state.json").read_bytes()
+    revoked = rotator.keystore.load().pending[0].kid  # type: ignore[union-attr]
+    rotate_times(rotator, clock, P, 2)
+    from rotator.lifecycle import revoke
+
+    clock.advance(P.max_age)
+    rotator.step(operation=lambda s, now: revoke(s, revoked, now))
+    (keystore / "state.json").write_bytes(backup)
+    jwks = public / "jwks.json"
+    if left == "missing":
+        jwks.unlink()
+    else:
+        jwks.write_bytes(b'{"keys":[]}' if left == "empty" else b'{"keys":[{')
+    marker = rotator.publisher.marker()
+    assert marker is not None
+    with pytest.raises(PublishTargetAhead):
+        rotator.step()
+    state = rotator.step(recover=True).state
+    assert state.generation > marker.generation
+    assert state.active is not None and jwks_kids(served(public))[0] == state.active.kid
+    assert state.get(revoked).state is KeyState.REVOKED  # type: ignore[union-attr]
+    assert revoked not in jwks_kids(served(public))
+    clock.advance(P.max_age)
+    assert rotator.step().state.active is not None

@@ -329,12 +329,14 @@ def test_a_deleted_jwks_object_is_republished(aws: dict[str, Any], verb: tuple[s
         assert after == before  # nothing was due: the same document, byte for byte
 
 
-def test_a_restored_backup_never_brings_back_a_key_revoked_after_it(aws: dict[str, Any]) -> None:
+@pytest.mark.parametrize("restore", ["one-behind", "same-generation", "jwks-lost-too"])
+def test_a_restored_backup_never_brings_back_a_key_revoked_after_it(aws: dict[str, Any], restore: str) -> None:
     """The runbook over HTTP, with a 4 s rotation period: a backup of the state object, a token
-    signed, its key revoked, the backup put back one generation behind the served JWKS. A
-    period later a plain rotate (a rotation due, so the step has something to save) is
-    refused with exit 4 and writes nothing; recover keeps the revoked key out; the token
-    never verifies again."""
+    signed, its key revoked, the backup put back one generation behind the served JWKS, at
+    the served generation itself, or one behind with the JWKS object deleted too. A period
+    later a plain rotate (a rotation due, so the step has something to save) is refused
+    with exit 4 and writes nothing; recover keeps the revoked key out; the token never
+    verifies again."""
     from rotator.verifier import UnknownKey, parse_jwks, verify_token
 
     from .test_daemon import SHORT
@@ -346,24 +348,34 @@ def test_a_restored_backup_never_brings_back_a_key_revoked_after_it(aws: dict[st
     backup = read("keys/state.json")
     token = cli(aws, "sign", "--sub", "alice", "--aud", "api", "--ttl", "2s", *SHORT).stdout.strip()
     revoked = jwt.get_unverified_header(token)["kid"]
+    signed_at = jwt.decode(token, options={"verify_signature": False})["iat"]
     done = cli(aws, "revoke", revoked, *SHORT)
     assert done.returncode == 0, done.stderr
     # A backup from one generation behind the served JWKS (as if taken between the revoke's
-    # publication and its record): the closest a restore can come.
+    # publication and its record), or claiming the served generation itself.
     served_generation = int(aws["s3"].head_object(Bucket=aws["bucket"], Key="public/jwks.json")["Metadata"]["generation"])
     document = json.loads(backup)
-    document["generation"] = served_generation - 1
+    document["generation"] = served_generation - (0 if restore == "same-generation" else 1)
     backup = json.dumps(document).encode()
     aws["s3"].put_object(Bucket=aws["bucket"], Key="keys/state.json", Body=backup,
-                         Metadata={"generation": str(served_generation - 1)})
+                         Metadata={"generation": str(document["generation"])})
+    if restore == "jwks-lost-too":
+        aws["s3"].delete_object(Bucket=aws["bucket"], Key="public/jwks.json")
     time.sleep(4.5)  # a rotation period: the restored state has a rotation due
     refused = cli(aws, "rotate", *SHORT)
     assert refused.returncode == 4 and "rotator recover" in refused.stderr, refused.stderr
+    if restore == "jwks-lost-too":
+        assert f"records key(s) {revoked} as revoked" in refused.stderr
     assert read("keys/state.json") == backup, "the refused step wrote the state"
-    assert revoked not in {k["kid"] for k in json.loads(read("public/jwks.json"))["keys"]}
-    recovered = cli(aws, "recover", *SHORT)
+    if restore != "jwks-lost-too":
+        assert revoked not in {k["kid"] for k in json.loads(read("public/jwks.json"))["keys"]}
+    recovered = cli(aws, "recover", "--yes", *SHORT)
     assert recovered.returncode == 0, recovered.stderr
-    body = read("public/jwks.json")
-    assert revoked not in {k["kid"] for k in json.loads(body)["keys"]}
-    with pytest.raises(UnknownKey):
-        verify_token(token, parse_jwks(body), now=time.time(), audience="api", issuer="https://issuer.e2e")
+    assert f"rotator.key_revoked kid={revoked} reason=recovery" in recovered.stdout
+    for _ in range(2):  # and the steps after it
+        body = read("public/jwks.json")
+        assert revoked not in {k["kid"] for k in json.loads(body)["keys"]}
+        with pytest.raises(UnknownKey):
+            verify_token(token, parse_jwks(body), now=signed_at, audience="api", issuer="https://issuer.e2e")
+        time.sleep(4.5)
+        assert cli(aws, "rotate", *SHORT).returncode == 0

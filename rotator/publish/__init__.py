@@ -6,9 +6,10 @@ from typing import Protocol
 
 from .._aws import S3Options
 from ..errors import ConfigError
-from ..state import State
+from ..state import KeyState, State
 from .file import FilePublisher
 from .jwks import build_jwks, check_jwks, discovery_document, jwks_digest, jwks_kids, published_keys, required_kids
+from .target import Marker, refusal
 
 __all__ = [
     "Publisher",
@@ -21,6 +22,8 @@ __all__ = [
     "jwks_kids",
     "discovery_document",
     "published_keys",
+    "Marker",
+    "refusal",
 ]
 
 
@@ -28,15 +31,25 @@ class Publisher(Protocol):
     location: str
     etag: str | None  # version tag of the document last written or read, where the target has one
 
-    def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
-        """Store ``body`` unless a newer generation is there; True when written.
+    def write(self, body: bytes, generation: int, lineage: str | None, previous_etag: str | None = None) -> bool:
+        """Store ``body`` and its marker unless the marker there refuses it (``refusal``);
+        True when written.
 
         ``previous_etag`` is the tag of the JWKS this state last confirmed; a
         target that supports it replaces only that version (conditional put).
         """
 
+    def marker(self) -> Marker | None:
+        """Generation, lineage and digest of what is published (None: nothing recorded)."""
+
     def published_generation(self) -> int | None:
         """The generation of the state whose JWKS is published (None: nothing or unknown)."""
+
+    def revoked(self) -> frozenset[str]:
+        """Every kid recorded beside the JWKS as revoked."""
+
+    def record_revoked(self, kids: frozenset[str]) -> None:
+        """Add ``kids`` to the revoked list beside the JWKS; nothing ever leaves it."""
 
     def read_back(self) -> bytes | None:
         """The document as a verifier would now fetch it (None: nothing published)."""
@@ -46,10 +59,16 @@ class Publisher(Protocol):
 
 
 def publish(publisher: Publisher, state: State, body: bytes) -> bool:
-    """Guard, then write. The only way rotator publishes a JWKS."""
+    """Guard, record revocations, then write. The only way rotator publishes a JWKS.
+
+    The state's revoked kids go beside the JWKS before the JWKS that drops them, so a
+    restore of an older state, which still holds them live, meets them there."""
     active, pending = required_kids(state)
     check_jwks(body, active, pending)
-    return publisher.write(body, state.generation, state.published_etag)
+    revoked = frozenset(k.kid for k in state.keys if k.state is KeyState.REVOKED)
+    if revoked:
+        publisher.record_revoked(revoked)
+    return publisher.write(body, state.generation, state.lineage, state.published_etag)
 
 
 def open_publisher(

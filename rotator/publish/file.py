@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .._fs import atomic_write, locked, path_from_url, remove_stale_temp_files
 from ..errors import PublishError
+from .jwks import jwks_digest
+from .target import Marker, dump_marker, dump_revoked, parse_marker, parse_revoked, refusal
 
 __all__ = ["FilePublisher"]
 
@@ -22,6 +24,7 @@ class FilePublisher:
         self.location = f"file://{path.absolute()}"
         self._generation_path = path.with_name(f".{path.name}.generation")
         self._lock_path = path.with_name(f".{path.name}.lock")
+        self._revoked_path = path.with_name(f".{path.name}.revoked")
 
     @classmethod
     def from_url(cls, url: str) -> "FilePublisher":
@@ -43,31 +46,59 @@ class FilePublisher:
                 f"could replace the JWKS; run: chmod o-w {d}"
             )
 
+    def marker(self) -> Marker | None:
+        """Generation, lineage and digest of what is published here (None: nothing recorded)."""
+        try:
+            data = self._generation_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise PublishError(f"cannot read {self._generation_path}: {e.strerror}") from e
+        return parse_marker(data, str(self._generation_path))
+
     def published_generation(self) -> int | None:
         """The generation of the state whose JWKS is published here (None: unknown)."""
-        try:
-            return int(self._generation_path.read_text())
-        except (OSError, ValueError):
-            return None
+        marker = self.marker()
+        return None if marker is None else marker.generation
 
-    def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
-        """Write ``body`` unless a newer generation is already published. True if written."""
+    def write(self, body: bytes, generation: int, lineage: str | None, previous_etag: str | None = None) -> bool:
+        """Write ``body`` unless the marker refuses it (``target.refusal``). True if written."""
+        digest = jwks_digest(body)
         try:
             self._prepare_directory()
             with locked(self._lock_path):
                 remove_stale_temp_files(self.path)
                 remove_stale_temp_files(self._generation_path)
-                published = self.published_generation() or 0
-                if published > generation:
+                if refusal(self.marker(), generation, lineage, digest) is not None:
                     return False
-                # Generation first: a crash between the two leaves a newer number
-                # beside an older document, which only the same or a newer state
-                # can overwrite, never an older one.
-                atomic_write(self._generation_path, f"{generation}\n".encode(), 0o644)
+                # Marker first: a crash between the two leaves a newer marker beside an
+                # older document, which only the same or a newer state can overwrite.
+                atomic_write(self._generation_path, dump_marker(Marker(generation, lineage, digest)), 0o644)
                 atomic_write(self.path, body, 0o644)
                 return True
         except OSError as e:
             raise PublishError(f"cannot write {self.path}: {e.strerror}") from e
+
+    def revoked(self) -> frozenset[str]:
+        """Every kid recorded here as revoked."""
+        try:
+            return parse_revoked(self._revoked_path.read_bytes(), str(self._revoked_path))
+        except FileNotFoundError:
+            return frozenset()
+        except OSError as e:
+            raise PublishError(f"cannot read {self._revoked_path}: {e.strerror}") from e
+
+    def record_revoked(self, kids: frozenset[str]) -> None:
+        """Add ``kids`` to the revoked list (never removes one)."""
+        try:
+            self._prepare_directory()
+            with locked(self._lock_path):
+                known = self.revoked()
+                if not kids <= known:
+                    remove_stale_temp_files(self._revoked_path)
+                    atomic_write(self._revoked_path, dump_revoked(known | kids), 0o644)
+        except OSError as e:
+            raise PublishError(f"cannot write {self._revoked_path}: {e.strerror}") from e
 
     def write_discovery(self, body: bytes) -> None:
         try:

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 from .._aws import S3Options, error_code, get_object, http_status, s3_client, split_s3_url
 from ..errors import PublishError
+from .jwks import jwks_digest
+from .target import Marker, dump_revoked, parse_revoked, refusal
 
 __all__ = ["S3Publisher"]
 
@@ -54,8 +56,9 @@ class S3Publisher:
     def _fail(self, action: str, e: Exception) -> PublishError:
         return PublishError(f"cannot {action} s3://{self.bucket}/{self.key}: {error_code(e)}")
 
-    def _published_generation(self) -> tuple[int, str] | None:
-        from botocore.exceptions import ClientError
+    def _marker(self) -> tuple[Marker, str] | None:
+        """The marker riding in the object's metadata, and the object's ETag."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             head = self._s3.head_object(Bucket=self.bucket, Key=self.key)
@@ -63,20 +66,30 @@ class S3Publisher:
             if http_status(e) == 404:
                 return None
             raise self._fail("check", e) from e
+        except BotoCoreError as e:
+            raise self._fail("check", e) from e
+        meta = head.get("Metadata", {})
         try:
-            generation = int(head.get("Metadata", {}).get("generation", "0"))
+            generation = int(meta.get("generation", "0"))
         except ValueError:
             generation = 0
-        return generation, str(head["ETag"])
+        return Marker(generation, meta.get("lineage") or None, meta.get("digest") or None), str(head["ETag"])
+
+    def marker(self) -> Marker | None:
+        """Generation, lineage and digest of what is published here (None: nothing there)."""
+        found = self._marker()
+        return None if found is None else found[0]
 
     def published_generation(self) -> int | None:
         """The generation of the state whose JWKS is published here (None: nothing there)."""
-        found = self._published_generation()
-        return None if found is None else found[0]
+        found = self._marker()
+        return None if found is None else found[0].generation
 
-    def write(self, body: bytes, generation: int, previous_etag: str | None = None) -> bool:
+    def write(self, body: bytes, generation: int, lineage: str | None, previous_etag: str | None = None) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        digest = jwks_digest(body)
+        metadata = {"generation": str(generation), "digest": digest, **({"lineage": lineage} if lineage else {})}
         condition: dict[str, str] = {"IfMatch": previous_etag} if previous_etag else {"IfNoneMatch": "*"}
         for _ in range(3):
             try:
@@ -86,7 +99,7 @@ class S3Publisher:
                     Body=body,
                     ContentType=CONTENT_TYPE,
                     CacheControl=self.cache_control,
-                    Metadata={"generation": str(generation)},
+                    Metadata=metadata,
                     **condition,
                 )
             except ClientError as e:
@@ -97,12 +110,12 @@ class S3Publisher:
                     continue
                 if http_status(e) not in (412, 409):
                     raise self._fail("write", e) from e
-                current = self._published_generation()
+                current = self._marker()
                 if current is None:
                     condition = {"IfNoneMatch": "*"}
                     continue
-                if current[0] > generation:
-                    return False  # a newer state's JWKS is there: never roll it back
+                if refusal(current[0], generation, lineage, digest) is not None:
+                    return False  # a newer state's JWKS, or another key set's: never replace it
                 condition = {"IfMatch": current[1]}
                 continue
             except BotoCoreError as e:
@@ -111,6 +124,47 @@ class S3Publisher:
             self._last_written = body
             return True
         raise PublishError(f"s3://{self.bucket}/{self.key} kept changing while publishing; retry")
+
+    @property
+    def _revoked_key(self) -> str:
+        return f"{self.key}.revoked"
+
+    def _read_revoked(self) -> tuple[frozenset[str], str | None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            found = get_object(self._s3, self.bucket, self._revoked_key)
+        except (ClientError, BotoCoreError) as e:
+            raise PublishError(f"cannot read s3://{self.bucket}/{self._revoked_key}: {error_code(e)}") from e
+        if found is None:
+            return frozenset(), None
+        return parse_revoked(found.body, f"s3://{self.bucket}/{self._revoked_key}"), found.etag
+
+    def revoked(self) -> frozenset[str]:
+        """Every kid recorded here as revoked."""
+        return self._read_revoked()[0]
+
+    def record_revoked(self, kids: frozenset[str]) -> None:
+        """Add ``kids`` to the revoked list (never removes one; concurrent adds merge)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for _ in range(5):
+            known, etag = self._read_revoked()
+            if kids <= known:
+                return
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                self._s3.put_object(
+                    Bucket=self.bucket, Key=self._revoked_key, Body=dump_revoked(known | kids),
+                    ContentType="application/json", **condition,
+                )
+                return
+            except ClientError as e:
+                if http_status(e) not in (412, 409, 404):
+                    raise PublishError(f"cannot write s3://{self.bucket}/{self._revoked_key}: {error_code(e)}") from e
+            except BotoCoreError as e:
+                raise PublishError(f"cannot write s3://{self.bucket}/{self._revoked_key}: {error_code(e)}") from e
+        raise PublishError(f"s3://{self.bucket}/{self._revoked_key} kept changing while recording revocations; retry")
 
     def write_discovery(self, body: bytes) -> None:
         """OpenID discovery document beside the JWKS (``<prefix>/openid-configuration``)."""
