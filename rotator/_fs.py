@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -12,10 +13,20 @@ __all__ = ["atomic_write", "locked", "path_from_url", "read_secret_file", "remov
 
 
 def read_secret_file(path: str, what: str, error: type[Exception]) -> str:
-    """A secret kept in a file: UTF-8, trailing newlines dropped, not empty. Failures raise
-    ``error`` with one line naming ``what`` and the path, never the content."""
+    """A secret kept in a file: UTF-8, trailing newlines dropped, not empty, and neither
+    readable by others nor writable by its group or others (0600, or 0640/0440 for a group
+    the service runs in: a Kubernetes Secret mounted with defaultMode 0440, a systemd
+    credential). Failures raise ``error`` with one line naming ``what`` and the path,
+    never the content."""
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            if mode & 0o027:
+                raise error(
+                    f"{what} {path} is {'readable by others' if mode & 0o004 else 'open to others'} "
+                    f"(mode {mode:04o}): run chmod 600 {path} (or 640 for a group the service runs in)"
+                )
+            text = f.read().decode("utf-8")
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror}") from e
     except UnicodeDecodeError as e:

@@ -116,10 +116,35 @@ def test_window_exactly_at_minimum_is_allowed() -> None:
 def test_passphrase_file(tmp_path: Path) -> None:
     secret = tmp_path / "pass"
     secret.write_text("s3cret\n")
+    secret.chmod(0o600)
     assert load_settings({"passphrase_file": str(secret)}, env={}).resolved_passphrase() == "s3cret"
     secret.write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
         load_settings({"passphrase_file": str(secret)}, env={}).resolved_passphrase()
+
+
+@pytest.mark.parametrize("mode, accepted", [(0o600, True), (0o400, True), (0o640, True), (0o440, True),
+                                           (0o644, False), (0o604, False), (0o660, False), (0o602, False)])
+def test_secret_files_open_to_others_are_refused(tmp_path: Path, mode: int, accepted: bool) -> None:
+    """A passphrase or Redis password file readable by others (or writable by its group or
+    others) is refused like a 0644 state file, with the fix; group-readable (a Kubernetes
+    Secret at defaultMode 0440, a root:service 0640 file) is fine."""
+    from rotator.revocation import RevocationError, RevocationStore
+
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(mode)
+    if accepted:
+        assert load_settings({"passphrase_file": str(secret)}, env={}).resolved_passphrase() == "s3cret"
+        return
+    with pytest.raises(ConfigError) as info:
+        load_settings({"passphrase_file": str(secret)}, env={}).resolved_passphrase()
+    assert str(info.value) == (
+        f"passphrase file {secret} is {'readable by others' if mode & 0o004 else 'open to others'} "
+        f"(mode {mode:04o}): run chmod 600 {secret} (or 640 for a group the service runs in)"
+    )
+    with pytest.raises(RevocationError, match=f"password file {secret} is .*chmod 600"):
+        RevocationStore.from_url("redis://127.0.0.1:1/0", password_file=str(secret))
 
 
 def test_settings_repr_hides_passphrase() -> None:

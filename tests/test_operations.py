@@ -341,6 +341,7 @@ def test_symlinked_state_file_is_named_as_such(bootstrapped: dict[str, str], dir
 def test_wrong_passphrase_names_the_passphrase_file(bootstrapped: dict[str, str], tmp_path: Path) -> None:
     secret = tmp_path / "passphrase"
     secret.write_text("not the passphrase\n")
+    secret.chmod(0o600)
     env = {**bootstrapped, "ROTATOR_KEYSTORE_PASSPHRASE": ""}
     result = run(env, "rotate", "--passphrase-file", str(secret))
     one_line(result, 3, f"wrong keystore passphrase (from passphrase file {secret})")
@@ -351,6 +352,7 @@ def test_wrong_passphrase_names_the_passphrase_file(bootstrapped: dict[str, str]
 def test_non_utf8_files_are_named(bootstrapped: dict[str, str], tmp_path: Path, what: str) -> None:
     path = tmp_path / what
     path.write_bytes(b"\xff\xfe\x00bad")
+    path.chmod(0o600)
     env = {**bootstrapped, "ROTATOR_KEYSTORE_PASSPHRASE": ""}
     args = ["--passphrase-file", str(path)] if what == "passphrase" else ["--config", str(path)]
     one_line(run(env, "rotate", *args), 2, f"{path} is not UTF-8 text")

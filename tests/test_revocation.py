@@ -336,6 +336,7 @@ def test_bad_url_wrong_password_and_unreachable_redis(tmp_path: Path) -> None:
     try:
         pwfile = tmp_path / "pwfile"
         pwfile.write_text("wrong\n")
+        pwfile.chmod(0o600)
         with pytest.raises(RevocationError, match=rf"redis at 127.0.0.1:{secured.port} refused the password \(from password file {pwfile}\)$"):
             RevocationStore.from_url(secured.url, password_file=str(pwfile))
         pwfile.write_text("s3cret-pass\n")
