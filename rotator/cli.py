@@ -34,7 +34,7 @@ _POLICY_OPTIONS = (
     ("--retirement-window", "retirement_window", "How long a retired key stays published (W). Default 24h."),
     ("--private-key-grace", "private_key_grace", "How long a retired key's private half is kept. Default 5m."),
     ("--audit-retention", "audit_retention", "How long metadata of removed keys is kept. Default 24h."),
-    ("--max-clock-skew", "max_clock_skew", "Tolerated clock difference with the store and stored times. Default 60s."),
+    ("--max-clock-skew", "max_clock_skew", "Tolerated clock difference with the store and stored times; at most half of max-age. Default 60s or half of max-age, whichever is less."),
     ("--refresh-max-age", "refresh_max_age", "Absolute lifetime of a refresh chain from its orig_iat. Default 24h."),
     ("--refresh-grace", "refresh_grace", "How long after exp a token may still be refreshed. Default 0s."),
 )

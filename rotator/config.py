@@ -20,6 +20,9 @@ from .errors import ConfigError
 __all__ = ["Policy", "Settings", "load_settings", "SETTING_NAMES"]
 
 
+DEFAULT_CLOCK_SKEW = 60.0
+
+
 @dataclass(frozen=True)
 class Policy:
     """Lifecycle timing, in seconds (see DESIGN.md: P, T, L, M, W)."""
@@ -31,19 +34,34 @@ class Policy:
     retirement_window: float = 86400.0  # W
     private_key_grace: float = 300.0  # retired key's private half kept this long for issuers' caches
     audit_retention: float = 86400.0  # removed/revoked key metadata kept this long
-    max_clock_skew: float = 60.0  # stored times ahead of this host's clock by more are refused or repaired
+    # Stored times ahead of this host's clock by more are refused or repaired. 0: the
+    # default, 60 s or half of max_age, whichever is less (DEFAULT_CLOCK_SKEW).
+    max_clock_skew: float = 0.0
     refresh_max_age: float = 86400.0  # absolute session lifetime of a refresh chain, from its orig_iat
     refresh_grace: float = 0.0  # how long after exp a token may still be refreshed
 
     def __post_init__(self) -> None:
+        if self.max_clock_skew == 0:
+            object.__setattr__(self, "max_clock_skew", min(DEFAULT_CLOCK_SKEW, self.max_age / 2))
         self.validate()
 
     def validate(self) -> None:
         fmt = format_duration
         if self.rotation_period <= 0:
             raise ConfigError("rotation_period must be greater than zero")
+        if self.max_age < 2:
+            raise ConfigError(
+                f"max_age ({fmt(self.max_age)}) must be at least 2s: max_clock_skew, at least 1s "
+                "(storage clocks tell whole seconds), must be at most half of it"
+            )
         if not 1 <= self.max_clock_skew <= 3600:
             raise ConfigError(f"max_clock_skew ({fmt(self.max_clock_skew)}) must be between 1s and 1h")
+        if self.max_clock_skew * 2 > self.max_age:
+            raise ConfigError(
+                f"max_clock_skew ({fmt(self.max_clock_skew)}) must be at most half of max_age "
+                f"({fmt(self.max_age)}): a clock off by that much could cut the wait that lets "
+                "verifier caches learn a new key before it signs"
+            )
         if self.refresh_max_age < self.token_lifetime:
             raise ConfigError(
                 f"refresh_max_age ({fmt(self.refresh_max_age)}) must be at least token_lifetime "

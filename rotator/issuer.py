@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ._b64 import b64url_encode
+from .clocks import host_clock_error
 from .config import Policy
 from .durations import format_duration, format_time
 from .errors import KeystoreError, NoActiveKey, RotatorError
@@ -136,13 +137,14 @@ class Signer:
         clock: Callable[[], float] = time.time,
         kms_key_id: str | None = None,
         publisher: Publisher | None = None,
-        passphrase_source: str = "ROTATOR_KEYSTORE_PASSPHRASE",
+        passphrase_source: str = "the passphrase argument",
         refresh_interval: float = 2.0,
         watch: bool = True,
         revocation: Any = None,
         revocations: Any = None,
         session_claim: str = "sv",
         revocation_max_staleness: float = 30.0,
+        storage_clock: bool = True,
     ) -> None:
         self._keystore = keystore
         self._policy = policy
@@ -166,6 +168,12 @@ class Signer:
         self._refresh_checks: list[Callable[[Mapping[str, Any]], None]] = [
             source.check for source in (revocation, self._replica) if source is not None
         ]
+        # Compare this host's clock with the store's at every read, by the rule writers use:
+        # tokens signed by a clock off the fleet's are refused by verifiers (or die early).
+        # Only a test driving simulated time, which no store shares, turns this off.
+        self._storage_clock = storage_clock
+        self._clock_error: RotatorError | None = None
+        self._ever_loaded = False
         self._snapshot: _Snapshot | None = None
         self._token: object = object()
         self._last_good_read: float | None = None
@@ -206,6 +214,11 @@ class Signer:
             try:
                 changed = self._keystore.load_if_changed(self._token)
                 now = self._clock()
+                if self._storage_clock:
+                    self._clock_error = host_clock_error(
+                        now, self._keystore.storage_time(), self._policy.max_clock_skew,
+                        self._keystore.location, "signing refused: verifiers would reject or cut short what this host signs",
+                    )
                 previous = self._snapshot
                 if changed is None:
                     if previous is not None and previous.state is not None and _incomplete(previous):
@@ -241,6 +254,13 @@ class Signer:
     def _prepare(self, state: State | None, now: float, previous: _Snapshot | None) -> _Snapshot:
         where = self._keystore.location
         active = state.active if state else None
+        if state is None and self._ever_loaded:
+            return _Snapshot(state, now, refusal=NoActiveKey(
+                f"the key set in {where} is gone (deleted, moved or its storage lost): restore it from a "
+                "backup and run `rotator recover`; a new key set signs only after `rotator recover --other-lineage`"
+            ))
+        if state is not None:
+            self._ever_loaded = True
         if state is None or active is None:
             return _Snapshot(state, now, refusal=NoActiveKey(f"no active signing key in {where}: run `rotator rotate` first"))
         public = {k.kid: public_key_from_jwk(k.public) for k in state.keys if k.published}
@@ -317,6 +337,8 @@ class Signer:
 
     def _key(self, now: float) -> _Key:
         snap = self._snapshot or self._start()
+        if self._clock_error is not None:
+            raise type(self._clock_error)(str(self._clock_error))
         if snap.refusal is not None:
             raise type(snap.refusal)(str(snap.refusal))
         assert snap.active is not None
@@ -356,15 +378,7 @@ class Signer:
         orig_iat: int | None = None,
     ) -> str:
         """Sign ``claims`` plus iat, exp, jti (and iss, sub, aud when given; orig_iat for refreshes)."""
-        longest = self._policy.token_lifetime
-        lifetime = longest if ttl is None else ttl
-        if not 0 < lifetime <= longest:
-            raise ValueError(
-                f"ttl {format_duration(lifetime)} must be positive and at most token_lifetime "
-                f"({format_duration(self._policy.token_lifetime)}), which the retirement window is sized for"
-            )
-        if lifetime != int(lifetime):
-            raise ValueError(f"ttl {format_duration(lifetime)}: token lifetimes are whole seconds (exp is an integer)")
+        lifetime = self._lifetime(ttl)
         body: dict[str, Any] = dict(claims) if claims else {}
         if body and not _RESERVED.isdisjoint(body):
             _check_claims(body, {"iss": self._issuer, "sub": subject, "aud": audience})
@@ -393,6 +407,20 @@ class Signer:
             body["aud"] = audience
         signing_input = key.header + b64url_encode(_payload(body))
         return f"{signing_input}.{es256_signature(key.private, signing_input.encode('ascii'))}"
+
+    def _lifetime(self, ttl: float | None) -> float:
+        """A token's lifetime: ``ttl``, or token_lifetime when None; whole seconds, positive and
+        at most token_lifetime (which the retirement window is sized for), else ValueError."""
+        longest = self._policy.token_lifetime
+        lifetime = longest if ttl is None else ttl
+        if not 0 < lifetime <= longest:
+            raise ValueError(
+                f"ttl {format_duration(lifetime)} must be positive and at most token_lifetime "
+                f"({format_duration(self._policy.token_lifetime)}), which the retirement window is sized for"
+            )
+        if lifetime != int(lifetime):
+            raise ValueError(f"ttl {format_duration(lifetime)}: token lifetimes are whole seconds (exp is an integer)")
+        return lifetime
 
     def _check_replica_current(self) -> None:
         """Refuse to sign (and so to refresh) past the staleness bound the verifiers use, by
@@ -474,7 +502,8 @@ class Signer:
                 check({**claims, "iat": orig})
             except InvalidToken as e:
                 raise RefreshRefused(f"session is revoked: {e}") from e
-        lifetime = float(exp - iat) if ttl is None else ttl
+        # A ttl given is checked as sign checks it; only the chain's end shortens it.
+        lifetime = float(exp - iat) if ttl is None else self._lifetime(ttl)
         lifetime = min(lifetime, self._policy.token_lifetime, float(int(ends - now)) or 1.0)
         custom = {k: v for k, v in claims.items() if k not in _RESERVED}
         subject = claims.get("sub")

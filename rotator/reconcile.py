@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from .clocks import host_clock_error
 from .config import Policy
 from .errors import ClockSkewError, ConflictError, KeystoreError, PublishError, PublishTargetAhead
 from .keys import generate_private_key, private_from_bytes, private_to_bytes, public_jwk, thumbprint
@@ -69,7 +70,7 @@ class Rotator:
     # Compare this host's clock with the store's own (file times, S3 Date and Last-Modified).
     # Only a test driving simulated time, which no store shares, turns this off.
     storage_clock: bool = True
-    passphrase_source: str = "ROTATOR_KEYSTORE_PASSPHRASE"  # named in the wrong-passphrase error
+    passphrase_source: str = "the passphrase argument"  # named in the wrong-passphrase error
 
     def sealer_for(self, state: State | None) -> Sealer:
         if state is None:
@@ -130,14 +131,9 @@ class Rotator:
     def _check_host_clock(self, now: float) -> None:
         """Refuse to write from a host whose clock disagrees with the store's own clock."""
         storage_now = self.keystore.storage_time() if self.storage_clock else None
-        tolerance = self.policy.max_clock_skew
-        if storage_now is not None and abs(now - storage_now) > tolerance:
-            off = now - storage_now
-            raise ClockSkewError(
-                f"this host's clock is {abs(off):.0f}s {'ahead of' if off > 0 else 'behind'} the clock of "
-                f"{self.keystore.location} (tolerance {tolerance:.0f}s): fix its time (NTP); nothing was written",
-                off,
-            )
+        error = host_clock_error(now, storage_now, self.policy.max_clock_skew, self.keystore.location, "nothing was written")
+        if error is not None:
+            raise error
 
     def _repair_clock(self, stored: State, now: float, skew: float, recover: bool) -> Plan:
         """Stored times ``skew`` seconds ahead of this host's clock: repaired when the store's own

@@ -258,7 +258,7 @@ def open_sealer(
     *,
     kms_key_id: str | None = None,
     kms_client: Callable[[], Any] = _default_kms_client,
-    passphrase_source: str = "ROTATOR_KEYSTORE_PASSPHRASE",
+    passphrase_source: str = "the passphrase argument",
 ) -> Sealer:
     """The sealer for an existing key set; refuses a scheme the settings do not allow.
 

@@ -163,6 +163,8 @@ def _assert_clean_failure(result: Result, fragment: str, before: dict[str, str],
         (["rotate"], {"ROTATOR_LEEWAY": "1x"}, "invalid leeway '1x' (from ROTATOR_LEEWAY)"),
         (["rotate", "--retirement-window", "30m"], {}, "retirement_window (30m) must be at least"),
         (["rotate", "--max-age", "10m"], {}, "max_age (10m) must be at most half of rotation_period"),
+        (["rotate", "--max-clock-skew", "3m"], {}, "max_clock_skew (3m) must be at most half of max_age (5m)"),
+        (["rotate", "--max-age", "1s"], {}, "max_age (1s) must be at least 2s"),
         (["rotate", "--keystore", "ftp://x/y"], {}, "unsupported keystore URL scheme 'ftp'"),
     ],
 )

@@ -24,8 +24,8 @@ from .test_daemon import ROTATOR, RunningDaemon, daemon_factory, http_get, metri
 from .test_daemon import SHORT as DAEMON_SHORT
 
 HOUR = 3600.0
-SHORT = Policy(rotation_period=4, max_age=1, token_lifetime=2, leeway=1, retirement_window=6,
-               private_key_grace=2, max_clock_skew=2)
+SHORT = Policy(rotation_period=4, max_age=2, token_lifetime=2, leeway=1, retirement_window=6,
+               private_key_grace=2, max_clock_skew=1)
 
 
 def real_time(offset: float = 0.0) -> Callable[[], float]:
@@ -107,10 +107,10 @@ def test_one_fast_host_does_not_freeze_a_running_daemon(daemon_factory: Callable
     its next step, keeps rotating, and /healthz reports the skew meanwhile."""
     faketime = shutil.which("faketime")
     assert faketime, "faketime (Debian package faketime) is missing: scripts/test-deps.sh installs it"
-    d = daemon_factory("--max-clock-skew", "2s")
+    d = daemon_factory("--max-clock-skew", "1s")
     wait_for(lambda: d.notify.has("READY=1"), what="the daemon ready")
     fast = subprocess.run(
-        [faketime, "-f", "+1h", *ROTATOR, "rotate", "--force", "--max-clock-skew", "2s", *DAEMON_SHORT],
+        [faketime, "-f", "+1h", *ROTATOR, "rotate", "--force", "--max-clock-skew", "1s", *DAEMON_SHORT],
         env={**d.env, "DONT_FAKE_MONOTONIC": "1"}, capture_output=True, text=True, timeout=60,
     )
     assert fast.returncode == 0, fast.stderr

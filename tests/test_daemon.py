@@ -36,7 +36,7 @@ from .ports import free_port
 
 # A policy in seconds: P=4 s, M=1 s, T=2 s, L=1 s, W=6 s.
 SHORT = [
-    "--rotation-period", "4s", "--max-age", "1s", "--token-lifetime", "2s",
+    "--rotation-period", "4s", "--max-age", "2s", "--token-lifetime", "2s",
     "--leeway", "1s", "--retirement-window", "6s", "--private-key-grace", "2s",
 ]
 ROTATOR = [sys.executable, "-m", "rotator.cli"]

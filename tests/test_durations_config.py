@@ -108,6 +108,19 @@ def test_impossible_policies_refused(overrides: dict[str, float], fragment: str)
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
+def test_clock_skew_is_checked_against_max_age() -> None:
+    """max_clock_skew is at most half of max_age: a clock off by that much must not cut the
+    wait that lets verifier caches learn a new key. Unset, it is 60 s or half of max_age."""
+    assert Policy().max_clock_skew == 60
+    assert Policy(max_age=30, rotation_period=60, retirement_window=3690).max_clock_skew == 15
+    assert Policy(max_age=2, rotation_period=4, token_lifetime=2, leeway=1, retirement_window=5, private_key_grace=1).max_clock_skew == 1
+    assert Policy(max_clock_skew=150).max_clock_skew == 150
+    with pytest.raises(ConfigError, match=r"max_clock_skew \(2m31s\) must be at most half of max_age \(5m\)"):
+        Policy(max_clock_skew=151)
+    with pytest.raises(ConfigError, match=r"max_age \(1s\) must be at least 2s"):
+        Policy(max_age=1, rotation_period=4, token_lifetime=2, leeway=1, retirement_window=5, private_key_grace=1)
+
+
 def test_window_exactly_at_minimum_is_allowed() -> None:
     policy = Policy(retirement_window=3600 + 60 + 300)
     assert policy.retirement_window == 3960

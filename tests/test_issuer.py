@@ -137,7 +137,7 @@ def b64url_json(segment: str) -> dict[str, Any]:
 
 
 def test_outage_past_the_cached_schedule_is_a_clear_refusal(proxied_aws: dict[str, Any]) -> None:
-    policy = Policy(rotation_period=6, max_age=1, token_lifetime=2, leeway=1, retirement_window=4, private_key_grace=1)
+    policy = Policy(rotation_period=6, max_age=2, token_lifetime=2, leeway=1, retirement_window=5, private_key_grace=1)
     rotator = s3_rotator(proxied_aws, policy)
     state = rotator.step().state
     assert state.active is not None and state.active.activated_at is not None
@@ -177,8 +177,8 @@ def _signs(signer: Signer) -> bool:
 def test_retire_or_revoke_reaches_a_running_signer_within_the_bound(cli_env: dict[str, str], dirs: tuple[Path, Path], command: str) -> None:
     keystore, _ = dirs
     assert subprocess.run([*ROTATOR, "rotate", *SHORT], env=cli_env, timeout=60).returncode == 0
-    time.sleep(1.2)  # the successor published for max_age, so retire can promote it
-    signer = Signer(FileKeystore(keystore), Policy(rotation_period=4, max_age=1, token_lifetime=2, leeway=1,
+    time.sleep(2.2)  # the successor published for max_age (2 s), so retire can promote it
+    signer = Signer(FileKeystore(keystore), Policy(rotation_period=4, max_age=2, token_lifetime=2, leeway=1,
                                                    retirement_window=6, private_key_grace=2), passphrase=PASSPHRASE)
     old = signer.kid
     done = subprocess.run([*ROTATOR, command, old, *SHORT], env=cli_env, capture_output=True, text=True, timeout=60)
@@ -201,7 +201,7 @@ REFRESH = Policy(refresh_max_age=4 * 3600, refresh_grace=300)
 def chain(make_rotator: Callable[..., Rotator], clock: Clock) -> tuple[Rotator, Signer]:
     rotator = make_rotator(REFRESH)
     rotator.step()
-    return rotator, Signer(rotator.keystore, REFRESH, passphrase=PASSPHRASE, clock=clock, issuer="https://iss", watch=False)
+    return rotator, Signer(rotator.keystore, REFRESH, passphrase=PASSPHRASE, clock=clock, issuer="https://iss", watch=False, storage_clock=False)
 
 
 def test_refresh_chain_stops_at_its_absolute_bound(chain: tuple[Rotator, Signer], clock: Clock) -> None:
@@ -257,7 +257,7 @@ def test_a_cutoff_after_login_voids_every_refresh_of_the_chain(make_rotator: Cal
     rotator.step()
     cutoffs: dict[str, float] = {}
     revocation = Revocation(subject_not_before=cutoffs.get, session_version=None, session_claim="sv", jti_denylist=None)
-    signer = Signer(rotator.keystore, REFRESH, passphrase=PASSPHRASE, clock=clock, revocation=revocation, watch=False)
+    signer = Signer(rotator.keystore, REFRESH, passphrase=PASSPHRASE, clock=clock, revocation=revocation, watch=False, storage_clock=False)
     token = signer.sign(subject="alice", audience="api")
     clock.advance(60)
     token = signer.refresh(token)
@@ -292,3 +292,69 @@ def test_refresh_from_the_cli(cli_env: dict[str, str]) -> None:
 
 def claims_of(token: str) -> dict[str, Any]:
     return b64url_json(token.split(".")[1])
+
+
+# -- the second review's issuer items ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("off", [+300.0, -300.0])
+def test_a_signer_whose_clock_is_off_the_stores_refuses(cli_env: dict[str, str], dirs: tuple[Path, Path], off: float) -> None:
+    """A host five minutes off the store's clock (the filesystem's, here) would mint tokens
+    verifiers reject (ahead) or that die early (behind): the Signer refuses with the rule and
+    words writers use, and signs again once its clock agrees."""
+    from rotator.errors import ClockSkewError
+
+    keystore, _ = dirs
+    assert subprocess.run([*ROTATOR, "rotate"], env=cli_env, timeout=60).returncode == 0
+    skew = [off]
+    signer = Signer(FileKeystore(keystore), Policy(), passphrase=PASSPHRASE, clock=lambda: time.time() + skew[0], watch=False)
+    with pytest.raises(ClockSkewError) as info:
+        signer.sign(subject="alice", audience="api")
+    message = str(info.value)
+    assert f"this host's clock is 300s {'ahead of' if off > 0 else 'behind'} the clock of file://" in message
+    assert "(tolerance 60s): fix its time (NTP); signing refused" in message and "\n" not in message
+    skew[0] = 0.0
+    signer.reload()
+    assert signer.sign(subject="alice", audience="api")
+
+
+def test_refresh_checks_a_given_ttl_as_sign_does(chain: tuple[Rotator, Signer]) -> None:
+    """refresh(ttl=…) refuses what sign refuses (it clamped them silently); the chain's end
+    still shortens a valid one."""
+    _, signer = chain
+    token = signer.sign(subject="alice", audience="api")
+    for ttl in (0, -5, 0.5, REFRESH.token_lifetime + 1):
+        with pytest.raises(ValueError, match="ttl"):
+            signer.sign(subject="alice", audience="api", ttl=ttl)
+        with pytest.raises(ValueError, match="ttl"):
+            signer.refresh(token, ttl=ttl)
+    refreshed = claims_of(signer.refresh(token, ttl=60))
+    assert refreshed["exp"] - refreshed["iat"] == 60
+
+
+def test_signer_messages_name_the_right_step_and_source(
+    make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]
+) -> None:
+    """A keystore that vanished under a running signer is not "run rotate first"; a wrong
+    passphrase passed as an argument is not reported as the environment variable."""
+    import shutil
+
+    from rotator.errors import KeystoreError
+
+    keystore, _ = dirs
+    make_rotator(Policy()).step()
+    wrong = Signer(FileKeystore(keystore), Policy(), passphrase="not it", clock=clock, watch=False, storage_clock=False)
+    with pytest.raises(KeystoreError) as info:
+        wrong.sign(subject="alice")
+    assert "the passphrase argument" in str(info.value) and "ROTATOR_KEYSTORE_PASSPHRASE" not in str(info.value)
+
+    signer = Signer(FileKeystore(keystore), Policy(), passphrase=PASSPHRASE, clock=clock, watch=False, storage_clock=False)
+    assert signer.sign(subject="alice")
+    shutil.rmtree(keystore)
+    signer.reload()
+    with pytest.raises(NoActiveKey) as gone:
+        signer.sign(subject="alice")
+    assert "is gone" in str(gone.value) and "run `rotator rotate` first" not in str(gone.value)
+    fresh = Signer(FileKeystore(keystore), Policy(), passphrase=PASSPHRASE, clock=clock, watch=False, storage_clock=False)
+    with pytest.raises(NoActiveKey, match="run `rotator rotate` first"):
+        fresh.sign(subject="alice")

@@ -22,7 +22,7 @@ from .test_daemon import ROTATOR, SHORT
 
 WORKERS = 4
 # SHORT's policy: a rotation every 4 s; three rotations take 12 s and some.
-POLICY = Policy(rotation_period=4, max_age=1, token_lifetime=2, leeway=1, retirement_window=6, private_key_grace=2)
+POLICY = Policy(rotation_period=4, max_age=2, token_lifetime=2, leeway=1, retirement_window=6, private_key_grace=2)
 ROTATIONS = 3
 
 

@@ -176,7 +176,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.bootstrapped)
     @rule(ttl=st.sampled_from([T, T / 2, 1.0]))
     def issuer_signs(self, ttl: float) -> None:
-        signer = Signer(self.keystore, POLICY, passphrase=PASSPHRASE, clock=self.clock, watch=False)  # type: ignore[arg-type]
+        signer = Signer(self.keystore, POLICY, passphrase=PASSPHRASE, clock=self.clock, watch=False, storage_clock=False)  # type: ignore[arg-type]
         state = self.keystore.load()
         if state is None or state.active is None:
             return

@@ -148,7 +148,7 @@ def test_damaged_pending_key_is_replaced_not_promoted(
     assert after.get(pending.kid).revocation == "damaged"  # type: ignore[union-attr]
     assert len(after.pending) == 1 and after.pending[0].kid != pending.kid
     assert prom_values(metrics.render().decode())["rotator_damaged_keys"] == 1
-    signer = Signer(rotator.keystore, policy, passphrase=PASSPHRASE, clock=clock)
+    signer = Signer(rotator.keystore, policy, passphrase=PASSPHRASE, clock=clock, storage_clock=False)
     assert signer.kid == active.kid and signer.sign(subject="a", audience="b")
     rows = {r["kid"]: r for r in json.loads(run(cli_env, "status", "--json").output)["keys"]}
     assert rows[pending.kid]["private_key"] == "damaged" and rows[pending.kid]["revocation"] == "damaged"
@@ -434,7 +434,7 @@ def test_unconfirmed_age_counts_from_the_last_confirmation(make_rotator: Callabl
     "args, fragment",
     [
         (["--days", "366"], "preview at most 21.5 days"),
-        (["--days", "0.1", "--rotation-period", "2s", "--max-age", "1s", "--token-lifetime", "1s", "--leeway", "0s"], "preview at most 0.0146 days"),
+        (["--days", "0.1", "--rotation-period", "4s", "--max-age", "2s", "--token-lifetime", "1s", "--leeway", "0s"], "preview at most 0.0293 days"),
     ],
 )
 def test_plan_horizon_is_bounded(args: list[str], fragment: str) -> None:

@@ -149,7 +149,7 @@ def test_stale_read_back_confirms_nothing(make_rotator: Callable[..., Rotator], 
 
 def test_signer_uses_active_key_and_follows_rotation(make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]) -> None:
     keystore_dir, public_dir = dirs
-    signer = Signer(FileKeystore(keystore_dir), Policy(), passphrase=PASSPHRASE, issuer="iss", clock=clock)
+    signer = Signer(FileKeystore(keystore_dir), Policy(), passphrase=PASSPHRASE, issuer="iss", clock=clock, storage_clock=False)
     with pytest.raises(NoActiveKey, match="run `rotator rotate` first"):
         signer.sign(subject="s")
     rotator = make_rotator()
@@ -177,7 +177,7 @@ def test_signer_refuses_unconfirmed_active_key(make_rotator: Callable[..., Rotat
     assert active is not None
     tampered = state.with_keys(k.with_(published_at=None) if k.kid == active.kid else k for k in state.keys)
     rotator.keystore.save(tampered, state.generation)
-    signer = Signer(rotator.keystore, Policy(), passphrase=PASSPHRASE, clock=clock)
+    signer = Signer(rotator.keystore, Policy(), passphrase=PASSPHRASE, clock=clock, storage_clock=False)
     with pytest.raises(NoActiveKey, match="unconfirmed"):
         signer.sign(subject="s")
 

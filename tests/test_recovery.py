@@ -47,8 +47,7 @@ def rotate_times(rotator: Rotator, clock: Clock, policy: Policy, n: int) -> None
 def signer(rotator: Rotator, clock: Clock, policy: Policy, with_publisher: bool = True) -> Signer:
     return Signer(
         rotator.keystore, policy, passphrase=PASSPHRASE, clock=clock,
-        publisher=rotator.publisher if with_publisher else None,
-    )
+        publisher=rotator.publisher if with_publisher else None, storage_clock=False)
 
 
 def served(public: Path) -> bytes:
@@ -249,7 +248,7 @@ def test_restore_on_s3_recovers(tmp_path: Path) -> None:
         rotator.step()
         backup = s3.get_object(Bucket="keys", Key="prod/state.json")["Body"].read()
         rotate_times(rotator, clock, P, 5)
-        token = Signer(rotator.keystore, P, passphrase=PASSPHRASE, clock=clock).sign(subject="a", audience="api")
+        token = Signer(rotator.keystore, P, passphrase=PASSPHRASE, clock=clock, storage_clock=False).sign(subject="a", audience="api")
         s3.put_object(Bucket="keys", Key="prod/state.json", Body=backup,
                       Metadata={"generation": str(json.loads(backup)["generation"])})
         clock.advance(1)

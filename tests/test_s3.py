@@ -137,7 +137,7 @@ def test_tampered_ciphertext_is_a_clear_error(aws: dict[str, Any], clock: Clock)
     flipped = sealed[:-2] + ("A" if sealed[-2] != "A" else "B") + sealed[-1]
     tampered = state.with_keys(k.with_(private=f"{wrapped}.{flipped}") if k.kid == active.kid else k for k in state.keys)
     rotator.keystore.save(tampered, state.generation)
-    signer = Signer(rotator.keystore, Policy(), clock=clock, kms_key_id=aws["key_id"])
+    signer = Signer(rotator.keystore, Policy(), clock=clock, kms_key_id=aws["key_id"], storage_clock=False)
     with pytest.raises(KeystoreError, match=f"private key of {active.kid} cannot be decrypted"):
         signer.sign(subject="s")
     # Swapping a data key between kids is caught by the KMS encryption context.
@@ -148,13 +148,13 @@ def test_tampered_ciphertext_is_a_clear_error(aws: dict[str, Any], clock: Clock)
     )
     rotator.keystore.save(swapped, tampered.generation + 1)
     with pytest.raises(KeystoreError, match="KMS Decrypt .* failed: InvalidCiphertextException"):
-        Signer(rotator.keystore, Policy(), clock=clock, kms_key_id=aws["key_id"]).sign(subject="s")
+        Signer(rotator.keystore, Policy(), clock=clock, kms_key_id=aws["key_id"], storage_clock=False).sign(subject="s")
 
 
 def test_signer_on_s3_keystore(aws: dict[str, Any], clock: Clock) -> None:
     rotator = make(aws, clock)
     rotator.step()
-    token = Signer(rotator.keystore, Policy(), clock=clock, kms_key_id=aws["key_id"]).sign(subject="s", audience="a")
+    token = Signer(rotator.keystore, Policy(), clock=clock, kms_key_id=aws["key_id"], storage_clock=False).sign(subject="s", audience="a")
     assert verify_with(token, get(aws, "public/jwks.json")["body"], clock.now, audience="a")["sub"] == "s"
 
 

@@ -379,3 +379,26 @@ def test_a_restored_backup_never_brings_back_a_key_revoked_after_it(aws: dict[st
             verify_token(token, parse_jwks(body), now=signed_at, audience="api", issuer="https://issuer.e2e")
         time.sleep(4.5)
         assert cli(aws, "rotate", *SHORT).returncode == 0
+
+
+def test_rotator_sign_on_a_host_minutes_ahead_is_refused(aws: dict[str, Any]) -> None:
+    """`rotator sign` under libfaketime five minutes ahead: the S3 server's Date header shows
+    the skew, and the command exits 3 with one line instead of printing a token every
+    verifier would reject; with the right time it signs."""
+    import shutil
+
+    faketime = shutil.which("faketime")
+    assert faketime, "faketime (Debian package faketime) is missing: scripts/test-deps.sh installs it"
+    assert cli(aws, "rotate").returncode == 0
+    fast = subprocess.run(
+        [faketime, "-f", "+5m", sys.executable, "-m", "rotator.cli", "sign", "--sub", "alice", "--aud", "api"],
+        env={**cli_env(aws), "DONT_FAKE_MONOTONIC": "1"}, capture_output=True, text=True, timeout=120,
+    )
+    assert fast.returncode == 3 and fast.stdout == "", (fast.returncode, fast.stdout, fast.stderr)
+    assert len(fast.stderr.strip().splitlines()) == 1
+    import re
+
+    assert re.search(r"this host's clock is (299|300|301)s ahead of the clock of s3://", fast.stderr), fast.stderr
+    assert "signing refused" in fast.stderr
+    right = cli(aws, "sign", "--sub", "alice", "--aud", "api")
+    assert right.returncode == 0 and right.stdout.count(".") == 2

@@ -43,7 +43,7 @@ def test_thirty_days_at_default_settings(tmp_path: Path, capsys: pytest.CaptureF
     publisher = FaultyPublisher(FilePublisher(tmp_path / "pub"), clock)
     rotator = Rotator(keystore, publisher, policy, passphrase=PASSPHRASE, clock=clock, scrypt_n=TEST_SCRYPT_N, storage_clock=False)
     # Simulated time: the test reloads the signer after each tick, as its watcher would.
-    signer = Signer(keystore, policy, passphrase=PASSPHRASE, clock=clock, watch=False)  # type: ignore[arg-type]
+    signer = Signer(keystore, policy, passphrase=PASSPHRASE, clock=clock, watch=False, storage_clock=False)  # type: ignore[arg-type]
 
     state_bound = int((policy.retirement_window + policy.audit_retention) / policy.rotation_period) + 3
     step_seconds: dict[int, list[float]] = {}

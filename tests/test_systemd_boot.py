@@ -26,10 +26,10 @@ issuer = "https://auth.example.com"
 rotation_period = "4s"
 token_lifetime = "2s"
 leeway = "1s"
-max_age = "1s"
+max_age = "2s"
 retirement_window = "6s"
 private_key_grace = "2s"
-max_clock_skew = "2s"
+max_clock_skew = "1s"
 """
 DROPINS = {
     "rotator.service": f"""[Service]
