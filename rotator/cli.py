@@ -201,7 +201,7 @@ def _write_metrics(metrics: Any, path: str) -> None:
 )
 @click.option(
     "--metrics-addr", default="127.0.0.1", show_default=True, envvar="ROTATOR_METRICS_ADDR", metavar="ADDR",
-    help="Address for the metrics server; 0.0.0.0 in a container (ROTATOR_METRICS_ADDR).",
+    help="Address for the metrics server; '*' for every address, IPv6 and IPv4, as in a container (ROTATOR_METRICS_ADDR).",
 )
 @click.option(
     "--max-sleep", default="60s", show_default=True, envvar="ROTATOR_MAX_SLEEP", metavar="DURATION",

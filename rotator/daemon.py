@@ -52,7 +52,7 @@ class DaemonOptions:
     min_backoff: float = 1.0
     max_backoff: float = 60.0
     metrics_port: int | None = None
-    metrics_addr: str = "127.0.0.1"  # an IPv6 address (``::``, ``::1``) listens on IPv6
+    metrics_addr: str = "127.0.0.1"  # an IPv6 address (``::``, ``::1``) listens on IPv6; ``*``: every address, both families
     http_timeout: float = 10.0  # a connection idle this long mid-request is dropped
     stuck_after: float = 300.0  # a step running longer than this stops the watchdog pings
 
@@ -329,10 +329,18 @@ class Daemon:
 
         Handler.timeout = self.options.http_timeout  # per connection: an idle half-sent request ends
 
+        addr = self.options.metrics_addr
+        everywhere = addr == "*"
+
         class Server(http.server.ThreadingHTTPServer):
-            address_family = socket.AF_INET6 if ":" in self.options.metrics_addr else socket.AF_INET
+            address_family = socket.AF_INET6 if everywhere or ":" in addr else socket.AF_INET
             request_queue_size = 128
             daemon_threads = True
+
+            def server_bind(self) -> None:
+                if everywhere:  # one dual-stack socket: IPv6 and IPv4 (as ::ffff:a.b.c.d) alike
+                    self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                super().server_bind()
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 # A client that resets or times out is not the daemon's problem: one quiet JSON
@@ -341,7 +349,14 @@ class Daemon:
                 log_event(daemon.log, "daemon.http_client_error", logging.DEBUG, error=error)
 
         assert self.options.metrics_port is not None
-        self._http = Server((self.options.metrics_addr, self.options.metrics_port), Handler)
+        try:
+            self._http = Server(("::" if everywhere else addr, self.options.metrics_port), Handler)
+        except OSError:
+            if not everywhere:
+                raise
+            Server.address_family = socket.AF_INET  # a host or pod without IPv6: IPv4 alone
+            everywhere = False
+            self._http = Server(("0.0.0.0", self.options.metrics_port), Handler)
         threading.Thread(target=self._http.serve_forever, name="rotator-metrics", daemon=True).start()
         host, port = self._http.server_address[:2]
         host_text = host.decode() if isinstance(host, bytes) else str(host)

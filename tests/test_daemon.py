@@ -518,3 +518,19 @@ def test_metrics_endpoint_listens_on_ipv6(make_rotator: Callable[..., Any], dirs
         assert daemon._http is not None
         daemon._http.shutdown()
         daemon._http.server_close()
+
+
+def test_metrics_endpoint_on_every_address_answers_ipv4_and_ipv6(make_rotator: Callable[..., Any], dirs: tuple[Path, Path]) -> None:
+    """--metrics-addr '*' (the chart's): one dual-stack socket, so the same port answers over
+    IPv4 and IPv6, on an IPv4-only, dual-stack or IPv6-only cluster alike."""
+    if not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6 loopback; the dual-stack listener cannot be shown")
+    daemon = _http_daemon(make_rotator, dirs, "*")
+    try:
+        port = daemon.options.metrics_port
+        assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+        assert http_get(f"http://[::1]:{port}/metrics")[0] == 200
+    finally:
+        assert daemon._http is not None
+        daemon._http.shutdown()
+        daemon._http.server_close()

@@ -130,7 +130,8 @@ def test_deployment_mode_runs_the_daemon_with_probes_service_and_monitor() -> No
     assert set(kinds) == {"Deployment", "ConfigMap", "ServiceAccount", "Service", "ServiceMonitor"}
     container = pod_spec(kinds["Deployment"])["containers"][0]
     assert container["args"][:1] == ["run"] and "--metrics-port" in container["args"]
-    assert container["args"][container["args"].index("--metrics-addr") + 1] == "0.0.0.0"
+    # Every address, IPv6 and IPv4 on one socket: IPv4-only, dual-stack and IPv6-only clusters.
+    assert container["args"][container["args"].index("--metrics-addr") + 1] == "*"
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
@@ -275,3 +276,63 @@ def test_dockerfile_runs_as_the_chart_user_on_a_slim_base() -> None:
     assert values["image"]["repository"] == "rotator"
     assert values["podSecurityContext"]["runAsUser"] == 10001 and values["podSecurityContext"]["runAsGroup"] == 10001
     assert 'ENTRYPOINT ["rotator"]' in text
+
+
+@pytest.mark.parametrize("mode", ["cronjob", "deployment"])
+def test_the_notes_revocation_recipe_works_in_each_mode(mode: str, tmp_path: Path) -> None:
+    """The install notes' revocation command for each mode. CronJob mode has no pod to exec
+    into: the recipe makes a Job from the CronJob as `kubectl create job --from` does (the
+    job template's spec, the instantiate annotation) and sets one container's args with jq;
+    that Job passes the Kubernetes schema, and its args, run with the rendered settings
+    against a real redis-server, write the revocation. Deployment mode execs into the
+    Deployment's pod with the same command."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from rotator.cli import main
+
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        values = {"mode": mode, "revocation": {"url": server.url, "prefix": "auth:"}}
+        notes = render(values)["rotator/templates/NOTES.txt"]
+        docs = by_kind(manifests(values))
+        if mode == "cronjob":
+            assert "exec deploy/" not in notes
+            assert "create job auth-rotator-revoke-$(date +%s) --from=cronjob/auth-rotator --dry-run=client -o json" in notes
+            args = json.loads(re.search(r"containers\[0\]\.args = (\[.*?\])'", notes).group(1))  # type: ignore[union-attr]
+            cronjob = docs["CronJob"]
+            job = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": "auth-rotator-revoke-1",
+                    "namespace": "identity",
+                    "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+                    "labels": cronjob["spec"]["jobTemplate"]["metadata"].get("labels", {}),
+                },
+                "spec": json.loads(json.dumps(cronjob["spec"]["jobTemplate"]["spec"])),
+            }
+            job["spec"]["template"]["spec"]["containers"][0]["args"] = args
+            kubernetes_validate.validate(job, KUBE_VERSION, strict=True)
+            container = job["spec"]["template"]["spec"]["containers"][0]
+        else:
+            line = next(l for l in notes.splitlines() if "exec deploy/auth-rotator --" in l)
+            args = shlex.split(line.split(" -- ", 1)[1])[1:]  # after the `rotator` entrypoint
+            container = pod_spec(docs["Deployment"])["containers"][0]
+        assert args[:2] == ["revoke-subject", "alice"]
+        # The pod's settings: the ConfigMap mounted at /etc/rotator, the container's env.
+        toml = tmp_path / "rotator.toml"
+        toml.write_text(docs["ConfigMap"]["data"]["rotator.toml"])
+        args = [str(toml) if a == "/etc/rotator/rotator.toml" else a for a in args]
+        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        result = CliRunner().invoke(main, args, env={**env, "ROTATOR_KEYSTORE_PASSPHRASE_FILE": None})
+        assert result.exit_code == 0, result.output
+        import redis
+
+        client = redis.Redis(port=server.port)
+        assert any(b"alice" in k for k in client.scan_iter("auth:*")), list(client.scan_iter("*"))
+    finally:
+        server.stop()
