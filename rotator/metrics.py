@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ._fs import atomic_write
 from .config import Policy
 from .errors import ClockSkewError
 from .lifecycle import next_due
@@ -243,8 +244,9 @@ class Metrics:
         return generate_latest(self.registry)
 
     def write_textfile(self, path: str | Path) -> None:
-        """Atomically (temp file + rename) write the metrics for node_exporter's textfile collector."""
-        write_to_textfile(str(path), self.registry)
+        """Atomically (temp file + rename) write the metrics for node_exporter's textfile
+        collector, 0644 whatever the umask: the collector runs as another user."""
+        atomic_write(Path(path), generate_latest(self.registry), 0o644)
 
     def carry_over(self, path: str | Path) -> None:
         """For one-shot runs: keep the last success time from the previous textfile."""

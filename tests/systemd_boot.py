@@ -93,6 +93,10 @@ mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /var/tmp
 mount -o remount,bind,ro /
 mount -t cgroup2 none /sys/fs/cgroup
+# Shared again, as systemd expects of a booted system (credentials are mounted in a child
+# namespace and must propagate back): new peer groups inside this namespace only, since
+# everything was made private from the machine first.
+mount --make-rshared /
 ip link set lo up 2>/dev/null || true
 exec /lib/systemd/systemd --system --unit=rotator-test.target
 """)

@@ -74,11 +74,17 @@ def test_security_exposure_at_most_2(units: Path, name: str) -> None:
 def test_units_share_user_state_and_config() -> None:
     for name in ("rotator.service", "rotator-rotate.service"):
         text = (UNITS / name).read_text()
-        for line in ("DynamicUser=yes", "User=rotator", "StateDirectoryMode=0700", "ProtectSystem=strict",
-                     "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=", "SystemCallFilter=@system-service",
-                     "EnvironmentFile=-/etc/rotator/rotator.env", "UMask=0077"):
+        for line in ("User=rotator", "StateDirectory=rotator rotator/public rotator/metrics", "StateDirectoryMode=0755",
+                     "ProtectSystem=strict", "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=",
+                     "SystemCallFilter=@system-service", "EnvironmentFile=-/etc/rotator/rotator.env", "UMask=0077",
+                     "LoadCredential=passphrase:/etc/rotator/passphrase",
+                     "Environment=ROTATOR_KEYSTORE_PASSPHRASE_FILE=%d/passphrase"):
             assert f"\n{line}\n" in text, (name, line)
         assert "--config /etc/rotator/rotator.toml" in text
+        # A static user (systemd/rotator.sysusers): DynamicUser= would put the state directory,
+        # the public JWKS and the metrics textfile with it, under the root-only /var/lib/private.
+        assert "DynamicUser" not in text
+    assert "u     rotator" in (UNITS / "rotator.sysusers").read_text()
     assert "Type=notify" in (UNITS / "rotator.service").read_text()
     assert "WatchdogSec=" in (UNITS / "rotator.service").read_text()
 

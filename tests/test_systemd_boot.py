@@ -72,9 +72,13 @@ EXTRA_UNITS = {
     "eperm-probe-filtered.service": probe_unit(True),
     "eperm-probe-free.service": probe_unit(False),
 }
+PASSPHRASE = "systemd test passphrase"
 FILES = {
     "rotator/rotator.toml": SETTINGS,
-    "rotator/rotator.env": "ROTATOR_KEYSTORE_PASSPHRASE=systemd test passphrase\nROTATOR_LOG_FORMAT=json\nROTATOR_STUCK_AFTER=2s\n",
+    "rotator/rotator.env": "ROTATOR_LOG_FORMAT=json\nROTATOR_STUCK_AFTER=2s\n",
+    # As the README installs it: the passphrase in a root-only file, handed over by LoadCredential=.
+    "rotator/passphrase": PASSPHRASE + "\n",
+    "sysusers.d/rotator.conf": (Path(__file__).resolve().parents[1] / "systemd" / "rotator.sysusers").read_text(),
 }
 
 
@@ -87,6 +91,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdNamespac
     started = time.monotonic()
     try:
         with SystemdNamespace(tmp_path_factory.mktemp("systemd"), DROPINS, FILES, EXTRA_UNITS) as ns:
+            ns.run("chmod", "600", "/etc/rotator/passphrase")
+            ns.run("systemd-sysusers")  # what a package's install does with systemd/rotator.sysusers
             yield ns
         # The host's /tmp and /var/lib are untouched after a full boot, the scenarios and poweroff.
         assert marker_tmp.read_text() == "must survive"
@@ -129,9 +135,14 @@ def test_logs_reach_the_journal_as_json_objects(system: SystemdNamespace) -> Non
 def test_sandbox_state_directory_and_read_only_system(system: SystemdNamespace) -> None:
     main_pid = system.show("rotator.service", "MainPID")["MainPID"]
     uid = system.run("stat", "-c", "%u", f"/proc/{main_pid}").stdout.strip()
-    mode_owner = system.run("stat", "-c", "%a %u", "/var/lib/private/rotator").stdout.split()
-    assert mode_owner[0] == "700" and mode_owner[1] == uid != "0"  # the dynamic user, 0700
-    assert 61184 <= int(uid) <= 65519  # systemd's dynamic-user range
+    assert uid == system.run("id", "-u", "rotator").stdout.strip() != "0"  # the sysusers user
+    assert system.run("stat", "-c", "%a %u", "/var/lib/rotator").stdout.split() == ["755", uid]
+    assert system.run("stat", "-c", "%a %u", "/var/lib/rotator/keystore").stdout.split() == ["700", uid]
+    # The passphrase reached the service as a credential, never as an environment variable.
+    environ = system.run("cat", f"/proc/{main_pid}/environ").stdout.split("\0")
+    assert "ROTATOR_KEYSTORE_PASSPHRASE_FILE=/run/credentials/rotator.service/passphrase" in environ
+    assert not any(PASSPHRASE in v or v.startswith("ROTATOR_KEYSTORE_PASSPHRASE=") for v in environ)
+    assert system.run("stat", "-c", "%a %U", "/etc/rotator/passphrase").stdout.split() == ["600", "root"]
     # A publish outside the state directory fails with rotator's one-line error, and the
     # oneshot unit is failed with the reason in the journal.
     system.systemctl("set-environment", "ROTATOR_PUBLISH=file:///etc/rotator-jwks")
@@ -156,9 +167,16 @@ def test_oneshot_and_timer(system: SystemdNamespace) -> None:
     wait_for(lambda: runs() >= before + 2, timeout=30, what="the timer to fire the oneshot twice")
     shown = system.show("rotator-rotate.service", "Result", "ExecMainStatus")
     assert shown["Result"] == "success" and shown["ExecMainStatus"] == "0"
-    metrics = system.run("cat", "/var/lib/private/rotator/metrics/rotator.prom").stdout
-    assert "rotator_steps_total" in metrics
     system.systemctl("stop", "rotator-rotate.timer")
+    # What others may read (a web server, node_exporter: here the nobody user), and may not.
+    as_nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    metrics = system.run(*as_nobody, "cat", "/var/lib/rotator/metrics/rotator.prom").stdout
+    assert "rotator_steps_total" in metrics
+    assert '"keys"' in system.run(*as_nobody, "cat", "/var/lib/rotator/public/jwks.json").stdout
+    denied = system.run(*as_nobody, "cat", "/var/lib/rotator/keystore/state.json", check=False)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    denied = system.run(*as_nobody, "cat", "/etc/rotator/passphrase", check=False)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
 
 
 def test_reload_rereads_settings_and_keeps_them_on_a_bad_file(system: SystemdNamespace) -> None:
@@ -187,7 +205,7 @@ def test_watchdog_restarts_a_daemon_whose_step_hangs(system: SystemdNamespace) -
     # The lock holder lets go by itself after 20 s (nsenter forks into the PID namespace, so
     # killing it would leave the holder running).
     holder = subprocess.Popen(
-        ["nsenter", "-t", str(system.pid), "-a", "flock", "/var/lib/private/rotator/keystore/state.lock", "sleep", "20"]
+        ["nsenter", "-t", str(system.pid), "-a", "flock", "/var/lib/rotator/keystore/state.lock", "sleep", "20"]
     )
     started = time.monotonic()
     try:
@@ -214,9 +232,9 @@ def test_stop_exits_0_in_time_with_a_whole_state(system: SystemdNamespace) -> No
     shown = system.show("rotator.service", "ActiveState", "Result", "ExecMainStatus")
     assert shown["ActiveState"] == "inactive" and shown["Result"] == "success" and shown["ExecMainStatus"] == "0", shown
     assert took < 60  # TimeoutStopSec
-    raw = system.run("cat", "/var/lib/private/rotator/keystore/state.json").stdout.encode()
+    raw = system.run("cat", "/var/lib/rotator/keystore/state.json").stdout.encode()
     assert parse_state(raw, "state.json").active is not None
-    leftovers = system.run("sh", "-c", "ls -a /var/lib/private/rotator/keystore").stdout.split()
+    leftovers = system.run("sh", "-c", "ls -a /var/lib/rotator/keystore").stdout.split()
     assert not [f for f in leftovers if f.endswith(".tmp")]
 
 
