@@ -1,4 +1,4 @@
-"""Two `rotator rotate` processes started together on one keystore, twenty times over."""
+"""Two `rotator rotate` processes started together on one keystore, at each of eight due rotations."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ from pathlib import Path
 from rotator.keystore import FileKeystore
 from rotator.state import KeyState
 
-ROUNDS = 20
-# Short but valid timings, so that a rotation is due at every round in real time.
+ROUNDS = 8
+# The shortest valid timings (max_age at least 2 s, the period at least twice that), so that
+# a rotation is due at every round in real time.
+PERIOD = 4.0
 POLICY_ENV = {
-    "ROTATOR_ROTATION_PERIOD": "500ms",
-    "ROTATOR_MAX_AGE": "200ms",
-    "ROTATOR_TOKEN_LIFETIME": "500ms",
+    "ROTATOR_ROTATION_PERIOD": f"{PERIOD:g}s",
+    "ROTATOR_MAX_AGE": "2s",
+    "ROTATOR_TOKEN_LIFETIME": "1s",
     "ROTATOR_LEEWAY": "0s",
-    "ROTATOR_RETIREMENT_WINDOW": "2s",
-    "ROTATOR_PRIVATE_KEY_GRACE": "100ms",
+    "ROTATOR_RETIREMENT_WINDOW": "4s",
+    "ROTATOR_PRIVATE_KEY_GRACE": "1s",
     "ROTATOR_AUDIT_RETENTION": "30s",
 }
 
@@ -60,5 +62,5 @@ def test_two_processes_rotating_at_once_converge(cli_env: dict[str, str], dirs: 
         expected = [k.kid for k in state.keys if k.published]
         assert sorted(k["kid"] for k in published["keys"]) == sorted(expected)
         assert published["keys"][0]["kid"] == state.active.kid  # type: ignore[union-attr]
-        time.sleep(0.55)  # let the next rotation fall due
+        time.sleep(PERIOD + 0.05)  # let the next rotation fall due
     assert len(seen) >= ROUNDS + 1  # a rotation did happen in every round
