@@ -634,6 +634,7 @@ def _revocation_store(settings: Settings) -> Any:
         token_lifetime=policy.token_lifetime,
         grace=max(policy.leeway, policy.refresh_grace),
         session_lifetime=policy.refresh_max_age,
+        max_clock_skew=policy.max_clock_skew,
     )
 
 

@@ -432,8 +432,9 @@ class Signer:
             raise type(stale)(f"signing refused: the revocation replica has not confirmed it is current: {stale}")
 
     def _stamp(self, body: dict[str, Any], sub: str, iat: int, now: float, orig_iat: int | None) -> int:
-        """Stamp the subject's session version; move iat onto a cutoff written this very second
-        (cutoffs are whole seconds, rounded up), so a token signed right after a revocation lives.
+        """Stamp the subject's session version; move iat onto a cutoff written just now (cutoffs
+        are whole seconds of Redis's clock, rounded up), so a token signed right after a
+        revocation lives.
         Refuse a token the records would void anyway (a ban in force, a revoked chain)."""
         assert self._replica is not None
         tables = self._replica.tables
@@ -441,7 +442,10 @@ class Signer:
         if version is not None and self._session_claim not in body:
             body[self._session_claim] = version.version
         cutoff = tables.cutoffs.get(sub)
-        if cutoff is not None and orig_iat is None and iat < cutoff.not_before <= now + 1:
+        # Cutoffs carry the Redis server's time, rounded up: a sign-in right after one, on a
+        # host whose clock is behind Redis's by up to the leeway verifiers allow an iat, is
+        # stamped at the cutoff instead of void on arrival.
+        if cutoff is not None and orig_iat is None and iat < cutoff.not_before <= now + max(1.0, self._policy.leeway):
             iat = int(cutoff.not_before)
         start = iat if orig_iat is None else orig_iat
         reason = revoked_reason(tables, {"sub": sub, "iat": start, self._session_claim: body.get(self._session_claim)},

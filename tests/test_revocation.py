@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+import jwt
 import pytest
 from click.testing import CliRunner
 
@@ -83,18 +84,19 @@ def rejected(verifier: Verifier, tok: str) -> bool:
 
 def test_records_expire_with_the_tokens_they_affect(server: RedisServer, store: RevocationStore, prefix: str) -> None:
     """Each record carries a Redis expiry: a denial at exp + grace, a cutoff and a session
-    version at the last moment a token they void can be alive (cutoff + lifetime + grace)."""
+    version at the last moment a token they void can be alive (cutoff + lifetime + grace),
+    each plus the clock margin (max_clock_skew, 60 s) for readers whose clocks lag."""
     r = server.client()
     exp = int(time.time()) + 300
     store.deny("j1", exp)
-    assert r.expiretime(prefix + "jti:j1") == exp + 60
+    assert r.expiretime(prefix + "jti:j1") == exp + 60 + 60
     cutoff = store.revoke_subject("alice")
-    assert r.expiretime(prefix + "sub:alice") == cutoff.not_before + 3600 + 60 == cutoff.expires_at
+    assert r.expiretime(prefix + "sub:alice") == cutoff.not_before + 3600 + 60 + 60 == cutoff.expires_at
     store.bump_session("bob")
     bumped = int(r.get(prefix + "sv:bob").split()[1])
-    assert r.expiretime(prefix + "sv:bob") == bumped + 3600 + 60
-    # A token already past exp + grace needs nothing: nothing is written.
-    store.deny("old", time.time() - 61)
+    assert r.expiretime(prefix + "sv:bob") == bumped + 3600 + 60 + 60
+    # A token already past exp + grace + margin needs nothing: nothing is written.
+    store.deny("old", time.time() - 121)
     assert r.exists(prefix + "jti:old") == 0
 
 
@@ -107,7 +109,7 @@ def test_replica_drops_expired_records_by_its_clock(server: RedisServer, prefix:
         replica = store.replica()
         replica.prune_every = 0.01
         wait_for(lambda: len(replica.tables) == 2, what="two records")
-        clock.advance(100 + 61)  # the denial can no longer matter; the cutoff still can
+        clock.advance(100 + 60 + 60 + 1)  # past exp + grace + clock margin: the denial can no longer matter; the cutoff still can
         wait_for(lambda: len(replica.tables) == 1, what="the denial dropped")
         assert list(replica.tables.cutoffs) == ["alice"]
         clock.advance(600)
@@ -137,7 +139,7 @@ def test_deny_keeps_the_later_exp(server: RedisServer, store: RevocationStore, p
     later = int(time.time()) + 500
     store.deny("j", later)
     store.deny("j", later - 100)
-    assert server.client().get(prefix + "jti:j") == f"{later} {later + 60}".encode()
+    assert server.client().get(prefix + "jti:j") == f"{later} {later + 60 + 60}".encode()  # grace + clock margin
 
 
 # -- the verifier with revocations ------------------------------------------------------------
@@ -278,22 +280,46 @@ def test_signer_stamps_the_session_version_and_respects_a_fresh_cutoff(
         store.close()
 
 
-def test_signer_names_a_cutoff_ahead_of_its_clock(tmp_path: Path, server: RedisServer, prefix: str) -> None:
-    """A logout written by a host whose clock runs 30 s ahead: the signer refuses, naming the clocks."""
+def test_a_writer_within_the_skew_writes_by_redis_time_and_the_signer_signs_at_once(
+    tmp_path: Path, server: RedisServer, prefix: str
+) -> None:
+    """A logout written by a host whose clock runs 30 s ahead (within max_clock_skew): the
+    cutoff carries Redis's time, not the writer's, so a sign-in on a host with the right
+    time right after it is valid (it was void for 30 s when the writer's clock set it)."""
     ks, pub, policy = bootstrapped_key_set(tmp_path)
     ahead = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60,
                                      clock=lambda: time.time() + 30)
     reader = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60)
     try:
         signer = Signer(ks, policy, passphrase=PASSPHRASE, publisher=pub, revocations=reader, watch=False)
-        ahead.revoke_subject("ivy")
+        cutoff = ahead.revoke_subject("ivy")
+        seconds, _ = server.client().time()
+        assert seconds <= cutoff.revoked_at <= seconds + 2, "the cutoff took the writer's clock, not Redis's"
         wait_for(lambda: "ivy" in signer._replica.tables.cutoffs, what="cutoff replicated")
-        with pytest.raises(SubjectRevoked, match=r"subject 'ivy' has a revocation cutoff at .*, ahead of this "
-                                                 r"host's clock \(.*\): .*; check the clocks$"):
-            signer.sign(subject="ivy")
+        claims = jwt.decode(signer.sign(subject="ivy"), options={"verify_signature": False})
+        assert claims["iat"] >= cutoff.not_before
     finally:
         ahead.close()
         reader.close()
+
+
+@pytest.mark.parametrize("off", [+120.0, -120.0])
+def test_a_writer_off_redis_clock_is_refused(server: RedisServer, prefix: str, off: float) -> None:
+    """A host two minutes off Redis's clock (beyond max_clock_skew, 60 s) writes nothing:
+    slow, its password reset would have left tokens minted just before it alive; fast, its
+    denial of a token still valid would have been skipped as expired. The same rule and
+    words as a rotating step and a signer."""
+    writer = RevocationStore.from_url(server.url, prefix=prefix, clock=lambda: time.time() + off)
+    try:
+        for write in (lambda: writer.revoke_subject("jim"), lambda: writer.deny("j-1", time.time() + 30)):
+            with pytest.raises(RevocationError) as info:
+                write()
+            message = str(info.value)
+            assert f"this host's clock is 120s {'ahead of' if off > 0 else 'behind'} the clock of redis at 127.0.0.1:" in message
+            assert message.endswith("(tolerance 60s): fix its time (NTP); nothing was written")
+        assert keys_under(server, prefix) == []
+    finally:
+        writer.close()
 
 
 # -- bad input ----------------------------------------------------------------------------------

@@ -347,7 +347,7 @@ def test_a_cutoff_lives_as_long_as_the_refresh_chains_it_voids(
         cutoff = writer.revoke_subject("zoe")
         version = writer.bump_session("zoe")
         r = server.client()
-        assert cutoff.expires_at == cutoff.not_before + 7200 + 60 == r.expiretime(prefix + "sub:zoe")
+        assert cutoff.expires_at == cutoff.not_before + 7200 + 60 + 60 == r.expiretime(prefix + "sub:zoe")  # + grace + clock margin
         assert r.ttl(prefix + "sv:zoe") > 7200  # from the server's clock, like every bump
         fresh = RevocationStore.from_url(server.url, prefix=prefix)  # a verifier started later
         try:
@@ -385,4 +385,33 @@ def test_the_cli_keeps_cutoffs_for_refresh_max_age(server: RedisServer) -> None:
     out = CliRunner().invoke(main, ["revoke-subject", "amy", "--refresh-max-age", "2d"], env=env)
     assert out.exit_code == 0, out.output
     listed = json.loads(CliRunner().invoke(main, ["revocations", "--json"], env=env).output)["subject_cutoffs"][0]
-    assert listed["expires_at"] - listed["not_before"] == 2 * 86400 + 60
+    assert listed["expires_at"] - listed["not_before"] == 2 * 86400 + 60 + 60  # + grace + clock margin
+
+
+# -- clocks: times from Redis's clock, a writer off it refused ------------------------------------
+
+
+@pytest.mark.parametrize("offset", ["-2m", "+2m"])
+def test_the_cli_on_a_host_off_redis_clock_writes_nothing(server: RedisServer, offset: str) -> None:
+    """`rotator revoke-subject` and `deny-token` under libfaketime two minutes off: exit 7 with
+    one line naming both clocks, nothing in Redis; with the right time the same command
+    writes a cutoff carrying Redis's time."""
+    import shutil
+
+    faketime = shutil.which("faketime")
+    assert faketime, "faketime (Debian package faketime) is missing: scripts/test-deps.sh installs it"
+    prefix = fresh_prefix()
+    env = {**os.environ, "ROTATOR_REVOCATION_URL": server.url, "ROTATOR_REVOCATION_PREFIX": prefix,
+           "DONT_FAKE_MONOTONIC": "1"}
+    cli = [sys.executable, "-m", "rotator.cli"]
+    off = subprocess.run([faketime, "-f", offset, *cli, "revoke-subject", "kim"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert off.returncode == 7 and len(off.stderr.strip().splitlines()) == 1, off.stderr
+    side = "behind" if offset.startswith("-") else "ahead of"
+    assert f"this host's clock is 120s {side} the clock of redis at 127.0.0.1:{server.port}" in off.stderr
+    assert "nothing was written" in off.stderr
+    assert list(server.client().scan_iter(match=prefix + "*")) == []
+    right = subprocess.run([*cli, "revoke-subject", "kim"], env=env, capture_output=True, text=True, timeout=60)
+    assert right.returncode == 0, right.stderr
+    revoked_at = int(server.client().get(prefix + "sub:kim").split()[0])
+    assert abs(revoked_at - server.client().time()[0]) <= 2

@@ -13,6 +13,7 @@ import redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from .._fs import read_secret_file
+from ..clocks import host_clock_error
 from ._records import (
     Cutoff,
     RevocationError,
@@ -146,6 +147,7 @@ class RevocationStore:
         target: str = "redis",
         password_source: str | None = None,
         session_lifetime: float | None = None,
+        max_clock_skew: float = 60.0,
     ) -> None:
         check_prefix(prefix)
         if not token_lifetime > 0 or not grace >= 0:
@@ -162,6 +164,11 @@ class RevocationStore:
         # signer that had not heard it yet would otherwise outlive the record.
         self.session_lifetime = max(self.token_lifetime, math.ceil(session_lifetime or 0))
         self.grace = math.ceil(grace)
+        # Times come from the Redis server's clock; a writer whose own clock is further off
+        # than this is refused (the rule rotating steps and signers use), and every record
+        # lives this much longer, for readers whose clocks are off by up to as much.
+        self.max_clock_skew = max_clock_skew
+        self.margin = math.ceil(max_clock_skew)
         self.target = target
         self.password_source = password_source
         self._clock = clock
@@ -182,6 +189,7 @@ class RevocationStore:
         token_lifetime: float = 3600.0,
         grace: float = 60.0,
         session_lifetime: float | None = None,
+        max_clock_skew: float = 60.0,
         connect_timeout: float = 2.0,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
@@ -218,6 +226,7 @@ class RevocationStore:
             token_lifetime=token_lifetime,
             grace=grace,
             session_lifetime=session_lifetime,
+            max_clock_skew=max_clock_skew,
             clock=clock,
             target=redis_target(url),
             password_source=source,
@@ -232,9 +241,9 @@ class RevocationStore:
         """Deny the token with id ``jti`` until its ``exp`` (plus grace); returns when Redis
         drops the record. A token already past exp + grace needs nothing and writes nothing."""
         jti = check_jti(jti)
-        now = self._clock()
+        now = self.server_time()
         exp_s = check_time(exp, "exp", now)
-        expires_at = exp_s + self.grace
+        expires_at = exp_s + self.grace + self.margin
         if expires_at <= now:
             return expires_at
         self._run(self._deny, f"jti:{jti}", exp_s, expires_at)
@@ -251,10 +260,10 @@ class RevocationStore:
         """Void every token of ``subject`` issued until now, or until ``until`` (a ban):
         tokens whose session started (orig_iat, else iat) before the cutoff are revoked."""
         subject = check_subject(subject)
-        now = self._clock()
+        now = self.server_time()
         revoked_at = math.ceil(now)
         not_before = revoked_at if until is None else max(revoked_at, check_time(until, "until", now))
-        expires_at = not_before + self.session_lifetime + self.grace
+        expires_at = not_before + self.session_lifetime + self.grace + self.margin
         value = self._run(self._cutoff, f"sub:{subject}", revoked_at, not_before, expires_at)
         r, n, x = (int(f) for f in value.split())
         return Cutoff(subject, r, n, x)
@@ -263,7 +272,7 @@ class RevocationStore:
         """Make ``subject``'s current session version obsolete; returns the new version, which
         new tokens must carry (``Signer`` stamps it). Versions increase but are not consecutive."""
         subject = check_subject(subject)
-        value = self._run(self._bump, f"sv:{subject}", self.session_lifetime + self.grace, extra_keys=("sv-last",))
+        value = self._run(self._bump, f"sv:{subject}", self.session_lifetime + self.grace + self.margin, extra_keys=("sv-last",))
         return int(value.split()[0])
 
     def session_version(self, subject: str) -> int | None:
@@ -271,6 +280,18 @@ class RevocationStore:
         subject = check_subject(subject)
         raw = self._call(self.client.get, self.prefix + f"sv:{subject}")
         return int(raw.split()[0]) if raw else None
+
+    def server_time(self) -> float:
+        """The Redis server's clock, which every record's times come from (as a bump's do), after
+        checking this host's clock agrees with it within ``max_clock_skew``: a host minutes
+        slow would leave tokens minted just before a password reset alive, a fast one would
+        skip denials of tokens still valid. Refused with the rule writers and signers use."""
+        seconds, micros = self._call(self.client.time)
+        server = float(seconds) + float(micros) / 1e6
+        error = host_clock_error(self._clock(), server, self.max_clock_skew, f"redis at {self.target}", "nothing was written")
+        if error is not None:
+            raise RevocationError(str(error))
+        return server
 
     # -- reads -------------------------------------------------------------------------------
 
