@@ -74,10 +74,13 @@ class ServerClock:
             return
 
     def now(self) -> float | None:
+        """The store's time now. ``Date`` gives whole seconds, so the server's time when it
+        answered lay in [date, date + 1): its midpoint is off by at most half a second, which
+        a tolerance of a second (the least max_clock_skew) absorbs."""
         if self._reading is None:
             return None
         server, seen = self._reading
-        return server + (time.monotonic() - seen)
+        return server + 0.5 + (time.monotonic() - seen)
 
 
 def get_object(s3: Any, bucket: str, key: str, clock: ServerClock | None = None) -> S3Object | None:
