@@ -10,7 +10,11 @@ Runs against a real SeaweedFS (``weed mini``, on loopback, started and stopped h
 - a signer process (``rotator.issuer.Signer``, through the proxy) signing continuously;
 - verifier processes fetching the published JWKS over HTTP straight from SeaweedFS (as a
   CDN would) and verifying every token twice: on arrival and just before it expires;
-- now and then an operator revokes a key that just retired (``rotator revoke``).
+- now and then an operator revokes a key that just retired (``rotator revoke``);
+- token revocations through a real redis-server (append-only file): a revoker denies live
+  tokens by jti and revokes subjects (logout everywhere) continuously, while Redis is
+  SIGKILLed and restarted from its append-only file, SIGSTOPped and continued; every
+  verifier follows it through a replica (``revocations=``, staleness bound 1.5 s).
 
 A poller reads the state and the JWKS every 0.25 s. Checks, each reported with its count
 of violations (all must be zero): no false rejection (a token rejected before exp that was
@@ -18,7 +22,9 @@ not revoked), no token accepted from a revoked key later than M + 1.5 s after th
 revocation, at most one activation per period, no state that fails validation, no key
 lost, the JWKS always holds the active key, the JWKS within ceil(W/P) + 2 keys. Figures:
 steps, activations, kills, injected faults by kind, tokens signed and verified, the worst
-publication delay. Exit 0 when every check holds.
+publication delay. Two more for token revocations: no token accepted later than the fleet's
+bound (the staleness bound, 1.5 s, plus 0.25 s) after its revocation was written, and none
+rejected as revoked that no revocation written before covers. Exit 0 when every check holds.
 """
 
 from __future__ import annotations
@@ -51,6 +57,13 @@ AUD = "soak"
 PASSPHRASE = "soak passphrase, not a secret"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "soak", "AWS_SECRET_ACCESS_KEY": "soak", "AWS_DEFAULT_REGION": "us-east-1"}
 REVOCATION_SLACK = M + 1.5  # a verifier's copy is at most M old, plus its fetch
+SUBJECTS = [f"soak-user-{i}" for i in range(8)]
+REDIS_PREFIX = "soak:"
+REVOCATION_STALENESS = 1.5  # the verifiers' revocation_max_staleness
+# A replica that accepts at t confirmed it was current at some c >= t - S; a write that
+# returned at R was published before R; so past R + S every replica rejects or fails closed.
+# The quarter second covers the ordering of the timestamps written by separate processes.
+TOKEN_REVOCATION_BOUND = REVOCATION_STALENESS + 0.25
 
 
 def _env(endpoint: str) -> dict[str, str]:
@@ -94,10 +107,12 @@ def signer_main(endpoint: str, out: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     refusals = 0
+    count = 0
     with open(out, "w") as fh:
         while not stop.is_set():
+            count += 1
             try:
-                token = signer.sign(subject="soak-user", audience=AUD)
+                token = signer.sign(subject=SUBJECTS[count % len(SUBJECTS)], audience=AUD)
             except RotatorError as e:
                 refusals += 1
                 fh.write(json.dumps({"refused": str(e)[:200], "at": time.time()}) + "\n")
@@ -107,7 +122,7 @@ def signer_main(endpoint: str, out: str) -> None:
             header, parts = decode_header(token, ("ES256",))
             claims = parse_claims(decode_segment(parts[1], "payload"))
             fh.write(json.dumps({"token": token, "kid": header["kid"], "jti": claims["jti"], "iat": claims["iat"],
-                                 "exp": claims["exp"], "at": time.time()}) + "\n")
+                                 "exp": claims["exp"], "sub": claims["sub"], "at": time.time()}) + "\n")
             fh.flush()
             stop.wait(0.05)
 
@@ -115,12 +130,16 @@ def signer_main(endpoint: str, out: str) -> None:
 # -- a verifier process ------------------------------------------------------------------------------
 
 
-def verifier_main(jwks_url: str, tokens_path: str, out: str) -> None:
-    from rotator.verifier import InvalidToken, KeysUnavailable, Verifier
+def verifier_main(jwks_url: str, tokens_path: str, out: str, redis_url: str) -> None:
+    from rotator.revocation import RevocationStore
+    from rotator.verifier import InvalidToken, KeysUnavailable, RevocationUnavailable, Verifier
 
     verifier = Verifier(
         jwks_url, issuer=ISS, audience=AUD, allow_http=True, leeway=L, min_max_age=0.5, max_max_age=M,
         unknown_kid_cooldown=1.0, timeout=2.0, connect_timeout=1.0,
+        revocations=RevocationStore.from_url(redis_url, prefix=REDIS_PREFIX, token_lifetime=T, grace=L,
+                                             connect_timeout=0.5, timeout=0.5),
+        revocation_max_staleness=REVOCATION_STALENESS,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -136,6 +155,8 @@ def verifier_main(jwks_url: str, tokens_path: str, out: str) -> None:
                 outcome = e.code
             except KeysUnavailable:
                 outcome = "keys_unavailable"
+            except RevocationUnavailable:
+                outcome = "revocation_unavailable"
             results.write(json.dumps({"jti": jti, "phase": phase, "outcome": outcome, "at": time.time()}) + "\n")
 
         while not stop.is_set():
@@ -167,6 +188,7 @@ def verifier_main(jwks_url: str, tokens_path: str, out: str) -> None:
 class Soak:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         from tests.faultproxy import FaultProxy
+        from tests.redis_server import RedisServer
         from tests.seaweed import SeaweedServer, weed_version
 
         self.args = args
@@ -178,6 +200,17 @@ class Soak:
         self.direct = self.weed.client()
         self.direct.create_bucket(Bucket=BUCKET)
         self.proxy = FaultProxy("127.0.0.1", int(self.weed.endpoint.rsplit(":", 1)[1]))
+        # Token revocations: a real redis-server with its append-only file (fsync always), so
+        # a SIGKILL and restart loses nothing; the verifiers follow it through replicas.
+        self.redis = RedisServer(tmp / "redis", appendonly=True).start()
+        self.redis_faults = {"kill_restart": 0, "stop_continue": 0}
+        # jti -> (write sent, write returned); sub -> [(sent, returned, not_before)]; and the
+        # writes that failed, which may or may not have landed (their tokens are left out).
+        self.denials: dict[str, tuple[float, float]] = {}
+        self.cutoffs: dict[str, list[tuple[float, float, int]]] = {}
+        self.uncertain_jtis: set[str] = set()
+        self.uncertain_subjects: dict[str, list[float]] = {}  # sub -> when failed writes were sent
+        self.revocation_write_failures = 0
         self.proxied = f"http://127.0.0.1:{self.proxy.port}"
         self.jwks_url = f"{self.weed.endpoint}/{BUCKET}/public/jwks.json"
         self.stop = threading.Event()
@@ -193,6 +226,7 @@ class Soak:
         self.revocation_reasons: dict[str, int] = {}
         self.violations: dict[str, list[str]] = {
             "false_rejection": [], "accepted_after_revocation": [], "two_activations_in_a_period": [],
+            "token_accepted_after_revocation": [], "token_rejected_not_revoked": [],
             "state_fails_validation": [], "key_lost": [], "jwks_lacks_active_key": [], "jwks_over_bound": [],
         }
         self.state_seen: dict[str, float] = {}
@@ -239,6 +273,67 @@ class Soak:
             self.proxy.resume()
             self.proxy.drop(False)
             self.proxy.error(None)
+
+    def redis_chaos(self) -> None:
+        """redis-server SIGKILLed and restarted from its append-only file, or SIGSTOPped and
+        continued, every few seconds."""
+        while not self.stop.wait(self.rng.uniform(4.0, 9.0)):
+            if self.rng.random() < 0.5:
+                self.redis.kill()
+                self.stop.wait(self.rng.uniform(0.3, 2.0))
+                self.redis.start()
+                self.redis_faults["kill_restart"] += 1
+            else:
+                self.redis.pause()
+                self.stop.wait(self.rng.uniform(0.3, 2.5))
+                self.redis.resume()
+                self.redis_faults["stop_continue"] += 1
+
+    def revoker(self, tokens: Path) -> None:
+        """Deny live tokens by jti, and now and then revoke a subject (logout everywhere),
+        recording when each write was sent and when it returned."""
+        from rotator.revocation import RevocationError, RevocationStore
+
+        store = RevocationStore.from_url(self.redis.url, prefix=REDIS_PREFIX, token_lifetime=T, grace=L,
+                                         connect_timeout=0.5, timeout=0.5, check=False)
+        offset = 0
+        live: list[dict[str, Any]] = []
+        writes = 0
+        while not self.stop.wait(self.rng.uniform(0.2, 0.6)):
+            try:
+                with open(tokens) as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                continue
+            complete = chunk[: chunk.rfind("\n") + 1]
+            offset += len(complete.encode())
+            live.extend(e for e in map(json.loads, complete.splitlines()) if "token" in e)
+            now = time.time()
+            # Tokens with most of their life ahead, so each is verified again (just before exp)
+            # well past the fleet's bound after its revocation.
+            live = [e for e in live if e["exp"] > now + T - 0.5][-200:]
+            if not live:
+                continue
+            writes += 1
+            sent = time.time()
+            if writes % 8 == 0:
+                sub = self.rng.choice(SUBJECTS)
+                try:
+                    cutoff = store.revoke_subject(sub)
+                    self.cutoffs.setdefault(sub, []).append((sent, time.time(), cutoff.not_before))
+                except RevocationError:
+                    self.revocation_write_failures += 1
+                    self.uncertain_subjects.setdefault(sub, []).append(sent)
+            else:
+                entry = self.rng.choice(live)
+                try:
+                    store.deny(entry["jti"], entry["exp"])
+                    self.denials.setdefault(entry["jti"], (sent, time.time()))
+                except RevocationError:
+                    self.revocation_write_failures += 1
+                    self.uncertain_jtis.add(entry["jti"])
+        store.close()
 
     def killer(self) -> None:
         while not self.stop.wait(self.rng.uniform(3.0, 10.0)):
@@ -347,9 +442,10 @@ class Soak:
             self.start_daemon(i)
         tokens = self.tmp / "tokens.jsonl"
         signer = self.spawn("signer", self.proxied, str(tokens))
-        verifiers = [self.spawn("verifier", self.jwks_url, str(tokens), str(self.tmp / f"results{v}.jsonl"))
+        verifiers = [self.spawn("verifier", self.jwks_url, str(tokens), str(self.tmp / f"results{v}.jsonl"), self.redis.url)
                      for v in range(self.args.verifiers)]
-        threads = [threading.Thread(target=f, daemon=True) for f in (self.chaos, self.killer, self.poller)]
+        threads = [threading.Thread(target=f, daemon=True) for f in (self.chaos, self.killer, self.poller, self.redis_chaos)]
+        threads.append(threading.Thread(target=self.revoker, args=(tokens,), daemon=True))
         for t in threads:
             t.start()
         time.sleep(self.args.duration)
@@ -377,6 +473,7 @@ class Soak:
                 proc.wait(timeout=30)
         self.proxy.close()
         self.weed.stop()
+        self.redis.stop()
         return self.report(tokens, started)
 
     def _implicated(self) -> list[str]:
@@ -386,6 +483,40 @@ class Soak:
             for text in found:
                 kids.update(word for word in text.split() if word in self.timeline)
         return sorted(kids)
+
+    def token_revoked(self, token: dict[str, Any]) -> tuple[float, float] | None:
+        """(sent, returned) of the earliest revocation write that covers ``token``: a denial of
+        its jti, or a cutoff of its subject after its iat. None when none does."""
+        covering = []
+        if token["jti"] in self.denials:
+            covering.append(self.denials[token["jti"]])
+        for sent, returned, not_before in self.cutoffs.get(token["sub"], []):
+            if token["iat"] < not_before:
+                covering.append((sent, returned))
+        return min(covering) if covering else None
+
+    def token_revocation_violation(self, token: dict[str, Any], r: dict[str, Any]) -> bool:
+        """Judge one verification against the token revocations written. True when it is
+        settled here (a violation recorded, or a token a failed write may have touched)."""
+        # A write that failed (a timeout while redis-server was stopped) may still land when it
+        # continues: the tokens it would cover get no verdict either way.
+        if token["jti"] in self.uncertain_jtis or any(
+            token["iat"] < sent + 2 for sent in self.uncertain_subjects.get(token["sub"], [])
+        ):
+            return r["outcome"] in ("revoked", "ok")
+        revoked = self.token_revoked(token)
+        if r["outcome"] == "ok":
+            if revoked is not None and r["at"] > revoked[1] + TOKEN_REVOCATION_BOUND:
+                self.violations["token_accepted_after_revocation"].append(
+                    f"{r['jti']} ({token['sub']}) accepted {r['at'] - revoked[1]:.2f}s after its revocation returned")
+            return False
+        if r["outcome"] == "revoked":
+            if revoked is None or r["at"] < revoked[0]:
+                self.violations["token_rejected_not_revoked"].append(
+                    f"{r['jti']} ({token['sub']}, iat {token['iat']}) rejected as revoked at {r['at']:.2f}"
+                    + (f", before its revocation was sent at {revoked[0]:.2f}" if revoked else ", never revoked"))
+            return True
+        return False
 
     def report(self, tokens_path: Path, started: float) -> dict[str, Any]:
         signed: dict[str, dict[str, Any]] = {}
@@ -398,13 +529,19 @@ class Soak:
                 refusals += 1
         checks = 0
         unverified = set(signed)
+        outcomes: dict[str, int] = {}
         for v in range(self.args.verifiers):
             for line in (self.tmp / f"results{v}.jsonl").read_text().splitlines():
                 r = json.loads(line)
                 token = signed[r["jti"]]
                 unverified.discard(r["jti"])
                 checks += 1
+                outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+                if self.token_revocation_violation(token, r):
+                    continue
                 revoked_at = self.revocations.get(token["kid"])
+                if r["outcome"] in ("revoked", "revocation_unavailable"):
+                    continue  # token revocation's own outcomes, judged above (503 is fail-closed by design)
                 if r["outcome"] == "ok":
                     if revoked_at is not None and r["at"] > revoked_at + REVOCATION_SLACK:
                         self.violations["accepted_after_revocation"].append(
@@ -438,6 +575,11 @@ class Soak:
                 "revocations_requested": self.revoke_requests,
                 # Revocations the CLI reported done that the state never showed: must be 0.
                 "revocations_unrecorded": len(self.revoked_by_operator - set(self.revocations)),
+                "token_denials_written": len(self.denials),
+                "subject_cutoffs_written": sum(len(c) for c in self.cutoffs.values()),
+                "revocation_writes_failed": self.revocation_write_failures,
+                "redis_faults": dict(self.redis_faults),
+                "outcomes": outcomes,
                 "tokens_signed": len(signed),
                 "tokens_of_revoked_keys": revoked_tokens,
                 "signer_refusals": refusals,
@@ -463,7 +605,7 @@ def main() -> int:
         signer_main(*sys.argv[2:4])
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "verifier":
-        verifier_main(*sys.argv[2:5])
+        verifier_main(*sys.argv[2:6])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of chaos")

@@ -622,20 +622,9 @@ def _revocation_options(func: F) -> F:
 
 
 def _revocation_store(settings: Settings) -> Any:
-    if not settings.revocation_url:
-        raise ConfigError("revocation_url is not set (--revocation-url or ROTATOR_REVOCATION_URL)")
-    from .revocation import RevocationStore
+    from .revocation import store_for
 
-    policy = settings.policy
-    return RevocationStore.from_url(
-        settings.revocation_url,
-        password_file=settings.revocation_password_file,
-        prefix=settings.revocation_prefix,
-        token_lifetime=policy.token_lifetime,
-        grace=max(policy.leeway, policy.refresh_grace),
-        session_lifetime=policy.refresh_max_age,
-        max_clock_skew=policy.max_clock_skew,
-    )
+    return store_for(settings)
 
 
 def _when(text: str, name: str) -> float:
@@ -744,6 +733,7 @@ def revocations_cmd(as_json: bool, **kwargs: Any) -> None:
     click.echo(
         f"{len(tables.denied)} denied jtis, {len(tables.cutoffs)} subject cutoffs, "
         f"{len(tables.versions)} session versions"
+        + (f", {len(tables.malformed)} malformed records (skipped by every replica)" if tables.malformed else "")
     )
     for jti, expires in sorted(tables.denied.items()):
         click.echo(f"jti      {_shown(jti)}  until {_iso(expires)}")
@@ -751,6 +741,8 @@ def revocations_cmd(as_json: bool, **kwargs: Any) -> None:
         click.echo(f"subject  {_shown(c.subject)}  issued before {_iso(c.not_before)}  until {_iso(c.expires_at)}")
     for v in sorted(tables.versions.values(), key=lambda v: v.subject):
         click.echo(f"session  {_shown(v.subject)}  version {v.version}  until {_iso(v.expires_at)}")
+    for key, problem in sorted(tables.malformed.items()):
+        click.echo(f"malformed  {_shown(key)}  {problem}")
 
 
 def _shown(text: str) -> str:

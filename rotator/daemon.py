@@ -107,8 +107,20 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    def _follow_revocations(self) -> None:
+        """With revocation_url set, follow the revocation Redis, for /metrics and /healthz."""
+        if not self.settings.revocation_url or self.metrics.revocations is not None:
+            return
+        from .revocation import RevocationError, store_for
+
+        try:
+            self.metrics.revocations = store_for(self.settings).replica()
+        except RevocationError as e:
+            log_event(self.log, "daemon.revocations_unavailable", logging.WARNING, error=e)
+
     def run(self) -> int:
         self._install_signal_handlers()
+        self._follow_revocations()
         if self.options.metrics_port is not None:
             self._start_http()
         log_event(
@@ -311,6 +323,7 @@ class Daemon:
                         "active_kid": active.kid if active else None,
                         "last_success": daemon.metrics.last_success_at,
                         "consecutive_failures": daemon._failures,
+                        "warnings": daemon.metrics.revocation_warnings(),
                     }
                     self._send(503 if problems else 200, json.dumps(body).encode() + b"\n", "application/json")
                 else:

@@ -99,9 +99,23 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     state: State | None = None
     policy: Policy | None = None
+    revocations: Any = None  # the revocation replica, when revocation_url is set
 
     def __post_init__(self) -> None:
         r = self.registry
+        self.revocation_age = Gauge(
+            "rotator_revocation_replica_age_seconds",
+            "Seconds since the revocation replica last confirmed it holds every change (absent without revocation).",
+            registry=r,
+        )
+        self.revocation_malformed = Gauge(
+            "rotator_revocation_malformed_records", "Records in Redis under the prefix that no replica can read.", registry=r
+        )
+        self.revocation_losses = Gauge(
+            "rotator_revocation_dataset_losses",
+            "Times the revocation Redis was found to have lost its dataset since this process started.",
+            registry=r,
+        )
         self.keys = Gauge("rotator_keys", "Keys in the key set by lifecycle state.", ["state"], registry=r)
         self.active_key_age = Gauge("rotator_active_key_age_seconds", "Seconds since the active key started signing.", registry=r)
         self.next_due = Gauge("rotator_next_due_seconds", "Seconds until the next due lifecycle action (negative: late).", registry=r)
@@ -240,7 +254,17 @@ class Metrics:
             problems.append(f"clock skew of {skew:.0f}s: {what}")
         return problems
 
+    def revocation_warnings(self) -> list[str]:
+        """The revocation replica's problems; reported by /healthz without failing it (a lost
+        dataset or a malformed record is not something restarting the daemon mends)."""
+        return list(self.revocations.problems()) if self.revocations is not None else []
+
     def render(self) -> bytes:
+        replica = self.revocations
+        if replica is not None:
+            self.revocation_age.set(min(replica.age(), 1e9))
+            self.revocation_malformed.set(len(replica.tables.malformed))
+            self.revocation_losses.set(replica.dataset_losses)
         return generate_latest(self.registry)
 
     def write_textfile(self, path: str | Path) -> None:

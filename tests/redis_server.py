@@ -75,7 +75,7 @@ class RedisServer:
                     raise RuntimeError(f"redis-server did not start on port {self.port}:\n{log}")
                 time.sleep(0.02)
 
-    def client(self, **kwargs: Any) -> "redis.Redis[bytes]":
+    def client(self, **kwargs: Any) -> "redis.Redis":
         if self.tls:
             kwargs.update(ssl=True, ssl_ca_certs=self.tls[0])
         return redis.Redis(

@@ -91,7 +91,9 @@ class NotifySocket:
 
 
 class RunningDaemon:
-    def __init__(self, tmp: Path, *extra: str, log_format: str = "json", watchdog_usec: int = 1_000_000) -> None:
+    def __init__(
+        self, tmp: Path, *extra: str, log_format: str = "json", watchdog_usec: int = 1_000_000, env: dict[str, str] | None = None
+    ) -> None:
         self.tmp = tmp
         self.keystore = tmp / "keystore"
         self.public = tmp / "public"
@@ -107,6 +109,7 @@ class RunningDaemon:
             NOTIFY_SOCKET=str(self.notify.path),
             WATCHDOG_USEC=str(watchdog_usec),
         )
+        self.env.update(env or {})
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [*ROTATOR, "run", *SHORT, "--metrics-port", str(self.port), "--log-format", log_format, *extra],
@@ -534,3 +537,37 @@ def test_metrics_endpoint_on_every_address_answers_ipv4_and_ipv6(make_rotator: C
         assert daemon._http is not None
         daemon._http.shutdown()
         daemon._http.server_close()
+
+
+def test_daemon_follows_the_revocation_redis_in_metrics_and_health(
+    daemon_factory: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    """With revocation_url set, the daemon follows the revocation Redis: its replica's age,
+    malformed records and dataset losses are metrics, and its problems are /healthz
+    warnings (200 still: restarting the daemon mends neither). A redis-server restarted
+    without its data shows as a loss."""
+    from .redis_server import RedisServer
+
+    redis_srv = RedisServer(tmp_path / "redis").start()
+    try:
+        d = daemon_factory(env={"ROTATOR_REVOCATION_URL": redis_srv.url, "ROTATOR_REVOCATION_PREFIX": "d:"})
+        wait_for(lambda: d.notify.has("READY=1"), what="READY=1")
+        values = metrics(d.port)
+        assert values["rotator_revocation_dataset_losses"] == 0 and values["rotator_revocation_malformed_records"] == 0
+        assert values["rotator_revocation_replica_age_seconds"] < 5
+        redis_srv.stop()
+        redis_srv.start()
+        wait_for(lambda: metrics(d.port)["rotator_revocation_dataset_losses"] == 1, timeout=20, what="the loss counted")
+        status, body = http_get(f"http://127.0.0.1:{d.port}/healthz")
+        health = json.loads(body)
+        assert status == 200 and health["status"] == "ok"
+        assert any("lost its dataset 1 time(s)" in w for w in health["warnings"]), health
+        # A record another writer version wrote, announced as writers do.
+        redis_srv.client().set("d:sub:bad", "x y z")
+        redis_srv.client().publish("d:changes@db0", "sub:bad\nx y z")
+        wait_for(lambda: metrics(d.port)["rotator_revocation_malformed_records"] == 1, timeout=20, what="the malformed record")
+        assert any("1 malformed revocation record(s)" in w for w in json.loads(http_get(f"http://127.0.0.1:{d.port}/healthz")[1])["warnings"])
+        assert '"event":"daemon.revocations_unavailable"' not in d.log()
+        assert d.stop() == 0
+    finally:
+        redis_srv.stop()

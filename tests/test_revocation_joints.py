@@ -415,3 +415,106 @@ def test_the_cli_on_a_host_off_redis_clock_writes_nothing(server: RedisServer, o
     assert right.returncode == 0, right.stderr
     revoked_at = int(server.client().get(prefix + "sub:kim").split()[0])
     assert abs(revoked_at - server.client().time()[0]) <= 2
+
+
+# -- silence: malformed records and a lost dataset are said, counted and shown ------------------
+
+
+def test_malformed_records_are_logged_once_counted_and_listed(
+    server: RedisServer, jwks: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records written by hand (or by another version) that this one cannot read: each is
+    logged once however often the replica reloads, counted in the verifier's health and the
+    replica, listed by `rotator revocations` with what is wrong, and never applied. Values
+    that make no sense (a negative or zero time, times out of order) are malformed too,
+    not listed as in force."""
+    import logging
+
+    from click.testing import CliRunner
+
+    from rotator.cli import main
+
+    key, srv = jwks
+    prefix = fresh_prefix()
+    r = server.client()
+    bad = {
+        "jti:letters": "abc def",
+        "sub:negative": "-5 10 20",
+        "sub:backwards": "1796000000 1795000000 1797000000",
+        "sv:short": "5 6",
+        "sv:zero": "0 1796000000 1797000000",
+        "weird:kind": "1",
+    }
+    for suffix, value in bad.items():
+        r.set(prefix + suffix, value)
+    store = RevocationStore.from_url(server.url, prefix=prefix)
+    store.revoke_subject("good")
+    try:
+        with caplog.at_level(logging.WARNING, logger="rotator.revocation"):
+            v = Verifier(srv.url, allow_http=True, revocations=store)
+            replica = v.revocations
+            assert set(replica.tables.malformed) == set(bad)
+            assert "negative" not in replica.tables.cutoffs and "backwards" not in replica.tables.cutoffs
+            assert list(replica.tables.cutoffs) == ["good"]
+            # One heard over pub/sub, as an older or newer writer would send it.
+            r.publish(store.channel, "sub:heard\nnot numbers")
+            wait_for(lambda: "sub:heard" in replica.tables.malformed, what="the published malformed record")
+            # A resync (the subscription connection dropped) loads them all again: no new log lines.
+            loads = replica.loads
+            r.client_kill_filter(_type="pubsub")
+            wait_for(lambda: replica.loads > loads, what="a resync")
+        logged = [m for m in caplog.messages if m.startswith("malformed revocation record")]
+        assert len(logged) == len(bad) + 1, logged
+        assert any(f"'{prefix}sub:negative'" in m and "not 3 non-negative integers" in m for m in logged)
+        health = v.health()
+        assert f"{len(bad)} malformed revocation record(s) skipped (see `rotator revocations`)" in health
+        env = {"ROTATOR_REVOCATION_URL": server.url, "ROTATOR_REVOCATION_PREFIX": prefix}
+        listed = CliRunner().invoke(main, ["revocations"], env=env)
+        assert listed.exit_code == 0, listed.output
+        assert f"1 subject cutoffs, 0 session versions, {len(bad)} malformed records" in listed.output
+        assert "malformed  sub:backwards  times out of order" in listed.output
+        as_json = json.loads(CliRunner().invoke(main, ["revocations", "--json"], env=env).output)
+        assert {m["key"] for m in as_json["malformed"]} == set(bad)
+        # A verify still works, and the good record still applies.
+        assert rejected(v, token(key, "good", iat=int(time.time()) - 10))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("appendonly", [False, True])
+def test_a_redis_that_lost_its_dataset_is_said_loudly(
+    tmp_path: Path, jwks: Any, caplog: pytest.LogCaptureFixture, appendonly: bool
+) -> None:
+    """redis-server restarted on the same port: without its data (no append-only file) the
+    replica resynchronises and says every revocation was lost (an error in the log, a count,
+    the verifier's health); with the append-only file the same restart is silent (a new
+    run_id, but the prefix's marker came back with the data)."""
+    import logging
+
+    key, srv = jwks
+    redis_srv = RedisServer(tmp_path / "redis", appendonly=appendonly).start()
+    prefix = fresh_prefix()
+    store = RevocationStore.from_url(redis_srv.url, prefix=prefix)
+    try:
+        v = Verifier(srv.url, allow_http=True, revocations=store)
+        replica = v.revocations
+        store.revoke_subject("lost")
+        before = replica.run_id
+        loads = replica.loads
+        with caplog.at_level(logging.ERROR, logger="rotator.revocation"):
+            redis_srv.stop()
+            redis_srv.start()
+            wait_for(lambda: replica.loads > loads and replica.age() < 1, timeout=15, what="the resync")
+        assert replica.run_id != before
+        lost = [m for m in caplog.messages if "lost its dataset" in m]
+        if appendonly:
+            assert replica.dataset_losses == 0 and lost == [] and v.health() == []
+            assert "lost" in replica.tables.cutoffs
+        else:
+            assert replica.dataset_losses == 1 and len(lost) == 1
+            assert f"run_id {before} -> {replica.run_id}" in lost[0] and "every revocation written before is gone" in lost[0]
+            assert any("lost its dataset 1 time(s)" in p for p in v.health())
+            assert "lost" not in replica.tables.cutoffs
+    finally:
+        store.close()
+        redis_srv.stop()

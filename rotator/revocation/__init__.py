@@ -36,7 +36,29 @@ __all__ = [
     "MAX_AHEAD",
     "MAX_ID_LENGTH",
     "check_url",
+    "store_for",
 ]
+
+
+def store_for(settings: Any) -> "RevocationStore":
+    """The store the settings name (``rotator.config.Settings``), with the policy's lifetimes:
+    what the CLI writes through and the daemon follows."""
+    if not settings.revocation_url:
+        from ..errors import ConfigError
+
+        raise ConfigError("revocation_url is not set (--revocation-url or ROTATOR_REVOCATION_URL)")
+    store_class = __getattr__("RevocationStore")
+    policy = settings.policy
+    store: RevocationStore = store_class.from_url(
+        settings.revocation_url,
+        password_file=settings.revocation_password_file,
+        prefix=settings.revocation_prefix,
+        token_lifetime=policy.token_lifetime,
+        grace=max(policy.leeway, policy.refresh_grace),
+        session_lifetime=policy.refresh_max_age,
+        max_clock_skew=policy.max_clock_skew,
+    )
+    return store
 
 
 def __getattr__(name: str) -> Any:

@@ -142,55 +142,97 @@ def check_url(url: str) -> None:
         raise RevocationInputError(f"revocation_url has a bad port: {e}") from e
 
 
+# Keys under a prefix that are not records: the session-version high-water mark, and the
+# marker that tells a Redis that lost its dataset from one that restarted with it.
+NOT_RECORDS = frozenset({"sv-last", "dataset"})
+_FIELDS = {"jti": 2, "sub": 3, "sv": 3}
+
+
+def record_problem(kind: str, ident: str, value: str | None) -> str | None:
+    """What keeps ``{kind}:{ident}`` = ``value`` from being a record this version reads, or None."""
+    if kind not in _FIELDS:
+        return f"unknown record kind {kind!r}"
+    if not ident:
+        return "no id after the kind"
+    if value is None:
+        return None
+    parts = value.split()
+    if len(parts) != _FIELDS[kind] or not all(p.isascii() and p.isdigit() for p in parts):
+        return f"value is not {_FIELDS[kind]} non-negative integers"
+    fields = [int(p) for p in parts]
+    if any(f == 0 for f in fields):
+        return "a time or version of 0"
+    if kind == "jti" and fields[1] < fields[0]:
+        return "expires before the token's exp"
+    if kind == "sub" and not fields[0] <= fields[1] <= fields[2]:
+        return "times out of order (revoked_at <= not_before <= expires_at)"
+    if kind == "sv" and fields[2] < fields[1]:
+        return "expires before it was bumped"
+    return None
+
+
 class Tables:
     """What a replica holds: jti -> expires_at, sub -> Cutoff, sub -> SessionVersion.
 
     Writers (the replica's thread, and a store applying its own write) hold the replica's
     lock; readers take single dict lookups without it."""
 
-    __slots__ = ("denied", "cutoffs", "versions")
+    __slots__ = ("denied", "cutoffs", "versions", "malformed")
 
     def __init__(self) -> None:
         self.denied: dict[str, int] = {}
         self.cutoffs: dict[str, Cutoff] = {}
         self.versions: dict[str, SessionVersion] = {}
+        # Keys under the prefix that hold no record this version can read (written by hand, or
+        # by an older or newer writer), with what is wrong: skipped, never guessed at.
+        self.malformed: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.denied) + len(self.cutoffs) + len(self.versions)
 
-    def apply(self, suffix: str, value: str | None) -> None:
+    def apply(self, suffix: str, value: str | None) -> str | None:
         """Merge the record stored under ``{prefix}{suffix}`` by the writers' own rule, the
         later of each time (the higher version) wins, so changes heard out of order, twice,
-        or from a writer's own apply never undo a newer one; ``value`` None drops it."""
+        or from a writer's own apply never undo a newer one; ``value`` None drops it.
+
+        Returns what is wrong with a record that cannot be read (and keeps it in
+        ``malformed``), else None."""
         kind, _, ident = suffix.partition(":")
-        try:
-            fields = [int(f) for f in value.split()] if value is not None else None
-        except ValueError:
-            return  # not a record this version writes; ignore it rather than guess
+        if suffix in NOT_RECORDS:
+            return None
+        if value is None:
+            self.malformed.pop(suffix, None)
+        problem = record_problem(kind, ident, value)
+        if problem is not None:
+            self.malformed[suffix] = problem
+            return problem
+        self.malformed.pop(suffix, None)
+        fields = [int(f) for f in value.split()] if value is not None else None
         if kind == "jti":
             if fields is None:
                 self.denied.pop(ident, None)
-            elif len(fields) == 2:
+            else:
                 self.denied[ident] = max(fields[1], self.denied.get(ident, fields[1]))
         elif kind == "sub":
             if fields is None:
                 self.cutoffs.pop(ident, None)
-            elif len(fields) == 3:
+            else:
                 old = self.cutoffs.get(ident)
                 if old is not None:
                     fields = [max(a, b) for a, b in zip(fields, (old.revoked_at, old.not_before, old.expires_at))]
                 self.cutoffs[ident] = Cutoff(ident, *fields)
-        elif kind == "sv":
-            if fields is None:
-                self.versions.pop(ident, None)
-            elif len(fields) == 3:
-                current = self.versions.get(ident)
-                if current is None or fields[0] >= current.version:
-                    self.versions[ident] = SessionVersion(ident, *fields)
+        elif fields is None:
+            self.versions.pop(ident, None)
+        else:
+            current = self.versions.get(ident)
+            if current is None or fields[0] >= current.version:
+                self.versions[ident] = SessionVersion(ident, *fields)
+        return None
 
     def pruned(self, now: float) -> "Tables":
         """A copy without the records that expired (Redis drops the keys at the same time)."""
         fresh = Tables()
+        fresh.malformed = dict(self.malformed)
         fresh.denied = {j: x for j, x in self.denied.items() if x > now}
         fresh.cutoffs = {s: c for s, c in self.cutoffs.items() if c.expires_at > now}
         fresh.versions = {s: v for s, v in self.versions.items() if v.expires_at > now}
@@ -207,6 +249,7 @@ class Tables:
                 {"subject": v.subject, "version": v.version, "bumped_at": v.bumped_at, "expires_at": v.expires_at}
                 for v in sorted(self.versions.values(), key=lambda v: v.subject)
             ],
+            "malformed": [{"key": k, "problem": p} for k, p in sorted(self.malformed.items())],
         }
 
 

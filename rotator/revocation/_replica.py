@@ -56,6 +56,14 @@ class Replica:
         self.messages = 0
         self.last_load_seconds: float | None = None
         self.last_error: str | None = None
+        # Malformed records already logged (once each, however often they are loaded again).
+        self._logged_malformed: set[str] = set()
+        # The dataset Redis holds: its run_id and the prefix's marker, as of the last load. A
+        # marker that vanished means Redis lost every record (restarted empty, flushed).
+        self.run_id: str | None = None
+        self.marker: str | None = None
+        self.dataset_losses = 0
+        self.dataset_lost_at: float | None = None  # wall-clock time the last loss was detected
         self.closed = False
         self._clock = store._clock
         self._stop = threading.Event()
@@ -171,10 +179,12 @@ class Replica:
                 raise RedisError(f"unexpected answer to SUBSCRIBE: {reply!r}")
             sent = time.monotonic()
             started = time.perf_counter()
+            self._check_dataset()
             tables = self.store.load(self._loader)
             self.last_load_seconds = time.perf_counter() - started
             with self.lock:  # a load replaces: what it lacks, Redis no longer holds
                 self.tables = tables
+            self._log_malformed(tables.malformed)
             self.loads += 1
             while conn.can_read(timeout=0):
                 self._handle(conn.read_response())
@@ -253,4 +263,48 @@ class Replica:
     def apply(self, suffix: str, value: str) -> None:
         """Merge one record (a change heard, or the store's own write) by the writers' rule."""
         with self.lock:
-            self.tables.apply(suffix, value)
+            problem = self.tables.apply(suffix, value)
+        if problem is not None:
+            self._log_malformed({suffix: problem})
+
+    def _log_malformed(self, malformed: Mapping[str, str]) -> None:
+        for suffix, problem in malformed.items():
+            if suffix not in self._logged_malformed:
+                self._logged_malformed.add(suffix)
+                log.warning(
+                    "malformed revocation record %r at redis %s: %s; skipped (see `rotator revocations`)",
+                    self.store.prefix + suffix, self.store.target, problem,
+                )
+
+    def _check_dataset(self) -> None:
+        """Before each load: is this the dataset the last load read? Redis's run_id changes on
+        every restart; the prefix's marker (a key without expiry) survives one only with the
+        data (an append-only file, a replica promoted). A marker gone since the last load
+        means every revocation was lost: said loudly, counted, and shown in health."""
+        run_id = str(self._loader.info("server").get("run_id", ""))
+        marker = self.store.ensure_marker(self._loader)
+        if self.marker is not None and marker != self.marker:
+            self.dataset_losses += 1
+            self.dataset_lost_at = self._clock()
+            log.error(
+                "redis at %s lost its dataset (run_id %s -> %s, the marker of prefix %s is gone): every "
+                "revocation written before is gone; tokens they voided are accepted again until they expire. "
+                "Run redis with appendonly yes, and write the revocations again",
+                self.store.target, self.run_id, run_id, self.store.prefix,
+            )
+        self.run_id, self.marker = run_id, marker
+
+    def problems(self, max_staleness: float = 30.0) -> list[str]:
+        """What a health check should say about this replica (empty when all is well)."""
+        out: list[str] = []
+        stale = self.staleness(max_staleness)
+        if stale is not None:
+            out.append(str(stale))
+        if self.dataset_lost_at is not None:
+            out.append(
+                f"redis at {self.store.target} lost its dataset {self.dataset_losses} time(s), last at "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.dataset_lost_at))}: revocations written before were lost"
+            )
+        if self.tables.malformed:
+            out.append(f"{len(self.tables.malformed)} malformed revocation record(s) skipped (see `rotator revocations`)")
+        return out

@@ -293,6 +293,15 @@ class RevocationStore:
             raise RevocationError(str(error))
         return server
 
+    def ensure_marker(self, client: "redis.Redis | None" = None) -> str:
+        """The prefix's dataset marker (``{prefix}dataset``, no expiry), made if missing: a
+        replica that finds it gone since its last load knows Redis lost every record."""
+        client = client or self.client
+        key = self.prefix + "dataset"
+        client.set(key, os.urandom(12).hex(), nx=True)
+        value = client.get(key)
+        return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
     # -- reads -------------------------------------------------------------------------------
 
     def ping(self) -> None:

@@ -182,6 +182,7 @@ class Verifier:
 
             checks = [both]
         self._check_revocation = checks[0] if checks else None
+        self._revocation_max_staleness = revocation_max_staleness
         self._headers: dict[str, str] = {}
         self._results: dict[bytes, _Result] | None = {} if result_cache_size else None
         self._result_cache_size = result_cache_size
@@ -225,6 +226,18 @@ class Verifier:
     def stats(self) -> CacheStats:
         """Fetch counters and the key set's age; for metrics and health checks."""
         return self._keys.stats()
+
+    def health(self) -> list[str]:
+        """What a health check should report (empty: all is well): the last JWKS fetch error
+        while the key set is stale, and the revocation replica's problems (not confirmed
+        current, a Redis that lost its dataset, malformed records skipped)."""
+        out: list[str] = []
+        stats = self._keys.stats()
+        if stats.fresh_for is not None and stats.fresh_for < 0 and stats.last_error:
+            out.append(f"key set stale for {-stats.fresh_for:.0f}s: {stats.last_error}")
+        if self.revocations is not None and hasattr(self.revocations, "problems"):
+            out.extend(self.revocations.problems(self._revocation_max_staleness))
+        return out
 
     # -- internals ---------------------------------------------------------------------
 
