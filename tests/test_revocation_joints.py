@@ -518,3 +518,21 @@ def test_a_redis_that_lost_its_dataset_is_said_loudly(
     finally:
         store.close()
         redis_srv.stop()
+
+
+def test_deny_claims_takes_the_verified_claims_of_the_callers_token(jwks: Any, server: RedisServer) -> None:
+    """A logout endpoint denies the token it just verified, from the claims verify returned:
+    that token is rejected at once and another of the same user is not; claims without a
+    jti are refused with one line."""
+    key, srv = jwks
+    store = RevocationStore.from_url(server.url, prefix=fresh_prefix())
+    try:
+        v = Verifier(srv.url, allow_http=True, revocations=store)
+        mine, other = token(key, "lea"), token(key, "lea")
+        claims = v.verify(mine)
+        assert store.deny_claims(claims) == claims["jti"]
+        assert rejected(v, mine) and v.verify(other)["sub"] == "lea"
+        with pytest.raises(RevocationError, match="token has no jti claim"):
+            store.deny_claims({"sub": "lea", "exp": claims["exp"]})
+    finally:
+        store.close()

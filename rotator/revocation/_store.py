@@ -6,7 +6,7 @@ import math
 import os
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import redis
@@ -108,6 +108,11 @@ def token_id(token: str) -> tuple[str, Any]:
         claims = parse_claims(decode_segment(split_token(token)[1], "payload"))
     except InvalidToken as e:
         raise RevocationInputError(f"token does not parse: {e}") from e
+    return claims_id(claims)
+
+
+def claims_id(claims: Mapping[str, Any]) -> tuple[str, Any]:
+    """The jti and exp of a token's claims; RevocationInputError when either is missing."""
     if "jti" not in claims:
         raise RevocationInputError("token has no jti claim: deny it with revoke-subject or bump-session instead")
     if "exp" not in claims:
@@ -253,6 +258,14 @@ class RevocationStore:
         """Deny a token by its own jti and exp; returns the jti. The signature is not checked
         (denying a token is harmless); the token must parse and carry both claims."""
         jti, exp = token_id(token)
+        self.deny(jti, exp)
+        return jti
+
+    def deny_claims(self, claims: Mapping[str, Any]) -> str:
+        """Deny a token by the claims ``Verifier.verify`` returned for it: its own verified
+        ``jti`` and ``exp``. What a logout endpoint calls with the caller's token, so nobody
+        can deny a token they could not present; returns the jti."""
+        jti, exp = claims_id(claims)
         self.deny(jti, exp)
         return jti
 
