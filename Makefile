@@ -26,6 +26,7 @@ bench: $(STAMP)
 	sh scripts/test-deps.sh
 	$(BIN)/python bench/verify_bench.py
 	$(BIN)/python bench/revocation_bench.py
+	$(BIN)/python bench/revocation_callgrind.py
 	$(BIN)/python bench/sign_bench.py
 	$(BIN)/python bench/stampede_bench.py
 	$(BIN)/python bench/service_bench.py

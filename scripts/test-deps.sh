@@ -3,7 +3,8 @@
 # systemd-analyze (package systemd) to verify and score the systemd units;
 # faketime (package faketime) to run a rotator process with a wrong clock;
 # wrk (package wrk), the load generator of bench/service_bench.py;
-# redis-server (package redis-server), the revocation store's server in tests.
+# redis-server (package redis-server), the revocation store's server in tests;
+# valgrind (package valgrind), whose callgrind counts instructions in `make bench`.
 # Installs only what is missing; needs root or sudo when something is.
 set -eu
 
@@ -12,6 +13,7 @@ command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v valgrind >/dev/null 2>&1 || missing="$missing valgrind"
 
 [ -z "$missing" ] && exit 0
 
