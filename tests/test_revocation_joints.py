@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+import jwt
 import pytest
 
 from rotator.issuer import Signer
@@ -536,3 +537,56 @@ def test_deny_claims_takes_the_verified_claims_of_the_callers_token(jwks: Any, s
             store.deny_claims({"sub": "lea", "exp": claims["exp"]})
     finally:
         store.close()
+
+
+def test_a_replica_follows_redis_in_forked_workers(tmp_path: Path, jwks: Any, server: RedisServer) -> None:
+    """A Verifier and a Signer made before the fork (gunicorn --preload), both already in use:
+    in each forked worker the replica starts a follower of its own at the first check, so a
+    revocation written in the parent after the fork reaches the workers' verifiers and
+    signers within a second, as it reaches the parent's (before, the child's replica had
+    no thread: it never heard of it, then failed closed past the staleness bound)."""
+    key, srv = jwks
+    ks, pub, policy = bootstrapped_key_set(tmp_path)
+    prefix = fresh_prefix()
+    store = RevocationStore.from_url(server.url, prefix=prefix)
+    writer = RevocationStore.from_url(server.url, prefix=prefix)
+    v = Verifier(srv.url, allow_http=True, revocations=store)
+    signer = Signer(ks, policy, passphrase=PASSPHRASE, publisher=pub, revocations=store, watch=False)
+    old = token(key, "pat", iat=int(time.time()) - 5)
+    assert v.verify(old)["sub"] == "pat" and signer.sign(subject="pat")
+    children = []
+    for _ in range(2):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a worker
+            os.close(r)
+            result = "timeout"
+            try:
+                v.verify(old)  # the first check starts this process's follower
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:  # the cutoff, then the bump (written in that order)
+                    version = jwt.decode(signer.sign(subject="pat"), options={"verify_signature": False}).get("sv")
+                    if rejected(v, old) and version is not None:
+                        result = f"rejected sv={version}"
+                        break
+                    time.sleep(0.01)
+            except Exception as e:  # noqa: BLE001 - reported to the parent
+                result = f"error {type(e).__name__}: {e}"
+            os.write(w, result.encode())
+            os._exit(0)
+        os.close(w)
+        children.append((pid, r))
+    time.sleep(0.5)  # the workers are checking
+    writer.revoke_subject("pat")
+    version = writer.bump_session("pat")
+    try:
+        for pid, r in children:
+            _, status = os.waitpid(pid, 0)
+            answer = os.read(r, 1000).decode()
+            assert status == 0 and answer.startswith("rejected"), answer
+            # The worker's signer stamps a version at least the bump's (its replica heard it, or later).
+            assert int(answer.split("sv=")[1]) >= version, answer
+        assert rejected(v, old)
+    finally:
+        store.close()
+        writer.close()

@@ -16,8 +16,10 @@ touches the network or takes a lock.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Mapping
 
 import redis
@@ -65,9 +67,14 @@ class Replica:
         self.dataset_losses = 0
         self.dataset_lost_at: float | None = None  # wall-clock time the last loss was detected
         self.closed = False
+        # Set in a forked child (gunicorn --preload, uWSGI, Celery prefork): the follower thread
+        # is the parent's, so the child starts its own at its first check.
+        self._forked = False
         self._clock = store._clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fork_lock = threading.Lock()
+        _REPLICAS.add(self)
         # The full loads' own client, made once: a resync reuses its pool.
         self._loader = redis.Redis(
             connection_pool=redis.ConnectionPool(
@@ -113,6 +120,8 @@ class Replica:
     def staleness(self, max_staleness: float) -> RevocationUnavailable | None:
         """The one staleness rule, for the verifier's guard and the Signer alike: an error when
         the replica has not confirmed it is current within ``max_staleness``, else None."""
+        if self._forked:
+            self._follow_in_this_process()
         age = self.age()
         if age <= max_staleness:
             return None
@@ -154,6 +163,28 @@ class Replica:
                 raise Revoked(reason)
 
         return check
+
+    # -- fork ------------------------------------------------------------------------------
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks (the parent's thread may have held one at the fork),
+        and a note to start a follower of this process's own at the first check."""
+        self.lock = threading.Lock()
+        self._fork_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._forked = not self.closed
+
+    def _follow_in_this_process(self) -> None:
+        """Start this process's follower (once): it resubscribes and reloads in the background,
+        while checks go on against the records copied from the parent, within the staleness
+        bound as always."""
+        with self._fork_lock:
+            if not self._forked:
+                return
+            self._forked = False
+            self._thread = threading.Thread(target=self._run, args=(None,), name="rotator-revocation-replica", daemon=True)
+            self._thread.start()
 
     # -- the follower thread -----------------------------------------------------------------
 
@@ -197,7 +228,7 @@ class Replica:
             conn.disconnect()
             raise describe(e, self.store.target, self.store.password_source) from e
 
-    def _run(self, conn: Any) -> None:
+    def _run(self, conn: Any | None) -> None:
         backoff = 0.05
         while not self._stop.is_set():
             if conn is None:
@@ -308,3 +339,16 @@ class Replica:
         if self.tables.malformed:
             out.append(f"{len(self.tables.malformed)} malformed revocation record(s) skipped (see `rotator revocations`)")
         return out
+
+
+# Every live replica of this process, for the fork hook below.
+_REPLICAS: "weakref.WeakSet[Replica]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for replica in list(_REPLICAS):
+        replica._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
