@@ -13,7 +13,7 @@ from typing import Callable
 
 from .clocks import host_clock_error
 from .config import Policy
-from .errors import ClockSkewError, ConflictError, KeystoreError, PublishError, PublishTargetAhead
+from .errors import ClockSkewError, ConflictError, KeystoreError, PublicationGuardError, PublishError, PublishTargetAhead
 from .keys import generate_private_key, private_from_bytes, private_to_bytes, public_jwk, thumbprint
 from .keystore import Keystore
 from .lifecycle import (
@@ -26,7 +26,6 @@ from .lifecycle import (
     plan,
     record_confirmation,
 )
-from .errors import PublicationGuardError
 from .publish import Marker, Publisher, build_jwks, jwks_digest, jwks_kids, publish, published_keys, refusal
 from .sealing import DEFAULT_SCRYPT_N, Sealer, new_sealer, open_sealer
 from .state import KeyRecord, State, new_lineage
