@@ -50,6 +50,11 @@ def failure_stage(last_checkpoint: str | None, error: BaseException) -> str:
     return stage
 
 
+_POLICY_SETTINGS = (
+    "rotation_period", "token_lifetime", "leeway", "max_age", "retirement_window", "private_key_grace", "max_clock_skew",
+)
+
+
 def health_problems(
     state: State | None, policy: Policy, now: float, *, last_success: float | None, since: float
 ) -> list[str]:
@@ -103,6 +108,18 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        # The policy, so alert rules judge against the deployment's own timings.
+        self.policy_seconds = Gauge(
+            "rotator_policy_seconds", "The lifecycle policy in force, by setting.", ["setting"], registry=r
+        )
+        self.jwks_max_keys = Gauge(
+            "rotator_jwks_max_keys", "Keys the JWKS holds at most under scheduled rotation: ceil(W/P) + 2.", registry=r
+        )
+        self.private_overdue = Gauge(
+            "rotator_private_keys_past_grace",
+            "Retired keys whose private half is still stored past private_key_grace plus a rotation period.",
+            registry=r,
+        )
         self.revocation_age = Gauge(
             "rotator_revocation_replica_age_seconds",
             "Seconds since the revocation replica last confirmed it holds every change (absent without revocation).",
@@ -195,8 +212,17 @@ class Metrics:
 
     def observe(self, state: State | None, policy: Policy) -> None:
         self.state, self.policy = state, policy
+        for setting in _POLICY_SETTINGS:
+            self.policy_seconds.labels(setting=setting).set(getattr(policy, setting))
+        self.jwks_max_keys.set(policy.max_jwks_keys)
         if state is None:
             return
+        # The planner destroys a retired key's private half once its grace is over, at the next
+        # step; one rotation period more than that means steps are not running or not writing.
+        late = self.clock() - policy.private_key_grace - policy.rotation_period
+        self.private_overdue.set(
+            sum(1 for k in state.in_state(KeyState.RETIRED) if k.private is not None and k.retired_at is not None and k.retired_at < late)
+        )
         for s in KeyState:
             self.keys.labels(state=s.value).set(len(state.in_state(s)))
         self.damaged_keys.set(sum(1 for k in state.keys if k.revocation == "damaged"))

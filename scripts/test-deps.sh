@@ -4,7 +4,8 @@
 # faketime (package faketime) to run a rotator process with a wrong clock;
 # wrk (package wrk), the load generator of bench/service_bench.py;
 # redis-server (package redis-server), the revocation store's server in tests;
-# valgrind (package valgrind), whose callgrind counts instructions in `make bench`.
+# valgrind (package valgrind), whose callgrind counts instructions in `make bench`;
+# promtool (package prometheus), which checks and unit-tests the shipped alert rules.
 # Installs only what is missing; needs root or sudo when something is.
 set -eu
 
@@ -14,6 +15,7 @@ command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v valgrind >/dev/null 2>&1 || missing="$missing valgrind"
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 
 [ -z "$missing" ] && exit 0
 
