@@ -1,4 +1,4 @@
-"""The shipped alert rules (prometheus/rotator-alerts.yml) under Prometheus's own rule engine:
+"""The shipped alert rules (helm/rotator/files/rotator-alerts.yml) under Prometheus's own rule engine:
 `promtool check rules`, then `promtool test rules` with, for every alert, series that make it
 fire (with its labels and annotations) and series of a healthy deployment that keep it quiet.
 Every series a rule names is one rotator exports."""
@@ -19,7 +19,7 @@ from rotator.metrics import Metrics
 from rotator.state import State
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ROOT / "prometheus" / "rotator-alerts.yml"
+RULES = ROOT / "helm" / "rotator" / "files" / "rotator-alerts.yml"  # the chart ships it as a PrometheusRule
 TARGET = 'instance="rotator-1:9464",job="rotator"'
 LABELS = {"instance": "rotator-1:9464", "job": "rotator"}
 

@@ -37,6 +37,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "imagePullSecrets": [{"name": "regcred"}],
         "podAnnotations": {"team": "identity"},
     },
+    "deployment-alerts": {
+        "mode": "deployment",
+        "deployment": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}},
+    },
     "deployment-revocation": {
         "mode": "deployment",
         "revocation": {"url": "rediss://redis.auth.svc:6380/0", "prefix": "auth:", "password": {"existingSecret": "redis-auth"}},
@@ -87,9 +91,30 @@ def test_every_rendered_manifest_passes_the_kubernetes_schema(scenario: str) -> 
         if doc["kind"] == "ServiceMonitor":
             check_service_monitor(doc)
             continue
+        if doc["kind"] == "PrometheusRule":
+            check_prometheus_rule(doc)
+            continue
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         checked.append(doc["kind"])
     print(f"\n[helm] {scenario}: {', '.join(sorted(checked))} valid against Kubernetes {KUBE_VERSION} (strict)")
+
+
+def check_prometheus_rule(doc: dict[str, Any]) -> None:
+    """A CRD kind the Kubernetes schemas do not have: the shipped rule file, whole, as its spec
+    (tests/test_alerts.py runs those rules under promtool)."""
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    shipped = yaml.safe_load((CHART / "files" / "rotator-alerts.yml").read_text())
+    assert doc["spec"] == shipped and len(doc["spec"]["groups"][0]["rules"]) >= 10
+
+
+def test_prometheus_rule_only_when_asked_in_deployment_mode() -> None:
+    """Off by default; on in Deployment mode it carries the shipped rules and the labels asked
+    for; a CronJob has no endpoint to scrape, so none is made there."""
+    assert "PrometheusRule" not in by_kind(manifests(SCENARIOS["deployment"]))
+    rule = by_kind(manifests(SCENARIOS["deployment-alerts"]))["PrometheusRule"]
+    check_prometheus_rule(rule)
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert "PrometheusRule" not in by_kind(manifests({"deployment": {"prometheusRule": {"enabled": True}}}))
 
 
 def check_service_monitor(doc: dict[str, Any]) -> None:
