@@ -6,6 +6,7 @@ Every series a rule names is one rotator exports."""
 from __future__ import annotations
 
 import re
+import time
 import shutil
 import subprocess
 from pathlib import Path
@@ -130,3 +131,69 @@ def test_alert_fires_when_it_should_and_stays_quiet_when_healthy(name: str, tmp_
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_real_prometheus_fires_the_overdue_alert_on_a_stuck_daemon(tmp_path: Path) -> None:
+    """A real Prometheus server (Debian's) scrapes a real `rotator run` on loopback every
+    second and evaluates the shipped rules, their `for:` waits set to 0 (the expressions
+    unchanged: the policy here is P = 4 s, M = 2 s, so "overdue" is 8 s). Healthy, nothing
+    fires; then the publish directory is replaced by a file, rotation stops, and
+    RotatorRotationOverdue reaches firing in Prometheus's own API."""
+    import json
+    import urllib.request
+
+    from .conftest import wait_for
+    from .ports import free_port
+    from .test_daemon import RunningDaemon
+
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus (Debian package prometheus) is missing: scripts/test-deps.sh installs it"
+    daemon = RunningDaemon(tmp_path)
+    doc = yaml.safe_load(RULES.read_text())
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            rule.pop("for", None)
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(doc))
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(tmp_path / "rules.yml")],
+        "scrape_configs": [{"job_name": "rotator", "static_configs": [{"targets": [f"127.0.0.1:{daemon.port}"]}]}],
+    }))
+    server = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"),
+    )
+
+    def alerts() -> dict[str, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=2) as r:
+                return {a["labels"]["alertname"]: a["state"] for a in json.load(r)["data"]["alerts"]}
+        except OSError:
+            return {}
+
+    def scraped() -> bool:
+        try:
+            query = f"http://127.0.0.1:{port}/api/v1/query?query=rotator_active_key_age_seconds"
+            with urllib.request.urlopen(query, timeout=2) as r:
+                return bool(json.load(r)["data"]["result"])
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: daemon.notify.has("READY=1"), what="the daemon ready")
+        wait_for(scraped, timeout=30, what="Prometheus scraping the daemon")
+        time.sleep(3)  # several evaluations of a healthy daemon
+        assert "RotatorRotationOverdue" not in alerts(), alerts()
+        shutil.rmtree(daemon.public)
+        daemon.public.write_text("not a directory")  # every publication now fails
+        firing = wait_for(lambda: alerts().get("RotatorRotationOverdue") == "firing", timeout=60,
+                          what="RotatorRotationOverdue firing in Prometheus")
+        assert firing
+        print(f"\n[alerts] firing: {sorted(k for k, v in alerts().items() if v == 'firing')}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        daemon.proc.kill()
+        daemon.proc.wait()
