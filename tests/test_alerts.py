@@ -197,3 +197,27 @@ def test_a_real_prometheus_fires_the_overdue_alert_on_a_stuck_daemon(tmp_path: P
         server.wait(timeout=30)
         daemon.proc.kill()
         daemon.proc.wait()
+
+
+def test_the_dashboard_queries_only_exported_series_and_parse() -> None:
+    """helm/rotator/files/rotator-dashboard.json (Grafana): every query names only series
+    rotator exports, and every query is valid PromQL (promtool parses each as a rule)."""
+    import json
+
+    dashboard = json.loads((ROOT / "helm" / "rotator" / "files" / "rotator-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    metrics = Metrics()
+    metrics.observe(State(encryption={}), Policy())
+    exported = {m.name + ("_total" if m.type == "counter" else "") for m in metrics.registry.collect()}
+    used = {name for e in exprs for name in re.findall(r"\brotator_[a-z_]+", e)}
+    assert used and used <= exported, used - exported
+    assert {"rotator_active_key_age_seconds", "rotator_keys", "rotator_revocation_replica_age_seconds"} <= used
+    # promtool has no expression checker of its own; a rule file of records does parse each.
+    return_code = subprocess.run(
+        [promtool(), "check", "rules", "/dev/stdin"],
+        input=yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(exprs)
+        ]}]}),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert return_code.returncode == 0, return_code.stdout + return_code.stderr
