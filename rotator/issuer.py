@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ._b64 import b64url_encode
+from ._fork import on_fork
 from .clocks import host_clock_error
 from .config import Policy
 from .durations import format_duration, format_time
@@ -181,7 +182,7 @@ class Signer:
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self._new_process_state()
-        _SIGNERS.add(self)
+        on_fork(self)
 
     def _new_process_state(self) -> None:
         """What a process must not share with its parent: the locks, and the jti key with its
@@ -527,19 +528,6 @@ def _incomplete(snapshot: _Snapshot) -> bool:
     if state is None or snapshot.refusal is not None or snapshot.successor is not None:
         return False
     return any(k.published_at is not None and k.private is not None for k in state.pending)
-
-
-# Every live Signer of this process, for the fork hook below.
-_SIGNERS: "weakref.WeakSet[Signer]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for signer in list(_SIGNERS):
-        signer._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _watch(signer_ref: "weakref.ref[Signer]", stop: threading.Event, interval: float) -> None:

@@ -16,10 +16,8 @@ touches the network or takes a lock.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from typing import Any, Callable, Mapping
 
 import redis
@@ -27,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from .._fork import on_fork
 from ..verifier._errors import RevocationUnavailable, Revoked
 from ._records import RevocationError, Tables, revoked_reason
 from ._store import RevocationStore, describe
@@ -74,7 +73,7 @@ class Replica:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fork_lock = threading.Lock()
-        _REPLICAS.add(self)
+        on_fork(self)
         # The full loads' own client, made once: a resync reuses its pool.
         self._loader = redis.Redis(
             connection_pool=redis.ConnectionPool(
@@ -339,16 +338,3 @@ class Replica:
         if self.tables.malformed:
             out.append(f"{len(self.tables.malformed)} malformed revocation record(s) skipped (see `rotator revocations`)")
         return out
-
-
-# Every live replica of this process, for the fork hook below.
-_REPLICAS: "weakref.WeakSet[Replica]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for replica in list(_REPLICAS):
-        replica._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
