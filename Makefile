@@ -12,9 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-# Rotates on the file keystore + local JWKS file in ./demo, prints the JWKS,
-# signs a token and verifies it against the published JWKS.
-demo: $(STAMP)
+# Only what the demo needs: rotator and its redis extra (not the test and bench tools).
+DEMO_STAMP := $(VENV)/.demo-installed
+
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[redis]'
+	touch $@
+
+# The daemon on the file keystore + local JWKS file in ./demo with a fast demo policy for
+# about 15 s: keys created, activated and retired, a token signed before a rotation
+# verified after it, and (with a redis-server installed) a revocation taking effect.
+demo: $(DEMO_STAMP)
 	sh scripts/demo.sh
 
 test: $(STAMP)
