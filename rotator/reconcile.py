@@ -42,6 +42,19 @@ def _no_checkpoint(stage: str) -> None:
     return None
 
 
+def _refusal_of(marker: Marker | None, state: State) -> str | None:
+    """Why the publish target marked ``marker`` refuses the JWKS of ``state`` (None: it takes it)."""
+    return refusal(marker, state.generation, state.lineage, jwks_digest(build_jwks(state)))
+
+
+def _with_lineage(state: State, marker: Marker | None) -> State:
+    """``state`` with a lineage: its own; for a state from before lineages, the publish
+    target's, or a new one when the target has none."""
+    if state.lineage is not None:
+        return state
+    return replace(state, lineage=marker.lineage if marker is not None and marker.lineage else new_lineage())
+
+
 @dataclass(frozen=True)
 class StepResult:
     state: State
@@ -164,14 +177,13 @@ class Rotator:
         except PublicationGuardError as e:
             served, skipped = [], []
             events.append(Event("rotator.key_not_adopted", None, f"nothing adopted: {e}"))
-        why = refusal(marker, state.generation, state.lineage, jwks_digest(build_jwks(state)))
+        why = _refusal_of(marker, state)
         if why == "lineage":
             assert marker is not None
             if not other_lineage:
                 raise PublishTargetAhead(self._refusal_message("lineage", marker, state))
             state = replace(state, lineage=marker.lineage)
-        if state.lineage is None:
-            state = replace(state, lineage=marker.lineage if marker and marker.lineage else new_lineage())
+        state = _with_lineage(state, marker)
         ahead = why is not None
         adopted = adopt(
             state,
@@ -243,9 +255,8 @@ class Rotator:
 
         Returns ``state`` with a lineage: a state from before lineages takes the target's."""
         marker = self.publisher.marker()
-        why = refusal(marker, saved.generation, saved.lineage, jwks_digest(build_jwks(saved)))
+        why = _refusal_of(marker, saved)
         if why is not None:
-            assert marker is not None
             self._refused(saved, why)
         # A target still serving what this state last confirmed has had no revocation
         # published since; anything else (nothing there, another document) may have.
@@ -258,9 +269,7 @@ class Rotator:
                 "still holds them live: it was restored from a backup older than their revocation; run "
                 "`rotator recover` to revoke them here too; nothing was written"
             )
-        if state.lineage is None:
-            state = replace(state, lineage=marker.lineage if marker is not None and marker.lineage else new_lineage())
-        return state
+        return _with_lineage(state, marker)
 
     def _refused(self, saved: State, why: str | None = None) -> None:
         """The publish target refuses this state: a race, or a keystore gone back."""
@@ -269,7 +278,7 @@ class Rotator:
             raise ConflictError("a newer state was published meanwhile")
         marker = self.publisher.marker()
         if why is None:
-            why = refusal(marker, saved.generation, saved.lineage, jwks_digest(build_jwks(saved))) or "ahead"
+            why = _refusal_of(marker, saved) or "ahead"
         raise PublishTargetAhead(self._refusal_message(why, marker or Marker(0), saved))
 
     def _attempt(

@@ -76,9 +76,6 @@ class FaultyPublisher:
             self.history.append(Publication(self.clock(), body, generation))
         return written
 
-    def published_generation(self) -> int | None:
-        return self.inner.published_generation()
-
     def marker(self) -> Marker | None:
         return self.inner.marker()
 

@@ -287,7 +287,7 @@ def backup_one_generation_behind(
     assert revoked not in jwks_kids(read_jwks() or b'{"keys":[]}')
     if how == "same-generation":
         document = json.loads(backup)
-        document["generation"] = rotator.publisher.published_generation()
+        document["generation"] = rotator.publisher.marker().generation  # type: ignore[union-attr]
         backup = json.dumps(document).encode()
     restore(backup)
     if how == "jwks-lost-too":

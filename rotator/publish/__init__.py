@@ -42,9 +42,6 @@ class Publisher(Protocol):
     def marker(self) -> Marker | None:
         """Generation, lineage and digest of what is published (None: nothing recorded)."""
 
-    def published_generation(self) -> int | None:
-        """The generation of the state whose JWKS is published (None: nothing or unknown)."""
-
     def revoked(self) -> frozenset[str]:
         """Every kid recorded beside the JWKS as revoked."""
 

@@ -56,11 +56,6 @@ class FilePublisher:
             raise PublishError(f"cannot read {self._generation_path}: {e.strerror}") from e
         return parse_marker(data, str(self._generation_path))
 
-    def published_generation(self) -> int | None:
-        """The generation of the state whose JWKS is published here (None: unknown)."""
-        marker = self.marker()
-        return None if marker is None else marker.generation
-
     def write(self, body: bytes, generation: int, lineage: str | None, previous_etag: str | None = None) -> bool:
         """Write ``body`` unless the marker refuses it (``target.refusal``). True if written."""
         digest = jwks_digest(body)

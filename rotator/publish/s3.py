@@ -80,11 +80,6 @@ class S3Publisher:
         found = self._marker()
         return None if found is None else found[0]
 
-    def published_generation(self) -> int | None:
-        """The generation of the state whose JWKS is published here (None: nothing there)."""
-        found = self._marker()
-        return None if found is None else found[0].generation
-
     def write(self, body: bytes, generation: int, lineage: str | None, previous_etag: str | None = None) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 

@@ -144,18 +144,19 @@ def check_url(url: str) -> None:
 
 # Keys under a prefix that are not records: the session-version high-water mark, and the
 # marker that tells a Redis that lost its dataset from one that restarted with it.
-NOT_RECORDS = frozenset({"sv-last", "dataset"})
+HIGH_WATER_KEY = "sv-last"
+DATASET_MARKER_KEY = "dataset"
+NOT_RECORDS = frozenset({HIGH_WATER_KEY, DATASET_MARKER_KEY})
 _FIELDS = {"jti": 2, "sub": 3, "sv": 3}
 
 
-def record_problem(kind: str, ident: str, value: str | None) -> str | None:
-    """What keeps ``{kind}:{ident}`` = ``value`` from being a record this version reads, or None."""
+def parse_record(kind: str, ident: str, value: str) -> list[int] | str:
+    """The fields of ``{kind}:{ident}`` = ``value``, or what keeps it from being a record
+    this version reads (a string)."""
     if kind not in _FIELDS:
         return f"unknown record kind {kind!r}"
     if not ident:
         return "no id after the kind"
-    if value is None:
-        return None
     parts = value.split()
     if len(parts) != _FIELDS[kind] or not all(p.isascii() and p.isdigit() for p in parts):
         return f"value is not {_FIELDS[kind]} non-negative integers"
@@ -168,7 +169,7 @@ def record_problem(kind: str, ident: str, value: str | None) -> str | None:
         return "times out of order (revoked_at <= not_before <= expires_at)"
     if kind == "sv" and fields[2] < fields[1]:
         return "expires before it was bumped"
-    return None
+    return fields
 
 
 class Tables:
@@ -200,14 +201,16 @@ class Tables:
         kind, _, ident = suffix.partition(":")
         if suffix in NOT_RECORDS:
             return None
-        if value is None:
-            self.malformed.pop(suffix, None)
-        problem = record_problem(kind, ident, value)
-        if problem is not None:
-            self.malformed[suffix] = problem
-            return problem
+        fields: list[int] | None = None
+        if value is not None:
+            parsed = parse_record(kind, ident, value)
+            if isinstance(parsed, str):
+                self.malformed[suffix] = parsed
+                return parsed
+            fields = parsed
         self.malformed.pop(suffix, None)
-        fields = [int(f) for f in value.split()] if value is not None else None
+        if kind not in _FIELDS:
+            return None  # a key of no kind this version reads, dropped: nothing to drop here
         if kind == "jti":
             if fields is None:
                 self.denied.pop(ident, None)

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from .._fork import on_fork
+from ..durations import format_time
 from ..verifier._errors import RevocationUnavailable, Revoked
 from ._records import RevocationError, Tables, revoked_reason
 from ._store import RevocationStore, describe
@@ -333,7 +334,7 @@ class Replica:
         if self.dataset_lost_at is not None:
             out.append(
                 f"redis at {self.store.target} lost its dataset {self.dataset_losses} time(s), last at "
-                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.dataset_lost_at))}: revocations written before were lost"
+                f"{format_time(self.dataset_lost_at)}: revocations written before were lost"
             )
         if self.tables.malformed:
             out.append(f"{len(self.tables.malformed)} malformed revocation record(s) skipped (see `rotator revocations`)")

@@ -15,6 +15,8 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from .._fs import read_secret_file
 from ..clocks import host_clock_error
 from ._records import (
+    DATASET_MARKER_KEY,
+    HIGH_WATER_KEY,
     Cutoff,
     RevocationError,
     RevocationInputError,
@@ -285,7 +287,7 @@ class RevocationStore:
         """Make ``subject``'s current session version obsolete; returns the new version, which
         new tokens must carry (``Signer`` stamps it). Versions increase but are not consecutive."""
         subject = check_subject(subject)
-        value = self._run(self._bump, f"sv:{subject}", self.session_lifetime + self.grace + self.margin, extra_keys=("sv-last",))
+        value = self._run(self._bump, f"sv:{subject}", self.session_lifetime + self.grace + self.margin, extra_keys=(HIGH_WATER_KEY,))
         return int(value.split()[0])
 
     def session_version(self, subject: str) -> int | None:
@@ -310,7 +312,7 @@ class RevocationStore:
         """The prefix's dataset marker (``{prefix}dataset``, no expiry), made if missing: a
         replica that finds it gone since its last load knows Redis lost every record."""
         client = client or self.client
-        key = self.prefix + "dataset"
+        key = self.prefix + DATASET_MARKER_KEY
         client.set(key, os.urandom(12).hex(), nx=True)
         value = client.get(key)
         return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
