@@ -90,7 +90,7 @@ def signer_main(endpoint: str, out: str) -> None:
     from rotator.issuer import Signer
     from rotator.keystore.s3 import S3Keystore
     from rotator.publish.s3 import S3Publisher
-    from rotator.verifier._token import decode_header, decode_segment, parse_claims
+    from rotator.jose import decode_header, decode_segment, parse_claims
 
     os.environ.update(CREDENTIALS)
     options = S3Options(endpoint_url=endpoint, max_attempts=2)

@@ -678,7 +678,7 @@ def deny_token(token: str | None, jti: str | None, exp: str | None, **kwargs: An
     exp_at = _when(exp, "--exp") if exp is not None else None
     if token == "-":
         token = sys.stdin.readline()
-    from .revocation._store import token_id
+    from .revocation import token_id
 
     store = _revocation_store(_settings(kwargs))
     if token is not None:

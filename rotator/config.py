@@ -17,7 +17,7 @@ from ._fs import read_secret_file
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
 
-__all__ = ["Policy", "Settings", "load_settings", "SETTING_NAMES"]
+__all__ = ["Policy", "Settings", "load_settings"]
 
 
 DEFAULT_CLOCK_SKEW = 60.0
@@ -160,7 +160,6 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "revocation_password_file": ("ROTATOR_REVOCATION_PASSWORD_FILE", "str"),
     **{name: (f"ROTATOR_{name.upper()}", "duration") for name in _POLICY_FIELDS},
 }
-SETTING_NAMES = tuple(_SETTINGS)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -232,7 +231,7 @@ def load_settings(
     policy = Policy(**{k: values.pop(k) for k in _POLICY_FIELDS if k in values})
     settings = Settings(policy=policy, **values)
     if settings.revocation_url is not None:
-        from .revocation._records import RevocationError, check_prefix, check_url
+        from .revocation import RevocationError, check_prefix, check_url
 
         try:
             check_url(settings.revocation_url)

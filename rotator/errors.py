@@ -1,5 +1,8 @@
 """The exception tree. Every error rotator raises on purpose is a RotatorError.
 
+(A token's own faults, what verifiers answer 401 or 503 for, are the other tree:
+``rotator.jose.errors``, re-exported by ``rotator.verifier``.)
+
 Each class carries a short stable ``code`` that the CLI prints and that logs
 and metrics can key on; messages are one line and name what is wrong.
 """
@@ -19,6 +22,10 @@ __all__ = [
     "LifecycleError",
     "UnknownKey",
     "NoActiveKey",
+    "RevocationError",
+    "RevocationInputError",
+    "RefreshRefused",
+    "SubjectRevoked",
 ]
 
 
@@ -96,3 +103,35 @@ class UnknownKey(LifecycleError):
 
 class NoActiveKey(LifecycleError):
     code = "no_active_key"
+
+
+class RevocationError(RotatorError):
+    """Bad input to the store, or a store that cannot be reached; one line, naming what is wrong.
+
+    Raised before anything is written."""
+
+    code = "revocation"
+    exit_code = 7
+
+
+class RevocationInputError(RevocationError):
+    """Bad input (a jti, a subject, a time, a token, a URL): a usage error, exit 2 like the
+    CLI's others; the store was not asked. Exit 7 stays for a store that cannot be reached."""
+
+    exit_code = 2
+
+
+class RefreshRefused(RotatorError):
+    """A token that cannot be refreshed: invalid, expired past the grace, past the chain's
+    absolute bound, or revoked."""
+
+    code = "refresh_refused"
+    exit_code = 1
+
+
+class SubjectRevoked(RotatorError):
+    """A token the revocation records would void at every verifier: its subject is banned,
+    or the session it continues (orig_iat) or the version it carries was revoked."""
+
+    code = "subject_revoked"
+    exit_code = 1

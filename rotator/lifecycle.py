@@ -23,6 +23,7 @@ __all__ = [
     "revoke",
     "record_confirmation",
     "next_due",
+    "activation_at",
     "adopt",
     "mark_damaged",
     "future_skew",
@@ -227,16 +228,24 @@ def record_confirmation(
     return Plan(state=new, events=events)
 
 
+def activation_at(active: KeyRecord, successor: KeyRecord, policy: Policy) -> float | None:
+    """When the planner promotes ``successor`` over ``active``: once the active key has served
+    its rotation period and the successor's publication has been confirmed for max_age (every
+    cached JWKS holds it). The Signer switches keys at this same instant. None while either
+    time is unknown."""
+    if active.activated_at is None or successor.published_at is None:
+        return None
+    return max(active.activated_at + policy.rotation_period, successor.published_at + policy.max_age)
+
+
 def next_due(state: State, policy: Policy) -> float | None:
     """The earliest instant at which planning would change something (None: nothing scheduled)."""
     times: list[float] = []
     active = state.active
     if active is not None and active.activated_at is not None:
-        rotation_at = active.activated_at + policy.rotation_period
         candidate = next((k for k in state.pending if k.published_at is not None), None)
-        if candidate is not None and candidate.published_at is not None:
-            rotation_at = max(rotation_at, candidate.published_at + policy.max_age)
-        times.append(rotation_at)
+        promoted_at = activation_at(active, candidate, policy) if candidate is not None else None
+        times.append(promoted_at if promoted_at is not None else active.activated_at + policy.rotation_period)
     for key in state.keys:
         if key.state is KeyState.RETIRED and key.retired_at is not None:
             if key.private is not None:

@@ -34,9 +34,6 @@ class RecordingKeystore:
     def load(self) -> State | None:
         return self.inner.load()
 
-    def version(self) -> object:
-        return self.inner.version()
-
     def storage_time(self) -> float | None:
         return self.inner.storage_time()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from rotator.jose import sign_es256
+from rotator.jose import es256_signature, header_segment, payload_segment
 from rotator.keys import generate_private_key, public_jwk, thumbprint
 
 
@@ -29,7 +29,9 @@ class SigningKey:
         self.jwk.update(kid=self.kid, alg="ES256", use="sig")
 
     def sign(self, claims: dict[str, Any], kid: str | None = None) -> str:
-        return sign_es256(self.private, kid or self.kid, claims)
+        """A compact ES256 JWT of ``claims`` under ``kid`` (this key's own by default)."""
+        signing_input = f"{header_segment(kid or self.kid)}.{payload_segment(claims)}"
+        return f"{signing_input}.{es256_signature(self.private, signing_input.encode('ascii'))}"
 
 
 class JwksServer:

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jwt
@@ -16,7 +15,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rotator.cli import main
-from rotator.verifier import parse_jwks, verify_token
 
 from .conftest import PASSPHRASE
 

@@ -5,7 +5,6 @@ chains are bounded."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import threading
@@ -257,7 +256,7 @@ def test_a_cutoff_after_login_voids_every_refresh_of_the_chain(make_rotator: Cal
     rotator.step()
     cutoffs: dict[str, float] = {}
     revocation = Revocation(subject_not_before=cutoffs.get, session_version=None, session_claim="sv", jti_denylist=None)
-    signer = Signer(rotator.keystore, REFRESH, passphrase=PASSPHRASE, clock=clock, revocation=revocation, watch=False, storage_clock=False)
+    signer = Signer(rotator.keystore, REFRESH, passphrase=PASSPHRASE, clock=clock, revocation_hooks=revocation, watch=False, storage_clock=False)
     token = signer.sign(subject="alice", audience="api")
     clock.advance(60)
     token = signer.refresh(token)

@@ -29,7 +29,7 @@ from rotator.state import KeyState
 from rotator.verifier import parse_jwks, verify_token
 
 from .conftest import PASSPHRASE, TEST_SCRYPT_N, Clock
-from .harness import Crash, FaultyPublisher, Publication, RecordingKeystore
+from .harness import Crash, FaultyPublisher, RecordingKeystore
 
 POLICY = Policy()
 P, M, W, T, L = (

@@ -16,10 +16,9 @@ from click.testing import CliRunner, Result
 from rotator._b64 import b64url_encode
 from rotator.cli import main
 from rotator.config import Policy
-from rotator.keystore import FileKeystore
 from rotator.metrics import Metrics, health_problems
 from rotator.reconcile import Rotator
-from rotator.state import KeyState, dump_state
+from rotator.state import KeyState
 
 from .conftest import PASSPHRASE, Clock
 from .test_cli import _assert_clean_failure, fingerprint

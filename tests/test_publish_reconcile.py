@@ -19,7 +19,7 @@ from rotator.reconcile import STAGES, Rotator
 from rotator.state import KeyState
 from rotator.verifier import BadSignature, Expired
 from rotator._strict import strict_json
-from rotator.verifier._token import check_claims, verify_signature
+from rotator.jose import check_claims, verify_signature
 
 from .conftest import PASSPHRASE, Clock, load_vectors, verify_with
 from .harness import Crash, FaultyPublisher, check_target_rule

@@ -16,8 +16,7 @@ from rotator.cli import main
 from rotator.config import Policy
 from rotator.errors import NoActiveKey, PublishTargetAhead
 from rotator.issuer import Signer
-from rotator.keystore import FileKeystore
-from rotator.publish import FilePublisher, jwks_kids
+from rotator.publish import jwks_kids
 from rotator.reconcile import Rotator
 from rotator.state import KeyState
 from rotator.verifier import UnknownKey

@@ -18,7 +18,7 @@ import pytest
 
 from rotator.issuer import Signer
 from rotator.revocation import RevocationError, RevocationStore
-from rotator.revocation._records import Tables
+from rotator.revocation import Tables
 from rotator.verifier import Verifier
 
 from .conftest import PASSPHRASE, wait_for

@@ -24,9 +24,6 @@ class Keystore(Protocol):
         Returns the state as stored (generation bumped); raises ConflictError otherwise.
         """
 
-    def version(self) -> object:
-        """A cheap token that changes whenever the stored document changes."""
-
     def load_if_changed(self, token: object) -> tuple[object, State | None] | None:
         """(new token, state) when the stored document differs from the one ``token`` names;
         None when it is unchanged. A cheap check: a stat, or a conditional GET."""

@@ -119,7 +119,7 @@ class FileKeystore:
         except OSError:
             return None
 
-    def version(self) -> object:
+    def _version(self) -> object:
         try:
             st = os.stat(self._state_path)
         except FileNotFoundError:
@@ -128,7 +128,7 @@ class FileKeystore:
 
     def load_if_changed(self, token: object) -> tuple[object, State | None] | None:
         """A stat; the document is read only when its inode, time or size changed."""
-        version = self.version()
+        version = self._version()
         if version == token:
             return None
         return version, self.load()

@@ -9,7 +9,6 @@ there is a single writer.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +19,6 @@ from ..state import State, dump_state, parse_state
 __all__ = ["S3Keystore"]
 
 _CONFLICT = {412, 409}
-_VERSION_CACHE_SECONDS = 2.0
 
 
 class S3Keystore:
@@ -33,7 +31,6 @@ class S3Keystore:
         self.options = options
         self._etags: dict[int, str] = {}
         self._probed = options.single_writer
-        self._version: tuple[float, object] | None = None
         self._server_clock = ServerClock()
 
     @classmethod
@@ -84,24 +81,6 @@ class S3Keystore:
     def storage_time(self) -> float | None:
         """The store's clock, from the Date header of the last read (None: it sent none)."""
         return self._server_clock.now()
-
-    def version(self) -> object:
-        """The object's ETag, re-checked at most every 2 s (one HEAD), for signers."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        now = time.monotonic()
-        if self._version is not None and now - self._version[0] < _VERSION_CACHE_SECONDS:
-            return self._version[1]
-        try:
-            etag: object = self._s3.head_object(Bucket=self.bucket, Key=self.key)["ETag"]
-        except ClientError as e:
-            if http_status(e) != 404:
-                raise self._fail("check", e) from e
-            etag = None
-        except BotoCoreError as e:
-            raise self._fail("check", e) from e
-        self._version = (now, etag)
-        return etag
 
     def _probe(self) -> None:
         """A conditional create of an existing object must fail; if it does not, CAS is not enforced."""
@@ -165,5 +144,4 @@ class S3Keystore:
         except BotoCoreError as e:
             raise self._fail("write", e) from e
         self._etags = {stored.generation: response["ETag"]}
-        self._version = None
         return stored

@@ -17,18 +17,21 @@ See the README section "Revoking tokens".
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
-from ._records import MAX_AHEAD, MAX_ID_LENGTH, Cutoff, RevocationError, SessionVersion, Tables, check_url
+from ..errors import ConfigError, RevocationError, RevocationInputError
+from ._records import MAX_AHEAD, MAX_ID_LENGTH, Cutoff, SessionVersion, Tables, check_prefix, check_url, revoked_reason
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ._replica import Replica
-    from ._store import DEFAULT_PREFIX, RevocationStore
+    from ._store import DEFAULT_PREFIX, RevocationStore, token_id
 
 __all__ = [
     "RevocationStore",
     "Replica",
     "RevocationError",
+    "RevocationInputError",
     "Cutoff",
     "SessionVersion",
     "Tables",
@@ -36,16 +39,33 @@ __all__ = [
     "MAX_AHEAD",
     "MAX_ID_LENGTH",
     "check_url",
+    "check_prefix",
+    "revoked_reason",
+    "token_id",
     "store_for",
+    "replica_of",
+    "Hooks",
 ]
 
 
-def store_for(settings: Any) -> "RevocationStore":
+class Hooks(Protocol):
+    """What the issuer and the verifier ask of revocation: raise ``rotator.jose.Revoked``
+    (an InvalidToken) for claims that must no longer be accepted."""
+
+    def check(self, claims: Mapping[str, Any]) -> None: ...
+
+
+def replica_of(revocations: Any) -> Any:
+    """The in-memory replica of a store, or the replica (or hooks object) it is given.
+
+    Duck-typed, so that the verifier and the issuer never import redis."""
+    return revocations.replica() if hasattr(revocations, "replica") else revocations
+
+
+def store_for(settings: "Settings") -> "RevocationStore":
     """The store the settings name (``rotator.config.Settings``), with the policy's lifetimes:
     what the CLI writes through and the daemon follows."""
     if not settings.revocation_url:
-        from ..errors import ConfigError
-
         raise ConfigError("revocation_url is not set (--revocation-url or ROTATOR_REVOCATION_URL)")
     store_class = __getattr__("RevocationStore")
     policy = settings.policy
@@ -63,7 +83,7 @@ def store_for(settings: Any) -> "RevocationStore":
 
 def __getattr__(name: str) -> Any:
     # The Redis parts load on first use, so settings code can validate a URL without redis-py.
-    if name in ("RevocationStore", "DEFAULT_PREFIX", "Replica"):
+    if name in ("RevocationStore", "DEFAULT_PREFIX", "Replica", "token_id"):
         try:
             from . import _replica, _store
         except ModuleNotFoundError as e:

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from ..durations import format_time
-from ..errors import RotatorError
+from ..errors import RevocationError, RevocationInputError
 
 __all__ = [
     "RevocationError",
@@ -43,22 +43,6 @@ __all__ = [
 MAX_ID_LENGTH = 256  # characters, for a jti and a subject
 MAX_AHEAD = 366 * 86400.0  # a ban or an exp further ahead than this is refused
 _PREFIX = re.compile(r"[A-Za-z0-9._-]{1,64}:")
-
-
-class RevocationError(RotatorError):
-    """Bad input to the store, or a store that cannot be reached; one line, naming what is wrong.
-
-    Raised before anything is written."""
-
-    code = "revocation"
-    exit_code = 7
-
-
-class RevocationInputError(RevocationError):
-    """Bad input (a jti, a subject, a time, a token, a URL): a usage error, exit 2 like the
-    CLI's others; the store was not asked. Exit 7 stays for a store that cannot be reached."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

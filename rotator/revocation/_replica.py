@@ -20,16 +20,14 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-import redis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from .._fork import on_fork
 from ..durations import format_time
-from ..verifier._errors import RevocationUnavailable, Revoked
-from ._records import RevocationError, Tables, revoked_reason
-from ._store import RevocationStore, describe
+from ..errors import RevocationError
+from ..jose import RevocationUnavailable, Revoked
+from ._records import Tables, revoked_reason
+from ._redis import Link
 
 __all__ = ["Replica"]
 
@@ -37,12 +35,16 @@ log = logging.getLogger("rotator.revocation")
 
 
 class Replica:
-    """An in-memory copy of a store's records that follows its changes (see the module docstring)."""
+    """An in-memory copy of the records under a Link's prefix that follows their changes
+    (see the module docstring)."""
 
-    def __init__(self, store: RevocationStore, *, heartbeat: float = 1.0, prune_every: float = 30.0) -> None:
+    def __init__(
+        self, link: Link, *, heartbeat: float = 1.0, prune_every: float = 30.0, grace: float | None = None
+    ) -> None:
         if not heartbeat > 0:
             raise ValueError(f"heartbeat must be > 0, got {heartbeat!r}")
-        self.store = store
+        self.link = link
+        self.grace = grace  # the store's: how long past exp its records outlive a token
         self.heartbeat = heartbeat
         # No PONG for this long: the connection is dead even if the socket says otherwise.
         self.dead_after = max(4 * heartbeat, 1.0)
@@ -70,17 +72,13 @@ class Replica:
         # Set in a forked child (gunicorn --preload, uWSGI, Celery prefork): the follower thread
         # is the parent's, so the child starts its own at its first check.
         self._forked = False
-        self._clock = store._clock
+        self._clock = link.clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fork_lock = threading.Lock()
         on_fork(self)
         # The full loads' own client, made once: a resync reuses its pool.
-        self._loader = redis.Redis(
-            connection_pool=redis.ConnectionPool(
-                connection_class=store.client.connection_pool.connection_class, **self._connection_kwargs()
-            )
-        )
+        self._loader = link.follower_client()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -95,7 +93,7 @@ class Replica:
         if time.monotonic() > deadline:
             conn.disconnect()
             self.close()
-            raise RevocationError(f"redis at {self.store.target}: the first load took longer than {timeout}s")
+            raise RevocationError(f"redis at {self.link.target}: the first load took longer than {timeout}s")
         self._thread = threading.Thread(target=self._run, args=(conn,), name="rotator-revocation-replica", daemon=True)
         self._thread.start()
 
@@ -188,30 +186,19 @@ class Replica:
 
     # -- the follower thread -----------------------------------------------------------------
 
-    def _connection_kwargs(self) -> dict[str, Any]:
-        """The store's connection settings (URL, TLS, password, timeouts), without retries:
-        a failure here means a reconnect and a full resync, never a silent retry."""
-        kwargs = dict(self.store.client.connection_pool.connection_kwargs)
-        kwargs["retry"] = Retry(NoBackoff(), 0)
-        kwargs["protocol"] = 2
-        return kwargs
-
-    def _connection(self) -> Any:
-        return self.store.client.connection_pool.connection_class(**self._connection_kwargs())
-
     def _open(self) -> Any:
         """Subscribe, load everything, apply what arrived meanwhile; returns the subscribed connection."""
-        conn = self._connection()
+        conn = self.link.follower_connection()
         try:
             conn.connect()
-            conn.send_command("SUBSCRIBE", self.store.channel)
+            conn.send_command("SUBSCRIBE", self.link.channel)
             reply = conn.read_response()
             if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
                 raise RedisError(f"unexpected answer to SUBSCRIBE: {reply!r}")
             sent = time.monotonic()
             started = time.perf_counter()
             self._check_dataset()
-            tables = self.store.load(self._loader)
+            tables = self.link.load(self._loader)
             self.last_load_seconds = time.perf_counter() - started
             with self.lock:  # a load replaces: what it lacks, Redis no longer holds
                 self.tables = tables
@@ -221,12 +208,12 @@ class Replica:
                 self._handle(conn.read_response())
             self.confirmed_at = sent
             if self.last_error is not None:
-                log.warning("revocation replica resynchronised with redis at %s", self.store.target)
+                log.warning("revocation replica resynchronised with redis at %s", self.link.target)
             self.last_error = None
             return conn
         except (RedisError, OSError) as e:
             conn.disconnect()
-            raise describe(e, self.store.target, self.store.password_source) from e
+            raise self.link.describe(e) from e
 
     def _run(self, conn: Any | None) -> None:
         backoff = 0.05
@@ -243,7 +230,7 @@ class Replica:
             try:
                 self._follow(conn)
             except (RedisError, OSError) as e:
-                self._failed(str(describe(e, self.store.target, self.store.password_source)))
+                self._failed(str(self.link.describe(e)))
             finally:
                 conn.disconnect()
                 conn = None
@@ -304,7 +291,7 @@ class Replica:
                 self._logged_malformed.add(suffix)
                 log.warning(
                     "malformed revocation record %r at redis %s: %s; skipped (see `rotator revocations`)",
-                    self.store.prefix + suffix, self.store.target, problem,
+                    self.link.prefix + suffix, self.link.target, problem,
                 )
 
     def _check_dataset(self) -> None:
@@ -313,7 +300,7 @@ class Replica:
         data (an append-only file, a replica promoted). A marker gone since the last load
         means every revocation was lost: said loudly, counted, and shown in health."""
         run_id = str(self._loader.info("server").get("run_id", ""))
-        marker = self.store.ensure_marker(self._loader)
+        marker = self.link.ensure_marker(self._loader)
         if self.marker is not None and marker != self.marker:
             self.dataset_losses += 1
             self.dataset_lost_at = self._clock()
@@ -321,7 +308,7 @@ class Replica:
                 "redis at %s lost its dataset (run_id %s -> %s, the marker of prefix %s is gone): every "
                 "revocation written before is gone; tokens they voided are accepted again until they expire. "
                 "Run redis with appendonly yes, and write the revocations again",
-                self.store.target, self.run_id, run_id, self.store.prefix,
+                self.link.target, self.run_id, run_id, self.link.prefix,
             )
         self.run_id, self.marker = run_id, marker
 
@@ -333,7 +320,7 @@ class Replica:
             out.append(str(stale))
         if self.dataset_lost_at is not None:
             out.append(
-                f"redis at {self.store.target} lost its dataset {self.dataset_losses} time(s), last at "
+                f"redis at {self.link.target} lost its dataset {self.dataset_losses} time(s), last at "
                 f"{format_time(self.dataset_lost_at)}: revocations written before were lost"
             )
         if self.tables.malformed:

@@ -6,21 +6,19 @@ import math
 import os
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import redis
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.commands.core import Script
 
 from .._fs import read_secret_file
 from ..clocks import host_clock_error
+from ..errors import RevocationError, RevocationInputError
+from ..jose import InvalidToken, decode_segment, parse_claims, split_token
 from ._records import (
-    DATASET_MARKER_KEY,
     HIGH_WATER_KEY,
     Cutoff,
-    RevocationError,
-    RevocationInputError,
-    SessionVersion,
     Tables,
     check_jti,
     check_prefix,
@@ -28,12 +26,12 @@ from ._records import (
     check_subject,
     check_time,
 )
+from ._redis import Link, connect, redis_target
+from ._replica import Replica
 
 __all__ = ["RevocationStore", "DEFAULT_PREFIX"]
 
 DEFAULT_PREFIX = "rotator:"
-_SCAN_COUNT = 5000
-_MGET_BATCH = 5000
 
 # KEYS: record, channel. ARGV: suffix, exp, expires_at. Keeps the later exp of two denials.
 _DENY = """
@@ -86,26 +84,9 @@ return value
 """
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def redis_target(url: str) -> str:
-    """host:port of a redis URL, for messages (never the password)."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        port = "?"  # type: ignore[assignment]
-    return f"{parts.hostname or 'localhost'}:{port}"
-
-
 def token_id(token: str) -> tuple[str, Any]:
     """The jti and exp a token carries (its signature unchecked); RevocationInputError when
     it does not parse or lacks either."""
-    from ..verifier import InvalidToken
-    from ..verifier._token import decode_segment, parse_claims, split_token
-
     try:
         claims = parse_claims(decode_segment(split_token(token)[1], "payload"))
     except InvalidToken as e:
@@ -120,17 +101,6 @@ def claims_id(claims: Mapping[str, Any]) -> tuple[str, Any]:
     if "exp" not in claims:
         raise RevocationInputError("token has no exp claim")
     return check_jti(claims["jti"]), claims["exp"]
-
-
-def describe(error: Exception, target: str, password_source: str | None) -> RevocationError:
-    """One line for a redis-py error."""
-    if isinstance(error, AuthenticationError) or (
-        isinstance(error, ResponseError) and str(error).startswith(("WRONGPASS", "NOAUTH"))
-    ):
-        where = f" (from {password_source})" if password_source else " (none given)"
-        return RevocationError(f"redis at {target} refused the password{where}")
-    text = " ".join(str(error).split()).rstrip(".") or type(error).__name__
-    return RevocationError(f"redis at {target}: {text}")
 
 
 class RevocationStore:
@@ -159,12 +129,10 @@ class RevocationStore:
         check_prefix(prefix)
         if not token_lifetime > 0 or not grace >= 0:
             raise RevocationInputError("token_lifetime must be > 0 and grace >= 0")
+        self.link = Link(client, prefix, target, password_source, clock)
         self.client = client
         self.prefix = prefix
-        # Redis pub/sub ignores the database number: the channel names it, so a write in
-        # database 1 never reaches the replicas of database 0 under the same prefix.
-        db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
-        self.channel = f"{prefix}changes@db{db}"
+        self.channel = self.link.channel
         self.token_lifetime = math.ceil(token_lifetime)
         # A cutoff or a session version must outlive every refresh chain it voids (a chain
         # lives until orig_iat + refresh_max_age), not just one token: a refresh minted by a
@@ -182,7 +150,7 @@ class RevocationStore:
         self._deny = client.register_script(_DENY)
         self._cutoff = client.register_script(_CUTOFF)
         self._bump = client.register_script(_BUMP)
-        self._replica: Any = None
+        self._replica: Replica | None = None
         self._replica_lock = threading.Lock()
 
     @classmethod
@@ -215,20 +183,8 @@ class RevocationStore:
             source = f"password file {password_file}"
         elif urlsplit(url).password:
             source = "the URL"
-        options: dict[str, Any] = {
-            "socket_connect_timeout": connect_timeout,
-            "socket_timeout": timeout,
-            "protocol": 2,
-        }
-        if password is not None:
-            options["password"] = password
-        try:
-            pool = redis.ConnectionPool.from_url(url, **options)
-        except (ValueError, RedisError) as e:
-            raise RevocationError(f"revocation_url is not a valid redis URL: {e}") from e
-        client: redis.Redis = redis.Redis(connection_pool=pool)
         store = cls(
-            client,
+            connect(url, password=password, connect_timeout=connect_timeout, timeout=timeout),
             prefix=prefix,
             token_lifetime=token_lifetime,
             grace=grace,
@@ -308,57 +264,22 @@ class RevocationStore:
             raise RevocationError(str(error))
         return server
 
-    def ensure_marker(self, client: "redis.Redis | None" = None) -> str:
-        """The prefix's dataset marker (``{prefix}dataset``, no expiry), made if missing: a
-        replica that finds it gone since its last load knows Redis lost every record."""
-        client = client or self.client
-        key = self.prefix + DATASET_MARKER_KEY
-        client.set(key, os.urandom(12).hex(), nx=True)
-        value = client.get(key)
-        return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-
     # -- reads -------------------------------------------------------------------------------
 
     def ping(self) -> None:
         self._call(self.client.ping)
 
-    def load(self, client: "redis.Redis | None" = None) -> Tables:
-        """Every record in force (SCAN + MGET)."""
-        client = client or self.client
-        tables = Tables()
-        skip = len(self.prefix)
-        for keys in self._scan(client):
-            values: list[bytes | None] = client.mget(keys)  # type: ignore[assignment]
-            for key, value in zip(keys, values):
-                if value is not None:
-                    tables.apply(key[skip:].decode("utf-8", "replace"), value.decode("ascii", "replace"))
-        return tables
-
     def records(self) -> Tables:
         """Every record in force, read from Redis now (for the CLI and admin code)."""
-        tables: Tables = self._call(self.load)
-        return tables
-
-    def _scan(self, client: "redis.Redis") -> Iterator[list[bytes]]:
-        pattern = _glob_escape(self.prefix) + "*"
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
-            batch.append(key)
-            if len(batch) >= _MGET_BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        return self.link.call(self.link.load)
 
     # -- the read side -----------------------------------------------------------------------
 
-    def replica(self, *, heartbeat: float = 1.0, start_timeout: float = 10.0) -> Any:
+    def replica(self, *, heartbeat: float = 1.0, start_timeout: float = 10.0) -> Replica:
         """This store's replica (one per store, started on first use; see ``Replica``)."""
-        from ._replica import Replica
-
         with self._replica_lock:
             if self._replica is None or self._replica.closed:
-                replica = Replica(self, heartbeat=heartbeat)
+                replica = Replica(self.link, heartbeat=heartbeat, grace=self.grace)
                 replica.start(timeout=start_timeout)
                 self._replica = replica
             return self._replica
@@ -372,7 +293,7 @@ class RevocationStore:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _run(self, script: Any, suffix: str, *args: int, extra_keys: tuple[str, ...] = ()) -> str:
+    def _run(self, script: Script, suffix: str, *args: int, extra_keys: tuple[str, ...] = ()) -> str:
         """Run a write script on the record ``{prefix}{suffix}`` (and ``{prefix}{key}`` for each
         of ``extra_keys``); returns the record's new value, which this store's replica holds
         before this returns (read-your-writes: a Signer on this store signs by it at once)."""
@@ -385,9 +306,4 @@ class RevocationStore:
         return value
 
     def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except RedisError as e:
-            raise describe(e, self.target, self.password_source) from e
-        except OSError as e:
-            raise describe(e, self.target, self.password_source) from e
+        return self.link.call(func, *args, **kwargs)

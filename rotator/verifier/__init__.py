@@ -15,7 +15,7 @@ Imports only the standard library and ``cryptography``::
 
 from __future__ import annotations
 
-from ._errors import (
+from ..jose import (
     BadSignature,
     Expired,
     ForbiddenHeader,
@@ -36,7 +36,7 @@ from ._errors import (
 from ._jwks import parse_jwks
 from ._keycache import CacheStats
 from ._revocation import JtiDenylist
-from ._token import verify_token
+from ..jose import verify_token
 from ._verifier import Verifier
 
 __all__ = [

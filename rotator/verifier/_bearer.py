@@ -83,7 +83,7 @@ def denial_for(error: Exception, realm: str, retry_after: int, token: str | None
     """The answer for a request the verifier (or the parser) turned down; ``token`` is what
     ``bearer_token`` gave, if anything: a rejected token that is not one b64token makes the
     request malformed (400), not the token invalid (401)."""
-    from ._errors import InvalidToken
+    from ..jose import InvalidToken
 
     if isinstance(error, NoCredentials):
         return Denial(401, (("www-authenticate", f'Bearer realm="{realm}"'),), b"", "")

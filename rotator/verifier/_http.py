@@ -67,8 +67,8 @@ def parse_max_age(cache_control: str | None) -> float | None:
 
 def fetch(
     url: str,
-    *,
     etag: str | None,
+    *,
     connect_timeout: float,
     timeout: float,
     max_bytes: int,

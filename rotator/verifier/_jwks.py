@@ -9,11 +9,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ..keys import PRIVATE_MEMBERS, public_key_from_jwk
 from .._strict import strict_json
 
-__all__ = ["KeySet", "parse_jwks"]
+__all__ = ["parse_jwks", "MAX_KEYS", "MAX_JWKS_BYTES"]
 
-KeySet = Mapping[str, ec.EllipticCurvePublicKey]
-
+# What a verifier accepts of a JWKS document: the publisher's alerts warn well below both.
 MAX_KEYS = 256
+MAX_JWKS_BYTES = 256 * 1024
 
 
 def parse_jwks(

@@ -16,7 +16,7 @@ from typing import Callable, Union
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ._errors import KeysUnavailable, UnknownKey
+from ..jose import KeysUnavailable, UnknownKey
 from ._http import FetchError, Response
 from ._jwks import parse_jwks
 

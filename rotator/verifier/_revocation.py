@@ -6,16 +6,9 @@ import threading
 import time
 from typing import Any, Callable, Container, Mapping
 
-from ._errors import Revoked
+from ..jose import Revoked
 
-__all__ = ["JtiDenylist", "Revocation", "replica_of"]
-
-
-def replica_of(revocations: Any) -> Any:
-    """The in-memory replica of a ``rotator.revocation`` store, or the replica it is given.
-
-    Duck-typed, so that the verifier never imports redis."""
-    return revocations.replica() if hasattr(revocations, "replica") else revocations
+__all__ = ["JtiDenylist", "Revocation"]
 
 
 class JtiDenylist:

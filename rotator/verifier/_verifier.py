@@ -12,10 +12,11 @@ from typing import Any, Callable, Collection, Container, Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..jose import check_claims, parse_header, split_token, verified_claims
 from ._http import check_url, fetch
+from ._jwks import MAX_JWKS_BYTES
 from ._keycache import CacheStats, KeyCache
-from ._revocation import JtiDenylist, Revocation, replica_of
-from ._token import check_claims, parse_header, split_token, verified_claims
+from ._revocation import JtiDenylist, Revocation
 
 __all__ = ["Verifier"]
 
@@ -74,7 +75,7 @@ class Verifier:
         max_lifetime: float | None = None,
         connect_timeout: float = 2.0,
         timeout: float = 5.0,
-        max_jwks_bytes: int = 256 * 1024,
+        max_jwks_bytes: int = MAX_JWKS_BYTES,
         max_keys: int = 256,
         default_max_age: float = 300.0,
         min_max_age: float = 30.0,
@@ -131,7 +132,8 @@ class Verifier:
         self._keys = KeyCache(
             url=jwks_url,
             fetcher=partial(
-                self._fetch,
+                fetch,
+                jwks_url,
                 connect_timeout=connect_timeout,
                 timeout=timeout,
                 max_bytes=max_jwks_bytes,
@@ -158,7 +160,10 @@ class Verifier:
             checks.append(self._revocation.check)
         self.revocations: Any = None
         if revocations is not None:
-            grace = getattr(getattr(revocations, "store", revocations), "grace", None)  # a store, or its replica
+            # Loaded only here: a verifier without revocation imports none of it.
+            from ..revocation import replica_of
+
+            grace = getattr(revocations, "grace", None)  # a store, or its replica
             if grace is not None and grace < leeway:
                 raise ValueError(
                     f"revocation store grace ({grace}s) must cover the leeway ({leeway}s): a record would "
@@ -188,9 +193,6 @@ class Verifier:
         self._result_cache_size = result_cache_size
         self._results_lock = threading.Lock()
         self._result_cache_ttl = result_cache_ttl
-
-    def _fetch(self, etag: str | None, **options: Any) -> Any:
-        return fetch(self.jwks_url, etag=etag, **options)
 
     # -- public API --------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from ._bearer import BadRequest, Guard, NoCredentials, bearer_token, denial_for, excluded, is_preflight
-from ._errors import VerifierError
+from ..jose import VerifierError
 from ._verifier import Verifier
 
 __all__ = ["BearerAuth", "CLAIMS_KEY", "bearer_claims"]

@@ -1,4 +1,8 @@
-"""Verifier errors: InvalidToken (reject the token, a 401) and KeysUnavailable (a 503)."""
+"""Token errors: InvalidToken (reject the token, a 401), KeysUnavailable and
+RevocationUnavailable (a 503). The issuer, the verifier and the revocation replica
+raise them; ``rotator.verifier`` re-exports them. Errors of rotator's own operations
+(``RotatorError``) live in ``rotator.errors``.
+"""
 
 from __future__ import annotations
 

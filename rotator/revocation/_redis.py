@@ -1,0 +1,145 @@
+"""The Redis plumbing both sides share: one dataset under one prefix (``Link``), its client,
+the one-line description of a redis-py error, the full load and the dataset marker.
+
+The store writes through a Link and the replica follows one; neither imports the other's
+module for it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.retry import Retry
+
+from ..errors import RevocationError
+from ._records import DATASET_MARKER_KEY, Tables
+
+__all__ = ["Link", "describe", "redis_target", "connect"]
+
+_SCAN_COUNT = 5000
+_MGET_BATCH = 5000
+T = TypeVar("T")
+
+
+def redis_target(url: str) -> str:
+    """host:port of a redis URL, for messages (never the password)."""
+    parts = urlsplit(url)
+    try:
+        port: int | str = parts.port or 6379
+    except ValueError:
+        port = "?"
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
+def describe(error: Exception, target: str, password_source: str | None) -> RevocationError:
+    """One line for a redis-py error."""
+    if isinstance(error, AuthenticationError) or (
+        isinstance(error, ResponseError) and str(error).startswith(("WRONGPASS", "NOAUTH"))
+    ):
+        where = f" (from {password_source})" if password_source else " (none given)"
+        return RevocationError(f"redis at {target} refused the password{where}")
+    text = " ".join(str(error).split()).rstrip(".") or type(error).__name__
+    return RevocationError(f"redis at {target}: {text}")
+
+
+def connect(url: str, *, password: str | None, connect_timeout: float, timeout: float) -> "redis.Redis":
+    """A client for ``url`` (checked already) with these timeouts; nothing is sent yet."""
+    options: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": timeout, "protocol": 2}
+    if password is not None:
+        options["password"] = password
+    try:
+        pool = redis.ConnectionPool.from_url(url, **options)
+    except (ValueError, RedisError) as e:
+        raise RevocationError(f"revocation_url is not a valid redis URL: {e}") from e
+    return redis.Redis(connection_pool=pool)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+@dataclass(frozen=True)
+class Link:
+    """One Redis dataset under one prefix: the client, the change channel, and how to name
+    the server in messages (``target``, and where its password came from)."""
+
+    client: "redis.Redis"
+    prefix: str
+    target: str
+    password_source: str | None
+    clock: Callable[[], float]
+    channel: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Redis pub/sub ignores the database number: the channel names it, so a write in
+        # database 1 never reaches the replicas of database 0 under the same prefix.
+        db = int(self.client.connection_pool.connection_kwargs.get("db", 0) or 0)
+        object.__setattr__(self, "channel", f"{self.prefix}changes@db{db}")
+
+    def describe(self, error: Exception) -> RevocationError:
+        return describe(error, self.target, self.password_source)
+
+    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``func(*args, **kwargs)``, with a redis or socket error as one RevocationError line."""
+        try:
+            return func(*args, **kwargs)
+        except (RedisError, OSError) as e:
+            raise self.describe(e) from e
+
+    def follower_client(self) -> "redis.Redis":
+        """A client of its own on the same server, for a replica's full loads."""
+        return redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=self.client.connection_pool.connection_class, **self.follower_kwargs()
+            )
+        )
+
+    def follower_connection(self) -> Any:
+        """A bare connection for a subscription."""
+        return self.client.connection_pool.connection_class(**self.follower_kwargs())
+
+    def follower_kwargs(self) -> dict[str, Any]:
+        """The client's connection settings (URL, TLS, password, timeouts), without retries:
+        a failure here means a reconnect and a full resync, never a silent retry."""
+        kwargs = dict(self.client.connection_pool.connection_kwargs)
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        kwargs["protocol"] = 2
+        return kwargs
+
+    def load(self, client: "redis.Redis | None" = None) -> Tables:
+        """Every record in force (SCAN + MGET)."""
+        client = client or self.client
+        tables = Tables()
+        skip = len(self.prefix)
+        for keys in self._scan(client):
+            values: list[bytes | None] = client.mget(keys)  # type: ignore[assignment]
+            for key, value in zip(keys, values):
+                if value is not None:
+                    tables.apply(key[skip:].decode("utf-8", "replace"), value.decode("ascii", "replace"))
+        return tables
+
+    def _scan(self, client: "redis.Redis") -> Iterator[list[bytes]]:
+        pattern = _glob_escape(self.prefix) + "*"
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= _MGET_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def ensure_marker(self, client: "redis.Redis | None" = None) -> str:
+        """The prefix's dataset marker (``{prefix}dataset``, no expiry), made if missing: a
+        replica that finds it gone since its last load knows Redis lost every record."""
+        client = client or self.client
+        key = self.prefix + DATASET_MARKER_KEY
+        client.set(key, os.urandom(12).hex(), nx=True)
+        value = client.get(key)
+        return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
