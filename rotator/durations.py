@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 from .errors import ConfigError
 
-__all__ = ["parse_duration", "format_duration", "format_time", "MAX_DURATION"]
+__all__ = ["parse_duration", "parse_moment", "format_duration", "format_time", "MAX_DURATION"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Parts in descending unit order, each unit at most once, ASCII digits only: 1h30m, 1d12h, 2m500ms.
@@ -68,3 +69,34 @@ def format_time(ts: float) -> str:
         return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, ValueError, OSError):
         return f"{ts:.0f} (out of range)"
+
+
+def parse_moment(text: str, name: str, now: float) -> float:
+    """A moment, in seconds since the epoch: seconds since the epoch, an ISO 8601 time (UTC
+    unless it says otherwise), or a duration from ``now`` (30m, 7d); ConfigError naming
+    ``name`` otherwise."""
+    value = text.strip()
+    if not value.isascii():  # float() and fromisoformat() take any script's digits
+        raise ConfigError(f"{name} {text!r} is not a time: use ASCII digits")
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(number) and "_" not in value:
+            return number
+        raise ConfigError(f"{name} {text!r} is not a time")
+    if value[:1].isdigit() and "-" in value[:5] and len(value) >= 10:
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise ConfigError(f"{name} {text!r} is not an ISO 8601 time: {e}") from e
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        return moment.timestamp()
+    try:
+        return now + parse_duration(value, name=name)
+    except ConfigError:
+        raise ConfigError(
+            f"{name} {text!r} is neither seconds since the epoch, an ISO 8601 time nor a duration like 7d"
+        ) from None

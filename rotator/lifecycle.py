@@ -2,6 +2,10 @@
 
 Nothing here reads a clock, a file or the network. New keys come from an
 injected factory, so the planner is deterministic for a given factory.
+
+Longer than the project's usual module on purpose: every transition a key can take
+(plan, retire, revoke, confirm, adopt, mark damaged, clamp future times) is here, each
+a short pure function, so the lifecycle's invariants can be checked in one read.
 """
 
 from __future__ import annotations

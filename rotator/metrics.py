@@ -1,110 +1,44 @@
-"""Prometheus metrics and the health verdict, shared by `rotator run` and the one-shot commands.
+"""Prometheus metrics, shared by `rotator run` and `rotator rotate --metrics-file`.
 
-Imported only by the daemon and the CLI (never by the verifier).
+``Metrics`` records what a step did and what the state holds; gauges that depend on the
+current time (the health verdict, the active key's age, the next due action) read the
+``Health`` at collection. Imported only by the daemon and the CLI (never by the verifier).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ._fs import atomic_write
 from .config import Policy
-from .errors import ClockSkewError
+from .health import Health
 from .lifecycle import next_due
-from .publish import build_jwks, jwks_digest, jwks_kids
+from .publish import build_jwks, jwks_kids
+from .reconcile import FAILURE_STAGES, StepResult
 from .state import KeyState, State
 
-if TYPE_CHECKING:
-    from .reconcile import Rotator, StepResult
-
-__all__ = ["Metrics", "health_problems", "failure_stage"]
-
-# The stage a failure happened in, from the last checkpoint the step passed (reconcile.STAGES).
-_NEXT_STAGE = {
-    None: "load",
-    "loaded": "plan",
-    "planned": "write_state",
-    "state_written": "publish",
-    "published": "confirm",
-    "confirmed": "record",
-    "recorded": "record",
-}
-FAILURE_STAGES = ("load", "plan", "write_state", "publish", "confirm", "record")
-
-
-def failure_stage(last_checkpoint: str | None, error: BaseException) -> str:
-    from .errors import PublishError
-
-    stage = _NEXT_STAGE.get(last_checkpoint, "load")
-    if isinstance(error, PublishError):
-        if stage == "plan":
-            return "confirm"  # nothing to change: the step was re-reading the published JWKS
-        if stage == "write_state":
-            return "publish"  # the state was unchanged, so the step went straight to publishing
-    return stage
-
+__all__ = ["Metrics"]
 
 _POLICY_SETTINGS = (
     "rotation_period", "token_lifetime", "leeway", "max_age", "retirement_window", "private_key_grace", "max_clock_skew",
 )
 
 
-def health_problems(
-    state: State | None, policy: Policy, now: float, *, last_success: float | None, since: float
-) -> list[str]:
-    """Why the deployment is unhealthy (an empty list: healthy).
-
-    - no state or no active key;
-    - the active key overdue: older than P + M + P/2 (a rotation waits at most M for
-      its successor's publication; P/2 covers missed wake-ups);
-    - the current key set's JWKS not confirmed published for longer than P - M (a
-      successor must be confirmed by then to activate on time);
-    - no successful step since the process started (``since``), or for longer than P.
-    """
-    problems: list[str] = []
-    period, max_age = policy.rotation_period, policy.max_age
-    if state is None:
-        problems.append("no key set stored yet")
-    else:
-        active = state.active
-        if active is None:
-            problems.append("no active key")
-        elif active.activated_at is not None:
-            overdue_at = active.activated_at + period + max_age + period / 2
-            if now > overdue_at:
-                problems.append(f"active key {active.kid} is overdue for rotation by {now - overdue_at:.0f}s")
-        if state.published_digest != jwks_digest(build_jwks(state)):
-            # Counted from the last confirmation, so the problem does not come and go
-            # while a publish outage lasts and the state is rewritten.
-            confirmed = state.published_confirmed_at
-            since_confirmed = confirmed if confirmed is not None else min(
-                (k.created_at for k in state.keys), default=state.updated_at
-            )
-            waiting = now - since_confirmed
-            if waiting > period - max_age:
-                problems.append(f"the current JWKS has not been confirmed published for {waiting:.0f}s")
-    if last_success is None:
-        problems.append(f"no successful reconcile step yet ({now - since:.0f}s since start)")
-    elif now - last_success > period:
-        problems.append(f"no successful reconcile step for {now - last_success:.0f}s")
-    return problems
-
-
 @dataclass
 class Metrics:
     """The metric set; gauges that depend on the current time are computed at collection."""
 
-    clock: Callable[[], float] = time.time
+    health: Health = field(default_factory=Health)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    state: State | None = None
-    policy: Policy | None = None
-    revocations: Any = None  # the revocation replica, when revocation_url is set
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.health.clock
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -157,61 +91,33 @@ class Metrics:
         self.damaged_keys = Gauge(
             "rotator_damaged_keys", "Keys replaced because their private half could not be decrypted.", registry=r
         )
-        self.started_at = self.clock()
-        self.last_success_at: float | None = None
-        self.last_failure_stage: str | None = None
-        self.clock_skew: tuple[float, float, str] | None = None  # (seen at, seconds, what)
         for stage in FAILURE_STAGES:
             self.failures.labels(stage=stage)
         for s in KeyState:
             self.keys.labels(state=s.value)
-        self.clock_skew_gauge.set_function(lambda: self._recent_skew()[0])
+        self.clock_skew_gauge.set_function(lambda: self.health.recent_skew()[0])
         self.active_key_age.set_function(self._active_age)
         self.next_due.set_function(self._next_due)
-        self.healthy.set_function(lambda: 0.0 if self.problems() else 1.0)
+        self.healthy.set_function(lambda: 0.0 if self.health.problems() else 1.0)
 
     # -- updates ---------------------------------------------------------------------
 
-    def record_step(
-        self,
-        rotator: Rotator,
-        policy: Policy,
-        *,
-        after: Callable[[StepResult], None] | None = None,
-        **step_options: Any,
-    ) -> StepResult:
-        """One reconcile step (then ``after``, if given) with its outcome counted.
+    def succeeded(self, result: StepResult, policy: Policy) -> None:
+        """A step that succeeded (the Health has seen it already)."""
+        if self.health.last_success_at is not None:
+            self.last_success.set(self.health.last_success_at)
+        self.steps.inc()
+        if result.conflicts:
+            self.conflicts.inc(result.conflicts)
+        self.observe(result.state, policy, result.jwks or None)
 
-        On failure: the stage is counted and kept in ``last_failure_stage``, what is
-        stored is observed (best effort) so health sees it, and the error is re-raised.
-        """
-        last: list[str | None] = [None]
+    def failed(self, stage: str, error: BaseException, stored: State | None, policy: Policy) -> None:
+        """A step that failed in ``stage``; ``stored``: what the keystore holds now, if read."""
+        self.failures.labels(stage=stage).inc()
+        self.observe(stored, policy)
 
-        def checkpoint(stage: str) -> None:
-            last[0] = stage
-
-        try:
-            result = rotator.step(checkpoint=checkpoint, **step_options)
-            if after is not None:
-                after(result)
-        except Exception as e:
-            if isinstance(e, ClockSkewError):
-                self.clock_skew = (self.clock(), e.skew, str(e))
-            self.last_failure_stage = failure_stage(last[0], e)
-            self.failed(self.last_failure_stage)
-            try:
-                self.observe(rotator.keystore.load(), policy)
-            except Exception:
-                self.policy = policy
-            raise
-        repaired = next((e for e in result.events if e.name == "rotator.clock_skew_repaired"), None)
-        if repaired is not None:
-            self.clock_skew = (self.clock(), result.clock_skew, f"repaired: {repaired.detail}")
-        self.succeeded(result.state, policy, result.conflicts)
-        return result
-
-    def observe(self, state: State | None, policy: Policy) -> None:
-        self.state, self.policy = state, policy
+    def observe(self, state: State | None, policy: Policy, jwks: bytes | None = None) -> None:
+        """The gauges of ``state`` under ``policy``; ``jwks``: its JWKS, where already built."""
         for setting in _POLICY_SETTINGS:
             self.policy_seconds.labels(setting=setting).set(getattr(policy, setting))
         self.jwks_max_keys.set(policy.max_jwks_keys)
@@ -226,67 +132,30 @@ class Metrics:
         for s in KeyState:
             self.keys.labels(state=s.value).set(len(state.in_state(s)))
         self.damaged_keys.set(sum(1 for k in state.keys if k.revocation == "damaged"))
-        body = build_jwks(state)
+        body = jwks if jwks is not None else build_jwks(state)
         self.jwks_bytes.set(len(body))
         self.jwks_keys.set(len(jwks_kids(body)))
         if state.published_confirmed_at is not None:
             self.confirmed.set(state.published_confirmed_at)
 
-    def succeeded(self, state: State, policy: Policy, conflicts: int = 0) -> None:
-        self.last_success_at = self.clock()
-        self.last_success.set(self.last_success_at)
-        self.steps.inc()
-        if conflicts:
-            self.conflicts.inc(conflicts)
-        self.observe(state, policy)
-
-    def failed(self, stage: str, conflicts: int = 0) -> None:
-        self.failures.labels(stage=stage).inc()
-        if conflicts:
-            self.conflicts.inc(conflicts)
-
     # -- reading ---------------------------------------------------------------------
 
     def _active_age(self) -> float:
-        active = self.state.active if self.state is not None else None
+        state = self.health.state
+        active = state.active if state is not None else None
         if active is None or active.activated_at is None:
             return float("nan")
         return self.clock() - active.activated_at
 
     def _next_due(self) -> float:
-        if self.state is None or self.policy is None:
+        state, policy = self.health.state, self.health.policy
+        if state is None or policy is None:
             return float("nan")
-        due = next_due(self.state, self.policy)
+        due = next_due(state, policy)
         return float("nan") if due is None else due - self.clock()
 
-    def _recent_skew(self) -> tuple[float, str | None]:
-        """The clock disagreement seen within the last rotation period, if any."""
-        if self.clock_skew is None:
-            return 0.0, None
-        seen_at, seconds, what = self.clock_skew
-        window = self.policy.rotation_period if self.policy is not None else 900.0
-        if self.clock() - seen_at > max(window, 60.0):
-            return 0.0, None
-        return seconds, what
-
-    def problems(self) -> list[str]:
-        if self.policy is None:
-            return ["no successful reconcile step yet"]
-        problems = health_problems(
-            self.state, self.policy, self.clock(), last_success=self.last_success_at, since=self.started_at
-        )
-        skew, what = self._recent_skew()
-        if what is not None:
-            problems.append(f"clock skew of {skew:.0f}s: {what}")
-        return problems
-
-    def revocation_warnings(self) -> list[str]:
-        """The revocation replica's problems; reported by /healthz without failing it (a lost
-        dataset or a malformed record is not something restarting the daemon mends)."""
-        return list(self.revocations.problems()) if self.revocations is not None else []
-
     def render(self) -> bytes:
-        replica = self.revocations
+        replica = self.health.revocations
         if replica is not None:
             self.revocation_age.set(min(replica.age(), 1e9))
             self.revocation_malformed.set(len(replica.tables.malformed))

@@ -8,51 +8,64 @@ finishes the work, so running it late, twice or from two hosts converges.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .clocks import host_clock_error
 from .config import Policy
-from .errors import ClockSkewError, ConflictError, KeystoreError, PublicationGuardError, PublishError, PublishTargetAhead
-from .keys import generate_private_key, private_from_bytes, private_to_bytes, public_jwk, thumbprint
+from .errors import ConflictError, KeystoreError, PublishError, PublishTargetAhead
+from .keys import generate_private_key, private_to_bytes, public_jwk, thumbprint
 from .keystore import Keystore
 from .lifecycle import (
     Event,
     Plan,
-    adopt,
-    clamp_future,
     future_skew,
     mark_damaged,
     plan,
     record_confirmation,
 )
-from .publish import Marker, Publisher, build_jwks, jwks_digest, jwks_kids, publish, published_keys, refusal
-from .sealing import DEFAULT_SCRYPT_N, Sealer, new_sealer, open_sealer
+from .publish import Marker, Publisher, build_jwks, jwks_digest, jwks_kids, publish
+from .recovery import adopt_published, check_target, refusal_message, refusal_of, repair_clock
+from .sealing import DEFAULT_SCRYPT_N, Sealer, SealerOptions, opens
 from .state import KeyRecord, State, new_lineage
 
-__all__ = ["Rotator", "StepResult", "Operation", "STAGES"]
+__all__ = ["Rotator", "StepResult", "Operation", "STAGES", "FAILURE_STAGES", "Trail", "failure_stage"]
 
 Clock = Callable[[], float]
 Operation = Callable[[State, float], Plan]
 # Checkpoint names, in order; tests crash at each, the daemon labels failures with them.
 STAGES = ("loaded", "planned", "state_written", "published", "confirmed", "recorded")
+# Where a step failed, as metrics and logs name it: the stage after the last checkpoint passed.
+FAILURE_STAGES = ("load", "plan", "write_state", "publish", "confirm", "record")
+_FAILED_IN = dict(zip((None, *STAGES), (*FAILURE_STAGES, "record")))
+
+
+def failure_stage(last_checkpoint: str | None, error: BaseException) -> str:
+    """The stage a step failed in, from the last checkpoint it passed and the error."""
+    stage = _FAILED_IN.get(last_checkpoint, "load")
+    if isinstance(error, PublishError):
+        if stage == "plan":
+            return "confirm"  # nothing to change: the step was re-reading the published JWKS
+        if stage == "write_state":
+            return "publish"  # the state was unchanged, so the step went straight to publishing
+    return stage
+
+
+class Trail:
+    """A ``checkpoint`` for ``Rotator.step`` that remembers the last checkpoint passed."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def __call__(self, stage: str) -> None:
+        self.last = stage
+
+    def failed_in(self, error: BaseException) -> str:
+        return failure_stage(self.last, error)
 
 
 def _no_checkpoint(stage: str) -> None:
     return None
-
-
-def _refusal_of(marker: Marker | None, state: State) -> str | None:
-    """Why the publish target marked ``marker`` refuses the JWKS of ``state`` (None: it takes it)."""
-    return refusal(marker, state.generation, state.lineage, jwks_digest(build_jwks(state)))
-
-
-def _with_lineage(state: State, marker: Marker | None) -> State:
-    """``state`` with a lineage: its own; for a state from before lineages, the publish
-    target's, or a new one when the target has none."""
-    if state.lineage is not None:
-        return state
-    return replace(state, lineage=marker.lineage if marker is not None and marker.lineage else new_lineage())
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,7 @@ class StepResult:
     conflicts: int = 0
     published: bool = False
     clock_skew: float = 0.0  # how far stored times were ahead of this host's clock (repaired)
+    jwks: bytes = b""  # the JWKS of ``state``, built once, for whoever observes the step
 
     @property
     def warnings(self) -> tuple[Event, ...]:
@@ -85,15 +99,8 @@ class Rotator:
     passphrase_source: str = "the passphrase argument"  # named in the wrong-passphrase error
 
     def sealer_for(self, state: State | None) -> Sealer:
-        if state is None:
-            return new_sealer(self.passphrase, self.allow_plaintext, scrypt_n=self.scrypt_n, kms_key_id=self.kms_key_id)
-        return open_sealer(
-            state.encryption,
-            self.passphrase,
-            self.allow_plaintext,
-            kms_key_id=self.kms_key_id,
-            passphrase_source=self.passphrase_source,
-        )
+        options = SealerOptions(self.passphrase, self.allow_plaintext, self.kms_key_id, self.passphrase_source)
+        return options.new(self.scrypt_n) if state is None else options.open(state)
 
     def load(self) -> State | None:
         """The stored state, after checking that this configuration can open it."""
@@ -148,52 +155,10 @@ class Rotator:
             raise error
 
     def _repair_clock(self, stored: State, now: float, skew: float, recover: bool) -> Plan:
-        """Stored times ``skew`` seconds ahead of this host's clock: repaired when the store's own
-        record of the write shows the writer's clock was fast, refused when this host may be the
-        one behind."""
-        tolerance = self.policy.max_clock_skew
-        if skew <= tolerance:
-            return Plan(stored)
-        stored_at = stored.stored_at if self.storage_clock else None
-        writer_was_fast = stored_at is not None and stored_at <= now + tolerance
-        if recover or writer_was_fast:
-            return clamp_future(stored, now)
-        raise ClockSkewError(
-            f"{self.keystore.location} holds times up to {skew:.0f}s ahead of this host's clock "
-            f"(tolerance {tolerance:.0f}s) and the store cannot tell which clock is wrong: fix this "
-            "host's time if it is behind; if it is right, run `rotator recover` to set those times "
-            "to now; nothing was written",
-            skew,
+        return repair_clock(
+            stored, now, skew, recover=recover, tolerance=self.policy.max_clock_skew,
+            storage_clock=self.storage_clock, location=self.keystore.location,
         )
-
-    def _adopt_published(self, state: State, now: float, other_lineage: bool) -> Plan:
-        """What recovery takes from the publish target: its revoked list always; when the
-        target is ahead of ``state`` (or holds another lineage and ``other_lineage`` says to
-        take it), the keys it serves and its generation."""
-        marker = self.publisher.marker()
-        events: list[Event] = []
-        try:
-            served, skipped = published_keys(self.publisher.read_back())
-        except PublicationGuardError as e:
-            served, skipped = [], []
-            events.append(Event("rotator.key_not_adopted", None, f"nothing adopted: {e}"))
-        why = _refusal_of(marker, state)
-        if why == "lineage":
-            assert marker is not None
-            if not other_lineage:
-                raise PublishTargetAhead(self._refusal_message("lineage", marker, state))
-            state = replace(state, lineage=marker.lineage)
-        state = _with_lineage(state, marker)
-        ahead = why is not None
-        adopted = adopt(
-            state,
-            served,
-            now,
-            target_generation=marker.generation if ahead and marker is not None else None,
-            revoked=self.publisher.revoked(),
-        )
-        skipped_events = tuple(Event("rotator.key_not_adopted", kid, "not a P-256 key with its thumbprint as kid") for kid in skipped)
-        return Plan(adopted.state, tuple(events) + adopted.events + (skipped_events if ahead else ()))
 
     def recovery_plan(self, *, other_lineage: bool = False) -> Plan:
         """What ``step(recover=True)`` would change before its ordinary planning, written nowhere."""
@@ -206,7 +171,7 @@ class Rotator:
             repaired = self._repair_clock(stored, now, future_skew(stored, now), True)
             state = repaired.state
             events.extend(repaired.events)
-        adopted = self._adopt_published(state, now, other_lineage)
+        adopted = adopt_published(self.publisher, state, now, other_lineage)
         return Plan(adopted.state, tuple(events) + adopted.events)
 
     def _unusable(self, planned: Plan, sealer: Sealer) -> list[str]:
@@ -216,60 +181,16 @@ class Rotator:
             if event.name != "rotator.key_activated" or event.kid is None:
                 continue
             key = planned.state.get(event.kid)
-            if key is None or key.private is None:
-                continue
-            try:
-                private_from_bytes(sealer.unseal(key.private, planned.state.keyset, key.kid))
-            except (KeystoreError, ValueError):
+            if key is not None and key.private is not None and not opens(sealer, planned.state.keyset, key):
                 damaged.append(key.kid)
         return damaged
 
-    def _refusal_message(self, why: str, marker: Marker, state: State) -> str:
-        target = self.publisher.location
-        if why == "lineage":
-            return (
-                f"{target} publishes the JWKS of another key set (lineage {marker.lineage}, this keystore's "
-                f"{state.lineage}): the keystore was lost and started afresh, or two key sets share one publish "
-                "location; if the keystore was lost, run `rotator recover --other-lineage` to adopt the keys "
-                "published there, otherwise give this key set a publish location of its own; nothing was written"
-            )
-        if why == "diverged":
-            return (
-                f"{target} holds a JWKS of state generation {marker.generation} with other keys than this "
-                f"keystore's generation {state.generation}: the keystore was restored from a backup or recreated; "
-                "run `rotator recover` to adopt the keys it still publishes and publish again"
-            )
-        return (
-            f"{target} holds the JWKS of state generation {marker.generation}, above this keystore's "
-            f"generation {state.generation}: the keystore was restored from a backup or recreated; "
-            "run `rotator recover` to adopt the keys it still publishes and publish again"
-        )
-
     def _check_target(self, saved: State, state: State) -> State:
-        """Before a step writes anything: the publish target must take what this step would
-        publish. Its marker refuses a state of another lineage, of a later generation than
-        the one loaded (the keystore went back: a restored backup, a lost keystore), or of
-        the served generation with other keys; its revoked list refuses a state that holds
-        a key revoked there. Refused without a write, so a state that cannot publish never
-        advances its generation, and `rotator recover` is the way on.
-
-        Returns ``state`` with a lineage: a state from before lineages takes the target's."""
-        marker = self.publisher.marker()
-        why = _refusal_of(marker, saved)
+        """See ``recovery.check_target``; a refusal is raised by ``_refused``."""
+        state, why = check_target(self.publisher, saved, state)
         if why is not None:
             self._refused(saved, why)
-        # A target still serving what this state last confirmed has had no revocation
-        # published since; anything else (nothing there, another document) may have.
-        confirmed_here = marker is not None and marker.digest is not None and marker.digest == saved.published_digest
-        revoked = frozenset() if confirmed_here else self.publisher.revoked()
-        live = sorted(k.kid for k in state.keys if k.published and k.kid in revoked)
-        if live:
-            raise PublishTargetAhead(
-                f"{self.publisher.location} records key(s) {', '.join(live)} as revoked, but this keystore "
-                "still holds them live: it was restored from a backup older than their revocation; run "
-                "`rotator recover` to revoke them here too; nothing was written"
-            )
-        return _with_lineage(state, marker)
+        return state
 
     def _refused(self, saved: State, why: str | None = None) -> None:
         """The publish target refuses this state: a race, or a keystore gone back."""
@@ -278,8 +199,8 @@ class Rotator:
             raise ConflictError("a newer state was published meanwhile")
         marker = self.publisher.marker()
         if why is None:
-            why = _refusal_of(marker, saved) or "ahead"
-        raise PublishTargetAhead(self._refusal_message(why, marker or Marker(0), saved))
+            why = refusal_of(marker, saved) or "ahead"
+        raise PublishTargetAhead(refusal_message(self.publisher.location, why, marker or Marker(0), saved))
 
     def _attempt(
         self,
@@ -307,7 +228,7 @@ class Rotator:
             state = repaired.state
             events.extend(repaired.events)
         if recover:
-            adopted = self._adopt_published(state, now, other_lineage)
+            adopted = adopt_published(self.publisher, state, now, other_lineage)
             state = adopted.state
             events.extend(adopted.events)
         if operation is not None:
@@ -375,5 +296,5 @@ class Rotator:
             state = self.keystore.save(state, saved.generation)
             checkpoint("recorded")
         return StepResult(
-            state=state, events=tuple(events), conflicts=conflicts, published=published, clock_skew=skew
+            state=state, events=tuple(events), conflicts=conflicts, published=published, clock_skew=skew, jwks=body
         )

@@ -13,6 +13,10 @@ key set is created:
   data key is stored. The key set and kid are the AES-GCM associated data and
   the KMS encryption context, so neither ciphertext can be replayed elsewhere.
 - ``none``: plaintext, only with the loudly named ``insecure_plaintext_keys``.
+
+Longer than the project's usual module on purpose: the three schemes, the choice between
+them (``SealerOptions``) and the probe of a sealed half are one security boundary, and
+read together.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -27,9 +32,21 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ._b64 import b64url_decode, b64url_encode
-from .errors import KeystoreError, WrongPassphrase
+from .errors import KeystoreError, RotatorError, WrongPassphrase
+from .keys import private_from_bytes
+from .state import KeyRecord, State
 
-__all__ = ["Sealer", "PassphraseSealer", "KmsSealer", "PlaintextSealer", "new_sealer", "open_sealer"]
+__all__ = [
+    "Sealer",
+    "PassphraseSealer",
+    "KmsSealer",
+    "PlaintextSealer",
+    "SealerOptions",
+    "new_sealer",
+    "open_sealer",
+    "opens",
+    "private_half_status",
+]
 
 DEFAULT_SCRYPT_N = 2**15
 _MIN_SCRYPT_N = 2**10
@@ -277,3 +294,52 @@ def open_sealer(
             )
         return PlaintextSealer()
     raise KeystoreError(f"state file uses unknown encryption scheme {scheme!r}")
+
+
+@dataclass(frozen=True)
+class SealerOptions:
+    """What opens a key set's sealer, as the settings give it: the one place the writer
+    (``Rotator``), the signer (``KeySchedule``) and ``rotator status`` turn options into
+    a sealer."""
+
+    passphrase: str | None = field(default=None, repr=False)
+    allow_plaintext: bool = False
+    kms_key_id: str | None = None
+    passphrase_source: str = "the passphrase argument"  # named in the wrong-passphrase error
+
+    def open(self, state: State) -> Sealer:
+        return open_sealer(
+            state.encryption,
+            self.passphrase,
+            self.allow_plaintext,
+            kms_key_id=self.kms_key_id,
+            passphrase_source=self.passphrase_source,
+        )
+
+    def new(self, scrypt_n: int = DEFAULT_SCRYPT_N) -> Sealer:
+        return new_sealer(self.passphrase, self.allow_plaintext, scrypt_n=scrypt_n, kms_key_id=self.kms_key_id)
+
+
+def opens(sealer: Sealer, keyset: str, key: KeyRecord) -> bool:
+    """Whether ``key``'s sealed private half opens into a usable key (it has one)."""
+    assert key.private is not None
+    try:
+        private_from_bytes(sealer.unseal(key.private, keyset, key.kid))
+    except (RotatorError, ValueError):
+        return False
+    return True
+
+
+def private_half_status(state: State, sealer: Sealer | None) -> dict[str, str]:
+    """kid -> present | destroyed | damaged. With a ``sealer``, every stored half is
+    test-decrypted; without one (these settings cannot open the key set), a stored half
+    shows as present."""
+    out: dict[str, str] = {}
+    for key in state.keys:
+        if key.revocation == "damaged":
+            out[key.kid] = "damaged"
+        elif key.private is None:
+            out[key.kid] = "destroyed"
+        else:
+            out[key.kid] = "present" if sealer is None or opens(sealer, state.keyset, key) else "damaged"
+    return out

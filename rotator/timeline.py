@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Policy
+from .errors import ConfigError
 from .lifecycle import next_due, plan, record_confirmation
 from .state import KeyRecord, State
 
-__all__ = ["TimelineEntry", "timeline"]
+__all__ = ["TimelineEntry", "timeline", "check_horizon"]
 
 _PLACEHOLDER = {"kty": "EC", "crv": "P-256", "x": "", "y": ""}
 
@@ -53,3 +54,21 @@ def timeline(policy: Policy, days: float) -> list[TimelineEntry]:
             break
         now = due
     return entries
+
+
+# The preview replays the planner at every due instant; its cost grows with rotations
+# times keys held (about (W + audit retention) / P). This bound keeps it to a few seconds.
+_PLAN_BUDGET = 400_000
+
+
+def check_horizon(policy: Policy, days: float) -> None:
+    """Refuse a preview too long to replay in a few seconds, naming the longest that is not."""
+    rotations = days * 86400.0 / policy.rotation_period
+    held = (policy.retirement_window + policy.audit_retention) / policy.rotation_period + 2
+    if rotations * min(rotations, held) <= _PLAN_BUDGET:
+        return
+    most = _PLAN_BUDGET / held if _PLAN_BUDGET / held >= held else _PLAN_BUDGET**0.5
+    raise ConfigError(
+        f"plan --days {days:g} would replay {rotations:,.0f} rotations over up to {held:,.0f} keys; "
+        f"with these settings preview at most {most * policy.rotation_period / 86400:.3g} days"
+    )

@@ -1,12 +1,11 @@
-"""Shared fixtures: an injectable clock, temp file backends, a verifier for tokens."""
+"""Shared fixtures: an injectable clock, temp file backends, the CLI's environment, running
+daemons. Plain helpers live in ``helpers.py`` (and ``daemon_harness.py``)."""
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -14,48 +13,9 @@ from rotator.config import Policy
 from rotator.keystore import FileKeystore
 from rotator.publish import FilePublisher
 from rotator.reconcile import Rotator
-from rotator.verifier import parse_jwks, verify_token
 
-VECTORS = Path(__file__).parent / "vectors"
-SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
-PASSPHRASE = "correct horse battery staple"
-TEST_SCRYPT_N = 2**10  # the default cost is slow on purpose; tests exercise the same code path
-T0 = 1_800_000_000.0
-
-
-def load_vectors(name: str) -> Any:
-    path = VECTORS / name
-    if not path.exists():
-        path = SHARED_VECTORS / name
-    return json.loads(path.read_text())
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition", poll: float = 0.01
-) -> Any:
-    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(poll)
-
-
-class Clock:
-    """A hand-driven clock, injected wherever rotator reads time."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
+from .daemon_harness import RunningDaemon
+from .helpers import PASSPHRASE, TEST_SCRYPT_N, Clock
 
 
 @pytest.fixture
@@ -89,10 +49,6 @@ def make_rotator(dirs: tuple[Path, Path], clock: Clock) -> Callable[..., Rotator
     return make
 
 
-def verify_with(token: str, jwks_body: bytes, now: float, **kwargs: Any) -> dict[str, Any]:
-    return verify_token(token, parse_jwks(jwks_body), now=now, **kwargs)
-
-
 @pytest.fixture
 def cli_env(dirs: tuple[Path, Path]) -> dict[str, str]:
     """Environment for running the CLI against the temp backends."""
@@ -105,3 +61,20 @@ def cli_env(dirs: tuple[Path, Path]) -> dict[str, str]:
         ROTATOR_ISSUER="https://issuer.test",
     )
     return env
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
+    """Start ``rotator run`` subprocesses in this test's directory; killed at the end if still running."""
+    started: list[RunningDaemon] = []
+
+    def start(*extra: str, **kwargs: Any) -> RunningDaemon:
+        d = RunningDaemon(tmp_path, *extra, **kwargs)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()

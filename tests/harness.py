@@ -63,6 +63,13 @@ class FaultyPublisher:
     def etag(self) -> str | None:
         return self.inner.etag
 
+    @etag.setter
+    def etag(self, value: str | None) -> None:
+        self.inner.etag = value
+
+    def write_discovery(self, body: bytes) -> None:
+        self.inner.write_discovery(body)
+
     def write(self, body: bytes, generation: int, lineage: str | None, previous_etag: str | None = None) -> bool:
         if self.fail_writes:
             raise PublishError("injected: publish target answered 503")

@@ -6,9 +6,9 @@ Every series a rule names is one rotator exports."""
 from __future__ import annotations
 
 import re
-import time
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ def rules() -> dict[str, dict[str, Any]]:
 
 
 def test_the_rules_file_is_valid() -> None:
+    """promtool accepts the shipped alert rules."""
     result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules())} rules found" in result.stdout
@@ -108,6 +109,8 @@ def test_every_series_a_rule_names_is_exported() -> None:
 
 @pytest.mark.parametrize("name", [s[0] for s in SCENARIOS])
 def test_alert_fires_when_it_should_and_stays_quiet_when_healthy(name: str, tmp_path: Path) -> None:
+    """Each alert fires on its failure and stays quiet on a healthy series (promtool unit
+    tests)."""
     alert, firing, at, extra, healthy = next(s for s in SCENARIOS if s[0] == name)
     rule = rules()[alert]
     expected = {
@@ -145,9 +148,9 @@ def test_a_real_prometheus_fires_the_overdue_alert_on_a_stuck_daemon(tmp_path: P
     import json
     import urllib.request
 
-    from .conftest import wait_for
+    from .daemon_harness import RunningDaemon
+    from .helpers import wait_for
     from .ports import free_port
-    from .test_daemon import RunningDaemon
 
     binary = shutil.which("prometheus")
     assert binary, "prometheus (Debian package prometheus) is missing: scripts/test-deps.sh installs it"

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ],
 )
 def test_single_thread_bench_reports_every_contender(bench: str, contenders: set[str], targets: int) -> None:
+    """The single-thread benchmarks run their short form and report every contender."""
     result = subprocess.run(
         [sys.executable, f"bench/{bench}", "--rounds", "1", "--seconds", "0.02"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -33,6 +34,7 @@ def test_single_thread_bench_reports_every_contender(bench: str, contenders: set
 
 
 def test_stampede_bench_reports_every_scenario_for_both_clients() -> None:
+    """The stampede benchmark reports every scenario for both clients."""
     result = subprocess.run(
         [sys.executable, "bench/stampede_bench.py"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
@@ -68,6 +70,7 @@ def test_service_bench_runs_every_app_and_rotates_without_a_401() -> None:
 
 
 def test_revocation_bench_reports_load_and_check_cost() -> None:
+    """The revocation benchmark reports the load and per-check costs."""
     result = subprocess.run(
         [sys.executable, "bench/revocation_bench.py", "--denials", "2000", "--cutoffs", "2000", "--rounds", "1", "--seconds", "0.02"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import jwt
 import pytest
@@ -16,22 +16,13 @@ from click.testing import CliRunner, Result
 
 from rotator.cli import main
 
-from .conftest import PASSPHRASE
+from .helpers import PASSPHRASE, assert_clean_failure, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(env: dict[str, str], *args: str) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-
-def fingerprint(directory: Path) -> dict[str, str]:
-    """Every file under the keystore with its content hash and mode: 'unchanged' means equal."""
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() + oct(p.stat().st_mode)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture
@@ -70,11 +61,13 @@ def test_signed_token_verifies_with_pyjwt(bootstrapped: dict[str, str], dirs: tu
 
 
 def test_sign_refuses_ttl_above_token_lifetime(bootstrapped: dict[str, str]) -> None:
+    """sign refuses a ttl above token_lifetime with exit 2."""
     result = run(bootstrapped, "sign", "--sub", "a", "--aud", "b", "--ttl", "2h")
     assert result.exit_code == 2 and "token_lifetime" in result.stderr
 
 
 def test_verify_command(bootstrapped: dict[str, str], dirs: tuple[Path, Path]) -> None:
+    """verify prints the claims of a valid token and refuses a wrong audience with exit 1."""
     token = run(bootstrapped, "sign", "--sub", "s", "--aud", "api").output.strip()
     url = f"file://{dirs[1] / 'jwks.json'}"
     ok = run(bootstrapped, "verify", token, "--jwks-url", url, "--aud", "api")
@@ -113,6 +106,7 @@ def test_verify_command_over_http(bootstrapped: dict[str, str], dirs: tuple[Path
 
 
 def test_plan_prints_timeline_and_bound() -> None:
+    """plan prints the timeline and its JWKS size, which stays within ceil(W/P) + 2."""
     result = CliRunner().invoke(main, ["plan", "--days", "2"], env={})
     assert result.exit_code == 0
     lines = result.output.splitlines()
@@ -122,6 +116,8 @@ def test_plan_prints_timeline_and_bound() -> None:
 
 
 def test_retire_and_revoke_commands(bootstrapped: dict[str, str]) -> None:
+    """retire refuses without a published successor; revoke removes the key from the JWKS at
+    once."""
     doc = json.loads(run(bootstrapped, "status", "--json").output)
     active = next(k["kid"] for k in doc["keys"] if k["state"] == "active")
     refused = run(bootstrapped, "retire", active)
@@ -139,14 +135,6 @@ def test_kid_starting_with_dash_is_an_argument(bootstrapped: dict[str, str], com
     """base64url kids may start with '-'; they are taken as the KID, not as options."""
     result = run(bootstrapped, command, kid)
     assert result.exit_code == 5 and f"no key with kid {kid!r}" in result.stderr
-
-
-def _assert_clean_failure(result: Result, fragment: str, before: dict[str, str], keystore: Path) -> None:
-    assert result.exit_code not in (0, None), result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rotator: error: "), result.stderr
-    assert fragment in lines[0], lines[0]
-    assert fingerprint(keystore) == before
 
 
 @pytest.mark.parametrize(
@@ -169,9 +157,10 @@ def _assert_clean_failure(result: Result, fragment: str, before: dict[str, str],
 def test_bad_input_is_one_line_and_changes_nothing(
     bootstrapped: dict[str, str], dirs: tuple[Path, Path], args: list[str], env_change: dict[str, str], fragment: str
 ) -> None:
+    """Bad input to any command is one line on stderr and leaves the keystore as it was."""
     keystore, _ = dirs
     before = fingerprint(keystore)
-    _assert_clean_failure(run({**bootstrapped, **env_change}, *args), fragment, before, keystore)
+    assert_clean_failure(run({**bootstrapped, **env_change}, *args), fragment, before, keystore)
 
 
 @pytest.mark.parametrize(
@@ -188,33 +177,36 @@ def test_bad_input_is_one_line_and_changes_nothing(
 )
 @pytest.mark.parametrize("command", [["rotate"], ["status"], ["sign", "--sub", "a", "--aud", "b"]])
 def test_damaged_state_file_is_refused(
-    bootstrapped: dict[str, str], dirs: tuple[Path, Path], damage, fragment: str, command: list[str]  # type: ignore[no-untyped-def]
+    bootstrapped: dict[str, str], dirs: tuple[Path, Path], damage: Callable[[bytes], bytes], fragment: str, command: list[str]
 ) -> None:
+    """A damaged state file is refused by every command with one line, and nothing changes."""
     keystore, _ = dirs
     state_file = keystore / "state.json"
     state_file.write_bytes(damage(state_file.read_bytes()))
     before = fingerprint(keystore)
-    _assert_clean_failure(run(bootstrapped, *command), fragment, before, keystore)
+    assert_clean_failure(run(bootstrapped, *command), fragment, before, keystore)
 
 
 @pytest.mark.parametrize("target, mode", [("", 0o755), ("", 0o701), ("state.json", 0o644), ("state.json", 0o640)])
 def test_loose_permissions_refused(bootstrapped: dict[str, str], dirs: tuple[Path, Path], target: str, mode: int) -> None:
+    """A keystore directory or file readable by others is refused, naming the mode to set."""
     keystore, _ = dirs
     path = keystore / target if target else keystore
     path.chmod(mode)
     before = fingerprint(keystore)
     result = run(bootstrapped, "rotate")
-    _assert_clean_failure(result, "accessible to group or others", before, keystore)
+    assert_clean_failure(result, "accessible to group or others", before, keystore)
     assert f"mode {mode:04o}" in result.stderr and "chmod" in result.stderr
 
 
 def test_plaintext_keystore_needs_loud_option(cli_env: dict[str, str], dirs: tuple[Path, Path]) -> None:
+    """A plaintext keystore is made and opened only with --insecure-plaintext-keys."""
     env = {**cli_env, "ROTATOR_KEYSTORE_PASSPHRASE": ""}
     created = run(env, "rotate", "--insecure-plaintext-keys")
     assert created.exit_code == 0
     keystore, _ = dirs
     before = fingerprint(keystore)
-    _assert_clean_failure(run(env, "rotate"), "unencrypted private keys", before, keystore)
+    assert_clean_failure(run(env, "rotate"), "unencrypted private keys", before, keystore)
 
 
 def test_state_file_holds_no_plaintext_private_key(bootstrapped: dict[str, str], dirs: tuple[Path, Path]) -> None:

@@ -18,10 +18,11 @@ from rotator.errors import ClockSkewError
 from rotator.lifecycle import future_skew
 from rotator.metrics import Metrics
 from rotator.reconcile import Rotator
+from rotator.stepping import observed_step
 
-from .conftest import wait_for
-from .test_daemon import ROTATOR, RunningDaemon, daemon_factory, http_get, metrics, prom_values  # noqa: F401 (fixture)
-from .test_daemon import SHORT as DAEMON_SHORT
+from .daemon_harness import ROTATOR, RunningDaemon, http_get, metrics, prom_values
+from .daemon_harness import SHORT as DAEMON_SHORT
+from .helpers import wait_for
 
 HOUR = 3600.0
 SHORT = Policy(rotation_period=4, max_age=2, token_lifetime=2, leeway=1, retirement_window=6,
@@ -33,6 +34,8 @@ def real_time(offset: float = 0.0) -> Callable[[], float]:
 
 
 def test_a_host_off_the_store_clock_refuses_to_write(make_rotator: Callable[..., Rotator], dirs: tuple[Path, Path]) -> None:
+    """A host whose clock is an hour off the store's refuses to write, saying ahead or behind,
+    and the state is untouched."""
     keystore, _ = dirs
     make_rotator(clock=real_time(), storage_clock=True).step()
     before = (keystore / "state.json").read_bytes()
@@ -49,6 +52,7 @@ def test_state_written_by_a_fast_clock_is_repaired_by_the_next_right_one(
     make_rotator: Callable[..., Rotator], dirs: tuple[Path, Path]
 ) -> None:
     # A host one hour ahead whose store gave no clock to check against.
+    """Times written by a fast clock are repaired by the next writer with a right clock."""
     make_rotator(SHORT, clock=real_time(), storage_clock=True).step()
     time.sleep(1.1)
     make_rotator(SHORT, clock=real_time(HOUR)).step(force=True)
@@ -91,12 +95,13 @@ def test_future_times_the_store_cannot_explain_are_refused_until_recover(
 
 
 def test_health_and_metrics_report_the_skew(make_rotator: Callable[..., Rotator]) -> None:
+    """Health and metrics report a clock skew that refused a step."""
     make_rotator(clock=real_time(), storage_clock=True).step()
     m = Metrics()
     fast = make_rotator(clock=real_time(HOUR), storage_clock=True)
     with pytest.raises(ClockSkewError):
-        m.record_step(fast, fast.policy)
-    problems = m.problems()
+        observed_step(fast, (m.health, m))
+    problems = m.health.problems()
     assert any(p.startswith("clock skew of 3600s") for p in problems), problems
     assert 3590 < prom_values(m.render().decode())["rotator_clock_skew_seconds"] < 3610
 

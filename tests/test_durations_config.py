@@ -34,6 +34,7 @@ def test_durations_malformed(text: str) -> None:
 
 @pytest.mark.parametrize("seconds, text", [(900, "15m"), (5400, "1h30m"), (86400, "1d"), (90, "1m30s"), (0, "0s"), (0.5, "0.5s")])
 def test_format_duration(seconds: float, text: str) -> None:
+    """Durations print in the largest units that are exact."""
     assert format_duration(seconds) == text
 
 
@@ -64,6 +65,7 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
 
 
 def test_config_file_from_environment(tmp_path: Path) -> None:
+    """ROTATOR_CONFIG names the settings file."""
     cfg = tmp_path / "c.toml"
     cfg.write_text('keystore = "file:///srv/ks"\n')
     assert load_settings({}, env={"ROTATOR_CONFIG": str(cfg)}).keystore == "file:///srv/ks"
@@ -80,6 +82,8 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     ],
 )
 def test_bad_config_files(tmp_path: Path, content: str, fragment: str) -> None:
+    """A settings file with bad TOML, unknown settings or wrong types is one line naming the
+    problem."""
     cfg = tmp_path / "bad.toml"
     cfg.write_text(content)
     with pytest.raises(ConfigError, match=fragment):
@@ -87,6 +91,7 @@ def test_bad_config_files(tmp_path: Path, content: str, fragment: str) -> None:
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
+    """A settings file that does not exist is named as such."""
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings({}, env={}, config_file=str(tmp_path / "none.toml"))
 
@@ -122,11 +127,14 @@ def test_clock_skew_is_checked_against_max_age() -> None:
 
 
 def test_window_exactly_at_minimum_is_allowed() -> None:
+    """A retirement window exactly T + L + M is allowed."""
     policy = Policy(retirement_window=3600 + 60 + 300)
     assert policy.retirement_window == 3960
 
 
 def test_passphrase_file(tmp_path: Path) -> None:
+    """A passphrase file's content is the passphrase, its trailing newline stripped; an empty
+    one is refused."""
     secret = tmp_path / "pass"
     secret.write_text("s3cret\n")
     secret.chmod(0o600)
@@ -161,6 +169,7 @@ def test_secret_files_open_to_others_are_refused(tmp_path: Path, mode: int, acce
 
 
 def test_settings_repr_hides_passphrase() -> None:
+    """The settings' repr never shows the passphrase."""
     settings = load_settings({}, env={"ROTATOR_KEYSTORE_PASSPHRASE": "hunter2"})
     assert settings.resolved_passphrase() == "hunter2"
     assert "hunter2" not in repr(settings)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import wait_for
+from .helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +30,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("server", sorted(START))
 def test_server_dies_with_a_killed_test_process(tmp_path: Path, server: str) -> None:
+    """A test server started by a test process dies with it when that process is killed."""
     code = f"{START[server]}; import sys, time; s = S(sys.argv[1]).start(); print(s.proc.pid, flush=True); time.sleep(120)"
     parent = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "data")], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)

@@ -67,15 +67,17 @@ def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
-    if doc["kind"] == "CronJob":
-        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    return doc["spec"]["template"]["spec"]
+    spec: dict[str, Any] = (
+        doc["spec"]["jobTemplate"]["spec"]["template"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]["template"]["spec"]
+    )
+    return spec
 
 
 # -- lint and render -----------------------------------------------------------------------
 
 
 def test_helm_lint_strict_passes() -> None:
+    """helm lint --strict (the Helm SDK) finds no warnings or errors in the chart."""
     report = helm_python.lint(CHART, strict=True, kube_version=f"v{KUBE_VERSION}")
     assert report["errors"] == [], report
     assert [m for m in report["messages"] if m["severity"] >= 2] == [], report["messages"]
@@ -84,6 +86,7 @@ def test_helm_lint_strict_passes() -> None:
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_every_rendered_manifest_passes_the_kubernetes_schema(scenario: str) -> None:
+    """Every manifest each scenario renders validates against the Kubernetes API schema."""
     docs = manifests(SCENARIOS[scenario])
     assert docs
     checked = []
@@ -134,6 +137,8 @@ def test_schema_check_is_real() -> None:
 
 
 def test_cronjob_by_default() -> None:
+    """By default the chart renders a CronJob (every two minutes, never concurrent) with its
+    ConfigMap and ServiceAccount."""
     kinds = by_kind(manifests({}))
     assert set(kinds) == {"CronJob", "ConfigMap", "ServiceAccount"}
     spec = kinds["CronJob"]["spec"]
@@ -147,10 +152,13 @@ def test_cronjob_by_default() -> None:
 
 
 def test_schedule_comes_from_values() -> None:
+    """The CronJob schedule is the one values give."""
     assert by_kind(manifests({"cronjob": {"schedule": "* * * * *"}}))["CronJob"]["spec"]["schedule"] == "* * * * *"
 
 
 def test_deployment_mode_runs_the_daemon_with_probes_service_and_monitor() -> None:
+    """Deployment mode runs rotator run with health probes, a Service and a ServiceMonitor on
+    the metrics port."""
     kinds = by_kind(manifests(SCENARIOS["deployment-monitored-kms"]))
     assert set(kinds) == {"Deployment", "ConfigMap", "ServiceAccount", "Service", "ServiceMonitor"}
     container = pod_spec(kinds["Deployment"])["containers"][0]
@@ -168,6 +176,8 @@ def test_deployment_mode_runs_the_daemon_with_probes_service_and_monitor() -> No
 
 
 def test_service_monitor_without_service_is_refused() -> None:
+    """A ServiceMonitor without its Service is refused at render time with a message saying what
+    is needed."""
     values = {"mode": "deployment", "deployment": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}
     with pytest.raises(helm_python.HelmError, match="needs deployment.service.enabled"):
         render(values)
@@ -175,6 +185,8 @@ def test_service_monitor_without_service_is_refused() -> None:
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_secure_defaults_in_every_pod(scenario: str) -> None:
+    """Every pod runs as non-root uid 10001, read-only, without capabilities or a service
+    account token."""
     workloads = [d for d in manifests(SCENARIOS[scenario]) if d["kind"] in ("CronJob", "Deployment")]
     assert len(workloads) == 1
     spec = pod_spec(workloads[0])
@@ -190,6 +202,8 @@ def test_secure_defaults_in_every_pod(scenario: str) -> None:
 
 
 def test_passphrase_comes_from_the_existing_secret_as_a_file() -> None:
+    """The keystore passphrase comes from the existing Secret as a mounted file, never an
+    environment value."""
     spec = pod_spec(by_kind(manifests({}))["CronJob"])
     (container,) = spec["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -201,6 +215,8 @@ def test_passphrase_comes_from_the_existing_secret_as_a_file() -> None:
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_the_rendered_configuration_is_one_rotator_accepts(scenario: str, tmp_path: Path) -> None:
+    """The settings file the chart renders is accepted by rotator's own settings loader, with
+    the values given."""
     configmap = by_kind(manifests(SCENARIOS[scenario]))["ConfigMap"]
     path = tmp_path / "rotator.toml"
     path.write_text(configmap["data"]["rotator.toml"])
@@ -217,6 +233,7 @@ def test_the_rendered_configuration_is_one_rotator_accepts(scenario: str, tmp_pa
 
 
 def test_redis_password_comes_from_its_secret_as_a_file() -> None:
+    """The revocation Redis password comes from its Secret as a mounted file."""
     spec = pod_spec(by_kind(manifests(SCENARIOS["deployment-revocation"]))["Deployment"])
     (container,) = spec["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -231,6 +248,7 @@ def test_redis_password_comes_from_its_secret_as_a_file() -> None:
 
 
 def test_notes_say_where_the_jwks_will_be() -> None:
+    """The install notes say where the JWKS and the discovery document will be published."""
     notes = render(SCENARIOS["deployment-monitored-kms"])["rotator/templates/NOTES.txt"]
     assert "s3://my-rotator-bucket/jwks/jwks.json" in notes
     assert "https://auth.example.com/.well-known/jwks.json" in notes
@@ -243,10 +261,12 @@ def test_notes_say_where_the_jwks_will_be() -> None:
 
 
 def schema() -> dict[str, Any]:
-    return json.loads((CHART / "values.schema.json").read_text())
+    doc: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return doc
 
 
 def test_values_yaml_satisfies_the_schema() -> None:
+    """values.yaml satisfies the chart's own JSON schema."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     jsonschema.Draft7Validator.check_schema(schema())
     jsonschema.Draft7Validator(schema()).validate(values)
@@ -257,11 +277,13 @@ BAD = sorted(BAD_VALUES.glob("*.yaml"))
 
 
 def test_there_are_bad_value_examples() -> None:
+    """The bad-values examples exist in number, so the rejection test below covers something."""
     assert len(BAD) >= 10
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
 def test_bad_values_are_rejected(path: Path) -> None:
+    """Each bad-values example is rejected by the chart's schema."""
     overrides = yaml.safe_load(path.read_text())
     chart = helm_python.Chart.load(CHART)
     merged = chart.merge_values(overrides)
@@ -294,6 +316,7 @@ def test_every_value_is_documented() -> None:
 
 
 def test_dockerfile_runs_as_the_chart_user_on_a_slim_base() -> None:
+    """The Dockerfile builds on a slim Python base and runs as the uid the chart expects."""
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.\d+-slim$", text, re.M)
     assert re.search(r"^USER 10001:10001$", text, re.M)

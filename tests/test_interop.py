@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import jwcrypto.jwk
-import jwcrypto.jwt
 import joserfc.jwk
 import joserfc.jwt
+import jwcrypto.jwk
+import jwcrypto.jwt
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -25,14 +25,14 @@ from rotator.reconcile import Rotator
 from rotator.sealing import open_sealer
 from rotator.verifier import parse_jwks, verify_token
 
-from .conftest import PASSPHRASE
+from .helpers import PASSPHRASE
 
 ISS, AUD = "https://issuer.test", "api"
 
 
 @pytest.fixture
 def keyset(make_rotator: Callable[..., Rotator], dirs: tuple[Path, Path]) -> dict[str, Any]:
-    from .conftest import Clock
+    from .helpers import Clock
 
     rotator = make_rotator(clock=Clock(time.time()))
     state = rotator.step().state
@@ -48,6 +48,7 @@ def keyset(make_rotator: Callable[..., Rotator], dirs: tuple[Path, Path]) -> dic
 
 
 def test_rotator_tokens_verify_in_every_peer(keyset: dict[str, Any]) -> None:
+    """rotator's tokens verify in PyJWT, jwcrypto and joserfc."""
     token = keyset["signer"].sign({"scope": "read", "n": 3}, subject="alice", audience=AUD)
     jwks = json.loads(keyset["jwks"])
     key = next(k for k in jwks["keys"] if k["kid"] == keyset["kid"])
@@ -79,12 +80,14 @@ def _peer_tokens(keyset: dict[str, Any]) -> dict[str, str]:
 
 @pytest.mark.parametrize("peer", ["pyjwt", "joserfc", "jwcrypto"])
 def test_peer_tokens_signed_with_a_rotator_key_verify_in_rotator(keyset: dict[str, Any], peer: str) -> None:
+    """Tokens the peers sign with a rotator key verify in rotator."""
     token = _peer_tokens(keyset)[peer]
     claims = verify_token(token, parse_jwks(keyset["jwks"]), now=time.time(), audience=AUD, issuer=ISS)
     assert claims["sub"] == "bob"
 
 
 def test_kid_is_jwcryptos_thumbprint_and_the_jwks_loads_as_a_jwkset(keyset: dict[str, Any]) -> None:
+    """Each kid is the RFC 7638 thumbprint jwcrypto computes, and the JWKS loads as a JWK set."""
     jwkset = jwcrypto.jwk.JWKSet.from_json(keyset["jwks"])
     kids = [k["kid"] for k in json.loads(keyset["jwks"])["keys"]]
     assert len(kids) == 2

@@ -29,9 +29,9 @@ from rotator.reconcile import Rotator
 from rotator.verifier import parse_jwks, verify_token
 from rotator.verifier._revocation import Revocation
 
-from .conftest import PASSPHRASE, Clock, wait_for
+from .daemon_harness import ROTATOR, SHORT
 from .faultproxy import FaultProxy
-from .test_daemon import ROTATOR, SHORT
+from .helpers import PASSPHRASE, Clock, wait_for
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -132,10 +132,13 @@ def test_storage_hang_across_an_activation(proxied_aws: dict[str, Any]) -> None:
 def b64url_json(segment: str) -> dict[str, Any]:
     import json
 
-    return json.loads(b64url_decode(segment))
+    claims: dict[str, Any] = json.loads(b64url_decode(segment))
+    return claims
 
 
 def test_outage_past_the_cached_schedule_is_a_clear_refusal(proxied_aws: dict[str, Any]) -> None:
+    """Through a storage and KMS outage a signer keeps signing by its cached schedule, switches
+    at the successor's instant, and past what it covers refuses with the cause."""
     policy = Policy(rotation_period=6, max_age=2, token_lifetime=2, leeway=1, retirement_window=5, private_key_grace=1)
     rotator = s3_rotator(proxied_aws, policy)
     state = rotator.step().state
@@ -174,6 +177,7 @@ def _signs(signer: Signer) -> bool:
 
 @pytest.mark.parametrize("command", ["retire", "revoke"])
 def test_retire_or_revoke_reaches_a_running_signer_within_the_bound(cli_env: dict[str, str], dirs: tuple[Path, Path], command: str) -> None:
+    """A retire or revoke run from the CLI reaches a running signer within the refresh bound."""
     keystore, _ = dirs
     assert subprocess.run([*ROTATOR, "rotate", *SHORT], env=cli_env, timeout=60).returncode == 0
     time.sleep(2.2)  # the successor published for max_age (2 s), so retire can promote it
@@ -204,6 +208,8 @@ def chain(make_rotator: Callable[..., Rotator], clock: Clock) -> tuple[Rotator, 
 
 
 def test_refresh_chain_stops_at_its_absolute_bound(chain: tuple[Rotator, Signer], clock: Clock) -> None:
+    """A refresh chain keeps its orig_iat and stops at orig_iat + refresh_max_age, its last
+    token cut short to the bound."""
     rotator, signer = chain
     login = int(clock.now)
     token = signer.sign({"role": "admin"}, subject="alice", audience="api")
@@ -227,6 +233,8 @@ def test_refresh_chain_stops_at_its_absolute_bound(chain: tuple[Rotator, Signer]
 
 
 def test_refresh_keeps_orig_iat_signed_and_refuses_tampering(chain: tuple[Rotator, Signer], clock: Clock) -> None:
+    """A refreshed token carries orig_iat under its signature; a tampered token is not
+    refreshed."""
     rotator, signer = chain
     token = signer.sign(subject="alice", audience="api")
     clock.advance(60)
@@ -252,6 +260,8 @@ def test_refresh_keeps_orig_iat_signed_and_refuses_tampering(chain: tuple[Rotato
 
 
 def test_a_cutoff_after_login_voids_every_refresh_of_the_chain(make_rotator: Callable[..., Rotator], clock: Clock) -> None:
+    """A cutoff after a login voids every later refresh of that chain, while a new login starts
+    a chain it does not touch."""
     rotator = make_rotator(REFRESH)
     rotator.step()
     cutoffs: dict[str, float] = {}
@@ -272,6 +282,8 @@ def test_a_cutoff_after_login_voids_every_refresh_of_the_chain(make_rotator: Cal
 
 
 def test_refresh_from_the_cli(cli_env: dict[str, str]) -> None:
+    """sign --refresh keeps the subject, audience, claims and orig_iat, and refuses mixed
+    options or a bad token with one line."""
     from click.testing import CliRunner
 
     from rotator.cli import main

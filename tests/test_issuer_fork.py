@@ -17,8 +17,8 @@ from rotator.errors import RotatorError
 from rotator.issuer import Signer
 from rotator.keystore import FileKeystore
 
-from .conftest import PASSPHRASE
-from .test_daemon import ROTATOR, SHORT
+from .daemon_harness import ROTATOR, SHORT
+from .helpers import PASSPHRASE
 
 WORKERS = 4
 # SHORT's policy: a rotation every 4 s; three rotations take 12 s and some.

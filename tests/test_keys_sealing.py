@@ -5,10 +5,17 @@ from __future__ import annotations
 import pytest
 
 from rotator.errors import KeystoreError, WrongPassphrase
-from rotator.keys import generate_private_key, private_from_bytes, private_to_bytes, public_jwk, public_key_from_jwk, thumbprint
+from rotator.keys import (
+    generate_private_key,
+    private_from_bytes,
+    private_to_bytes,
+    public_jwk,
+    public_key_from_jwk,
+    thumbprint,
+)
 from rotator.sealing import PassphraseSealer, PlaintextSealer, new_sealer, open_sealer
 
-from .conftest import TEST_SCRYPT_N, load_vectors
+from .helpers import TEST_SCRYPT_N, load_vectors
 
 
 def test_rfc7638_thumbprint_example() -> None:
@@ -26,6 +33,7 @@ def test_ec_thumbprint_uses_crv_kty_x_y() -> None:
 
 
 def test_generated_key_roundtrip() -> None:
+    """A generated key round-trips through its JWK and its private encoding."""
     key = generate_private_key()
     jwk = public_jwk(key)
     assert set(jwk) == {"kty", "crv", "x", "y"}
@@ -44,6 +52,7 @@ def test_generated_key_roundtrip() -> None:
     ],
 )
 def test_public_key_from_jwk_rejects(jwk: dict[str, str]) -> None:
+    """JWKs that are not EC P-256 points are refused."""
     with pytest.raises(ValueError):
         public_key_from_jwk(jwk)
 
@@ -61,6 +70,7 @@ def test_passphrase_sealing_binds_kid_and_keyset() -> None:
 
 
 def test_wrong_passphrase_detected_from_header() -> None:
+    """A wrong passphrase is told apart from damage by the header's check value."""
     header = PassphraseSealer.create("right", n=TEST_SCRYPT_N).header()
     assert open_sealer(header, "right", False).scheme == "scrypt-aes256gcm"
     with pytest.raises(WrongPassphrase, match="wrong keystore passphrase"):
@@ -68,6 +78,7 @@ def test_wrong_passphrase_detected_from_header() -> None:
 
 
 def test_plaintext_needs_the_loud_option() -> None:
+    """Plaintext keys are made or opened only with the loud option."""
     with pytest.raises(KeystoreError, match="ROTATOR_KEYSTORE_PASSPHRASE"):
         new_sealer(None, False)
     assert isinstance(new_sealer(None, True), PlaintextSealer)
@@ -82,5 +93,6 @@ def test_plaintext_needs_the_loud_option() -> None:
     [{"scheme": "rot13"}, {"scheme": "scrypt-aes256gcm"}, {"scheme": "scrypt-aes256gcm", "salt": "AA", "n": 3, "r": 8, "p": 1, "check": "x"}],
 )
 def test_damaged_encryption_headers(header: dict[str, object]) -> None:
+    """Damaged encryption headers are refused with a keystore error."""
     with pytest.raises(KeystoreError):
         open_sealer(header, "pw", False)

@@ -13,7 +13,7 @@ from rotator.publish import build_jwks
 from rotator.reconcile import Rotator
 from rotator.state import KeyRecord, KeyState, State
 
-from .conftest import Clock
+from .helpers import Clock
 
 P, M = 900.0, 300.0
 
@@ -98,6 +98,8 @@ def test_unconfirmed_successor_never_activates() -> None:
 
 
 def test_retired_key_lifecycle_private_destroyed_then_removed_then_purged() -> None:
+    """A retired key loses its private half after the grace, leaves the JWKS after W, and its
+    record is purged after the audit retention."""
     policy = Policy()
     factory = _placeholder_factory()
     state = _bootstrapped(policy, factory, ["k1", "k2"])
@@ -150,6 +152,7 @@ def test_force_rotates_early_only_when_safe(make_rotator: Callable[..., Rotator]
 
 
 def test_retire_active_promotes_published_successor(make_rotator: Callable[..., Rotator], clock: Clock) -> None:
+    """retire refuses without a successor published for max_age, and otherwise promotes it."""
     rotator = make_rotator()
     state = rotator.step().state
     active, successor = state.active, state.pending[0]
@@ -181,6 +184,8 @@ def test_revoke_active_removes_it_now_and_promotes(make_rotator: Callable[..., R
 
 
 def test_revoke_without_published_successor_recovers_next_step() -> None:
+    """Revoking the only key leaves no active key; the next steps publish and activate a new
+    one."""
     policy = Policy()
     factory = _placeholder_factory()
     state = _bootstrapped(policy, factory, ["k1"])
@@ -192,6 +197,7 @@ def test_revoke_without_published_successor_recovers_next_step() -> None:
 
 
 def test_unknown_kid_for_retire_and_revoke() -> None:
+    """retire and revoke of an unknown kid name it."""
     state = State(encryption={})
     with pytest.raises(UnknownKey, match="no key with kid 'nope'"):
         retire(state, "nope", 0.0, Policy())
@@ -210,6 +216,7 @@ def test_state_time_never_goes_backwards() -> None:
 
 
 def test_next_due_points_at_rotation_then_cleanup() -> None:
+    """next_due points at the rotation, then at each cleanup in order."""
     policy = Policy()
     factory = _placeholder_factory()
     state = _bootstrapped(policy, factory, ["k1", "k2"])

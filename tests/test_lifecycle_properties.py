@@ -15,7 +15,13 @@ from typing import Callable
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from rotator.config import Policy
 from rotator.errors import LifecycleError, PublishError
@@ -28,8 +34,8 @@ from rotator.reconcile import STAGES, Rotator
 from rotator.state import KeyState
 from rotator.verifier import parse_jwks, verify_token
 
-from .conftest import PASSPHRASE, TEST_SCRYPT_N, Clock
 from .harness import Crash, FaultyPublisher, RecordingKeystore
+from .helpers import PASSPHRASE, TEST_SCRYPT_N, Clock
 
 POLICY = Policy()
 P, M, W, T, L = (
@@ -176,7 +182,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.bootstrapped)
     @rule(ttl=st.sampled_from([T, T / 2, 1.0]))
     def issuer_signs(self, ttl: float) -> None:
-        signer = Signer(self.keystore, POLICY, passphrase=PASSPHRASE, clock=self.clock, watch=False, storage_clock=False)  # type: ignore[arg-type]
+        signer = Signer(self.keystore, POLICY, passphrase=PASSPHRASE, clock=self.clock, watch=False, storage_clock=False)
         state = self.keystore.load()
         if state is None or state.active is None:
             return

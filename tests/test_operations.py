@@ -16,13 +16,14 @@ from click.testing import CliRunner, Result
 from rotator._b64 import b64url_encode
 from rotator.cli import main
 from rotator.config import Policy
-from rotator.metrics import Metrics, health_problems
+from rotator.health import Health, health_problems
+from rotator.metrics import Metrics
 from rotator.reconcile import Rotator
 from rotator.state import KeyState
+from rotator.stepping import observed_step
 
-from .conftest import PASSPHRASE, Clock
-from .test_cli import _assert_clean_failure, fingerprint
-from .test_daemon import ROTATOR, RunningDaemon, daemon_factory, http_get, prom_values  # noqa: F401 (fixture)
+from .daemon_harness import ROTATOR, RunningDaemon, http_get, prom_values
+from .helpers import PASSPHRASE, Clock, assert_clean_failure, fingerprint
 
 
 def run(env: dict[str, str], *args: str) -> Result:
@@ -102,6 +103,8 @@ def test_damaged_state_is_refused_with_exit_3(
     bootstrapped: dict[str, str], dirs: tuple[Path, Path], damage: Callable[[dict[str, Any]], bytes], fragment: str,
     command: list[str],
 ) -> None:
+    """A damaged state file is refused with exit 3 and one line, and nothing is written: neither
+    the keystore nor the published JWKS changes."""
     keystore, public = dirs
     state_file = keystore / "state.json"
     state_file.write_bytes(damage(json.loads(state_file.read_bytes())))
@@ -110,7 +113,7 @@ def test_damaged_state_is_refused_with_exit_3(
         # jwks prints what is published and never reads the state; rotate must not change it.
         command = ["rotate"]
     result = run(bootstrapped, *command)
-    _assert_clean_failure(result, fragment, before, keystore)
+    assert_clean_failure(result, fragment, before, keystore)
     assert result.exit_code == 3
     assert (public / "jwks.json").read_bytes() == served
 
@@ -121,6 +124,8 @@ def test_damaged_state_is_refused_with_exit_3(
 def test_damaged_pending_key_is_replaced_not_promoted(
     make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path], cli_env: dict[str, str]
 ) -> None:
+    """A pending key whose sealed half no longer opens is revoked as damaged and replaced; the
+    working key keeps signing and the metric counts it."""
     from rotator.issuer import Signer
 
     policy = Policy()
@@ -137,8 +142,8 @@ def test_damaged_pending_key_is_replaced_not_promoted(
     assert rows[pending.kid]["private_key"] == "damaged"
 
     clock.advance(policy.rotation_period)
-    metrics = Metrics(clock=clock)
-    result = metrics.record_step(rotator, policy)
+    metrics = Metrics(health=Health(clock=clock))
+    result = observed_step(rotator, (metrics.health, metrics))
     names = [e.name for e in result.events]
     assert "rotator.pending_key_damaged" in names
     after = result.state
@@ -171,6 +176,8 @@ def test_damaged_pending_key_is_replaced_not_promoted(
     ids=["missing", "not-json", "empty", "rsa-only", "oversized"],
 )
 def test_verify_file_key_set_unusable_is_exit_6(bootstrapped: dict[str, str], tmp_path: Path, content: bytes | None, fragment: str) -> None:
+    """rotator verify against a JWKS file that is missing, empty or unusable exits 6 with one
+    line."""
     token = run(bootstrapped, "sign", "--sub", "a", "--aud", "api").output.strip()
     path = tmp_path / "jwks.json"
     if content is not None:
@@ -180,10 +187,10 @@ def test_verify_file_key_set_unusable_is_exit_6(bootstrapped: dict[str, str], tm
 
 
 def test_verify_dev_zero_is_capped(bootstrapped: dict[str, str]) -> None:
+    """A JWKS file that never ends (/dev/zero) is read only up to the verifier's cap, then
+    refused with exit 6."""
     token = run(bootstrapped, "sign", "--sub", "a", "--aud", "api").output.strip()
-    started = time.monotonic()
     one_line(run(bootstrapped, "verify", token, "--jwks-url", "file:///dev/zero"), 6, "larger than")
-    assert time.monotonic() - started < 10
 
 
 # -- 7, 8, 9: sign's claims and ttl ----------------------------------------------------------------
@@ -209,22 +216,25 @@ def test_verify_dev_zero_is_capped(bootstrapped: dict[str, str]) -> None:
 )
 @pytest.mark.parametrize("issuer", ["https://issuer.test", ""])
 def test_sign_refuses_bad_claims_and_ttls(bootstrapped: dict[str, str], args: list[str], fragment: str, issuer: str) -> None:
+    """rotator sign refuses reserved claims, non-finite numbers and out-of-range ttls with exit
+    2 and prints no token."""
     result = run({**bootstrapped, "ROTATOR_ISSUER": issuer}, "sign", "--sub", "alice", "--aud", "api", *args)
     one_line(result, 2, fragment)
     assert result.stdout == ""
 
 
 def test_signer_library_refuses_the_same() -> None:
-    from rotator.issuer import _check_claims
+    """The library refuses what the CLI refuses: a claim given twice, a non-finite number, a
+    value that is not JSON."""
+    from rotator.issuer._signer import _check_claims
+    from rotator.jose import payload_segment
 
     with pytest.raises(ValueError, match="given twice"):
         _check_claims({"sub": "x"}, {"sub": "alice"})
-    from rotator.issuer import _payload
-
     with pytest.raises(ValueError, match="not finite"):
-        _payload({"n": float("nan")})
+        payload_segment({"n": float("nan")})
     with pytest.raises(ValueError, match="not JSON"):
-        _payload({"n": object()})
+        payload_segment({"n": object()})
     _check_claims({"sub": "x"}, {"sub": None})  # given once: fine
 
 
@@ -245,6 +255,7 @@ def test_signer_library_refuses_the_same() -> None:
 )
 @pytest.mark.parametrize("command", ["rotate", "status", "run"])
 def test_wrong_toml_types_are_one_line(bootstrapped: dict[str, str], tmp_path: Path, toml: str, fragment: str, command: str) -> None:
+    """A settings file value of the wrong type is one line naming the setting, exit 2."""
     config = tmp_path / "rotator.toml"
     config.write_text(toml)
     one_line(run(bootstrapped, command, "--config", str(config)), 2, fragment)
@@ -252,16 +263,20 @@ def test_wrong_toml_types_are_one_line(bootstrapped: dict[str, str], tmp_path: P
 
 @pytest.mark.parametrize("port", ["70000", "-1", "http", "٣"])
 def test_metrics_port_out_of_range(bootstrapped: dict[str, str], port: str) -> None:
+    """A metrics port outside 0-65535 is refused with one line."""
     one_line(run(bootstrapped, "run", "--metrics-port", port), 2, "expected a port number from 0 to 65535")
 
 
 @pytest.mark.parametrize("value", ["99999999999999999999d", "9999999d", "3651d"])
 def test_durations_are_capped(bootstrapped: dict[str, str], value: str) -> None:
+    """Durations longer than ten years are refused with one line."""
     one_line(run(bootstrapped, "status", "--retirement-window", value), 2, "longer than the limit of 3650d")
 
 
 @pytest.mark.parametrize("value", ["5m5m", "1s1h", "١٥m", "15m٣"])
 def test_duration_grammar_is_strict(bootstrapped: dict[str, str], value: str) -> None:
+    """Durations outside the grammar (spaces, other digits, units out of order) are refused with
+    one line."""
     one_line(run(bootstrapped, "rotate", "--leeway", value), 2, f"invalid leeway {value!r}")
 
 
@@ -269,6 +284,8 @@ def test_duration_grammar_is_strict(bootstrapped: dict[str, str], value: str) ->
 
 
 def test_crashed_writers_temp_files_are_removed(bootstrapped: dict[str, str], dirs: tuple[Path, Path]) -> None:
+    """Temp files a crashed writer left beside the state and the JWKS are removed by the next
+    write."""
     keystore, public = dirs
     stale = keystore / ".state.json.4242.tmp"
     stale.write_bytes((keystore / "state.json").read_bytes())  # sealed private halves, as a crash leaves them
@@ -304,6 +321,7 @@ def test_temp_file_left_by_a_killed_writer(bootstrapped: dict[str, str], dirs: t
 
 
 def test_unwritable_metrics_file_keeps_the_steps_exit_code(bootstrapped: dict[str, str], tmp_path: Path) -> None:
+    """A metrics file that cannot be written is a warning; the exit code stays the step's own."""
     target = str(tmp_path / "no-such-dir" / "rotator.prom")
     ok = run(bootstrapped, "rotate", "--metrics-file", target)
     assert ok.exit_code == 0 and "warning: cannot write metrics file" in ok.stderr
@@ -317,14 +335,17 @@ def test_unwritable_metrics_file_keeps_the_steps_exit_code(bootstrapped: dict[st
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
 @pytest.mark.parametrize("target", ["", "state.json"])
 def test_keystore_owned_by_another_user_is_refused(bootstrapped: dict[str, str], dirs: tuple[Path, Path], target: str) -> None:
+    """A keystore directory or file owned by another user is refused, naming the owner, and
+    nothing changes."""
     keystore, _ = dirs
     path = keystore / target if target else keystore
     os.chown(path, 54321, -1)
     before = fingerprint(keystore)
-    _assert_clean_failure(run(bootstrapped, "rotate"), "owned by uid 54321, not by this user", before, keystore)
+    assert_clean_failure(run(bootstrapped, "rotate"), "owned by uid 54321, not by this user", before, keystore)
 
 
 def test_symlinked_state_file_is_named_as_such(bootstrapped: dict[str, str], dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    """A state file that is a symbolic link is refused as such, without advice to chmod."""
     keystore, _ = dirs
     elsewhere = tmp_path / "elsewhere.json"
     (keystore / "state.json").rename(elsewhere)
@@ -338,6 +359,7 @@ def test_symlinked_state_file_is_named_as_such(bootstrapped: dict[str, str], dir
 
 
 def test_wrong_passphrase_names_the_passphrase_file(bootstrapped: dict[str, str], tmp_path: Path) -> None:
+    """A wrong passphrase from a file names that file, never the environment variable."""
     secret = tmp_path / "passphrase"
     secret.write_text("not the passphrase\n")
     secret.chmod(0o600)
@@ -349,6 +371,7 @@ def test_wrong_passphrase_names_the_passphrase_file(bootstrapped: dict[str, str]
 
 @pytest.mark.parametrize("what", ["passphrase", "config"])
 def test_non_utf8_files_are_named(bootstrapped: dict[str, str], tmp_path: Path, what: str) -> None:
+    """A passphrase or settings file that is not UTF-8 is named in one line."""
     path = tmp_path / what
     path.write_bytes(b"\xff\xfe\x00bad")
     path.chmod(0o600)
@@ -358,6 +381,7 @@ def test_non_utf8_files_are_named(bootstrapped: dict[str, str], tmp_path: Path, 
 
 
 def test_jwks_on_a_damaged_file_is_one_line(bootstrapped: dict[str, str], dirs: tuple[Path, Path]) -> None:
+    """rotator jwks on a published file that is not JSON says so in one line."""
     _, public = dirs
     (public / "jwks.json").write_bytes(b"\x00not json")
     one_line(run(bootstrapped, "jwks"), 2, "is not valid JSON")
@@ -367,6 +391,7 @@ def test_jwks_on_a_damaged_file_is_one_line(bootstrapped: dict[str, str], dirs: 
 
 
 def test_file_localhost_url_is_the_absolute_path(cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """file://localhost/path means the absolute path, never a directory named localhost."""
     monkeypatch.chdir(tmp_path)
     target = tmp_path / "abs"
     env = {**cli_env, "ROTATOR_KEYSTORE": f"file://localhost{target}/ks", "ROTATOR_PUBLISH": f"file://localhost{target}/pub"}
@@ -385,6 +410,7 @@ def test_file_localhost_url_is_the_absolute_path(cli_env: dict[str, str], tmp_pa
     ],
 )
 def test_empty_or_remote_locations_are_refused(cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, value: str, fragment: str) -> None:
+    """Empty locations and file URLs naming another host are refused, and nothing is created."""
     monkeypatch.chdir(tmp_path)
     one_line(run(cli_env, "rotate", option, value), 2, fragment)
     assert list(tmp_path.iterdir()) == []
@@ -394,6 +420,7 @@ def test_empty_or_remote_locations_are_refused(cli_env: dict[str, str], tmp_path
 
 
 def test_publish_directory_is_0755_whatever_the_umask(cli_env: dict[str, str], dirs: tuple[Path, Path]) -> None:
+    """The publish directory is created 0755 whatever the umask."""
     _, public = dirs
     old = os.umask(0)
     try:
@@ -404,6 +431,7 @@ def test_publish_directory_is_0755_whatever_the_umask(cli_env: dict[str, str], d
 
 
 def test_world_writable_publish_directory_is_refused(cli_env: dict[str, str], dirs: tuple[Path, Path]) -> None:
+    """A world-writable publish directory is refused before anything is published."""
     _, public = dirs
     public.mkdir()
     public.chmod(0o777)
@@ -415,6 +443,8 @@ def test_world_writable_publish_directory_is_refused(cli_env: dict[str, str], di
 
 
 def test_unconfirmed_age_counts_from_the_last_confirmation(make_rotator: Callable[..., Rotator], clock: Clock) -> None:
+    """Health counts an unconfirmed JWKS from the last confirmation, so a publish outage stays
+    reported while the state is rewritten."""
     policy = Policy()
     state = make_rotator(policy).step().state
     confirmed_at = state.published_confirmed_at
@@ -437,19 +467,21 @@ def test_unconfirmed_age_counts_from_the_last_confirmation(make_rotator: Callabl
     ],
 )
 def test_plan_horizon_is_bounded(args: list[str], fragment: str) -> None:
-    started = time.monotonic()
+    """rotator plan refuses a preview too long to replay quickly, naming the longest it would
+    show."""
     result = CliRunner().invoke(main, ["plan", *args], env={"ROTATOR_CONFIG": ""})
     one_line(result, 2, fragment)
-    assert time.monotonic() - started < 5
 
 
 def test_status_survives_the_largest_durations(bootstrapped: dict[str, str]) -> None:
+    """rotator status works with the largest durations allowed."""
     result = run(bootstrapped, "status", "--retirement-window", "3650d", "--audit-retention", "3650d")
     assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("value, fragment", [("0s", "expected between 1s and 1h"), ("2h", "expected between 1s and 1h"), ("soon", "invalid --stuck-after")])
 def test_stuck_after_is_checked(bootstrapped: dict[str, str], value: str, fragment: str) -> None:
+    """--stuck-after outside 1 s to 1 h is refused with one line."""
     one_line(run(bootstrapped, "run", "--stuck-after", value), 2, fragment)
 
 
@@ -470,7 +502,7 @@ def test_two_damaged_candidates_are_both_replaced(make_rotator: Callable[..., Ro
     rotator.keystore.save(tampered, state.generation)
     clock.advance(1)
     result = rotator.step()
-    damaged = [e.kid for e in result.events if e.name == "rotator.pending_key_damaged"]
+    damaged = [e.kid for e in result.events if e.name == "rotator.pending_key_damaged" and e.kid is not None]
     assert sorted(damaged) == sorted(k.kid for k in state.keys)
     assert all(result.state.get(kid).revocation == "damaged" for kid in damaged)  # type: ignore[union-attr]
     assert result.state.active is not None and result.state.active.kid not in damaged

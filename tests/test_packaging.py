@@ -23,6 +23,8 @@ def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float
 
 
 def test_the_wheel_installs_and_works_outside_the_checkout(tmp_path: Path) -> None:
+    """The sdist and wheel build, pass twine check, and the wheel installed outside the checkout
+    rotates, signs, verifies and revokes."""
     source = tmp_path / "src"
     shutil.copytree(ROOT, source, ignore=SKIP)
     dist = tmp_path / "dist"

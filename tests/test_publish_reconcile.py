@@ -9,20 +9,20 @@ from typing import Callable
 import pytest
 
 from rotator._b64 import b64url_decode
+from rotator._strict import strict_json
 from rotator.config import Policy
 from rotator.errors import NoActiveKey, PublicationGuardError, PublishError
 from rotator.issuer import Signer
+from rotator.jose import check_claims, verify_signature
 from rotator.keys import public_key_from_jwk
 from rotator.keystore import FileKeystore
 from rotator.publish import FilePublisher, build_jwks, check_jwks, publish
 from rotator.reconcile import STAGES, Rotator
 from rotator.state import KeyState
 from rotator.verifier import BadSignature, Expired
-from rotator._strict import strict_json
-from rotator.jose import check_claims, verify_signature
 
-from .conftest import PASSPHRASE, Clock, load_vectors, verify_with
 from .harness import Crash, FaultyPublisher, check_target_rule
+from .helpers import PASSPHRASE, Clock, load_vectors, verify_with
 
 
 def _jwks(*keys: dict[str, object]) -> bytes:
@@ -48,6 +48,8 @@ EC = {"kty": "EC", "crv": "P-256", "x": "x", "y": "y"}
     ],
 )
 def test_publication_guard_refuses(body: bytes, active: str | None, pending: list[str], fragment: str) -> None:
+    """The publication guard refuses a JWKS missing the active or a pending key, or carrying a
+    private member."""
     with pytest.raises(PublicationGuardError) as info:
         check_jwks(body, active, pending)
     assert fragment in str(info.value)
@@ -65,6 +67,7 @@ def test_guard_sits_in_the_publisher(make_rotator: Callable[..., Rotator], dirs:
 
 
 def test_jwks_bytes_are_deterministic(make_rotator: Callable[..., Rotator]) -> None:
+    """The JWKS bytes depend only on the keys, not on their order in the state."""
     state = make_rotator().step().state
     assert build_jwks(state) == build_jwks(state)
     reordered = state.with_keys(reversed(state.keys))
@@ -72,6 +75,8 @@ def test_jwks_bytes_are_deterministic(make_rotator: Callable[..., Rotator]) -> N
 
 
 def test_older_generation_never_overwrites_newer(tmp_path: Path) -> None:
+    """A file publish target refuses a JWKS of an older generation, another lineage or other
+    keys."""
     check_target_rule(lambda: FilePublisher(tmp_path / "pub"))
     assert FilePublisher(tmp_path / "pub").path.name == "jwks.json"
     assert FilePublisher(tmp_path / "custom.json").path.name == "custom.json"
@@ -105,6 +110,7 @@ def test_crash_at_any_stage_is_repaired_by_next_step(make_rotator: Callable[...,
 
 
 def test_failed_publication_keeps_current_key_signing(make_rotator: Callable[..., Rotator], dirs: tuple[Path, Path], clock: Clock) -> None:
+    """A failed publication keeps the current key signing and activates nothing unconfirmed."""
     keystore_dir, public_dir = dirs
     faulty = FaultyPublisher(FilePublisher(public_dir), clock)
     rotator = make_rotator(publisher=faulty)
@@ -148,6 +154,8 @@ def test_stale_read_back_confirms_nothing(make_rotator: Callable[..., Rotator], 
 
 
 def test_signer_uses_active_key_and_follows_rotation(make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]) -> None:
+    """A Signer signs with the active key and follows rotations; without a key set it says to
+    run rotate."""
     keystore_dir, public_dir = dirs
     signer = Signer(FileKeystore(keystore_dir), Policy(), passphrase=PASSPHRASE, issuer="iss", clock=clock, storage_clock=False)
     with pytest.raises(NoActiveKey, match="run `rotator rotate` first"):

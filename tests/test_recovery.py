@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from click.testing import CliRunner
 
+from rotator._b64 import b64url_decode
 from rotator.cli import main
 from rotator.config import Policy
 from rotator.errors import NoActiveKey, PublishTargetAhead
@@ -21,9 +22,7 @@ from rotator.reconcile import Rotator
 from rotator.state import KeyState
 from rotator.verifier import UnknownKey
 
-from rotator._b64 import b64url_decode
-
-from .conftest import PASSPHRASE, Clock, verify_with
+from .helpers import PASSPHRASE, Clock, verify_with
 
 P = Policy()  # P=15m, T=1h, L=60s, M=5m, W=24h
 # Short enough that keys of an old backup are long gone from the JWKS: W = T + L + M.
@@ -57,6 +56,8 @@ def served(public: Path) -> bytes:
 def test_restored_backup_recovers_in_one_step(
     make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path], policy: Policy
 ) -> None:
+    """A keystore restored from a backup is refused by the publish target, and one recover step
+    adopts the published keys so old tokens keep verifying."""
     keystore, public = dirs
     rotator = make_rotator(policy)
     rotator.step()
@@ -125,6 +126,8 @@ def test_restored_backup_recovers_in_one_step(
 def test_lost_keystore_recovers_with_a_new_key(
     make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]
 ) -> None:
+    """A lost keystore recovers with --other-lineage: the published keys are adopted, tokens
+    they signed still verify, and a new key signs."""
     keystore, public = dirs
     rotator = make_rotator(P)
     rotate_times(rotator, clock, P, 3)
@@ -161,6 +164,8 @@ def test_lost_keystore_recovers_with_a_new_key(
 def test_lost_publish_target_is_republished_by_the_next_step(
     make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path]
 ) -> None:
+    """A lost publish target is republished by the next step, and tokens signed before still
+    verify."""
     _, public = dirs
     rotator = make_rotator(P)
     rotate_times(rotator, clock, P, 2)
@@ -185,7 +190,8 @@ def test_cli_restore_runbook(cli_env: dict[str, str], dirs: tuple[Path, Path]) -
         return runner.invoke(main, list(args), env=cli_env, catch_exceptions=False)
 
     def status() -> dict[str, Any]:
-        return json.loads(run("status", "--json").output)
+        doc: dict[str, Any] = json.loads(run("status", "--json").output)
+        return doc
 
     assert run("rotate").exit_code == 0
     backup = (keystore / "state.json").read_bytes()
@@ -264,7 +270,7 @@ RESTORES = ["one-behind", "same-generation", "jwks-lost-too"]
 
 
 def backup_one_generation_behind(
-    rotator: Rotator, clock: Clock, read_state: Callable[[], bytes], restore: Callable[[bytes], None],
+    rotator: Rotator, clock: Clock, read_state: Callable[[], bytes], restore: Callable[[bytes], object],
     read_jwks: Callable[[], bytes | None], lose_jwks: Callable[[], None], how: str,
 ) -> None:
     """The review's case: a backup, then the active key revoked (one step: the JWKS of the
@@ -311,6 +317,8 @@ def backup_one_generation_behind(
 def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_files(
     make_rotator: Callable[..., Rotator], clock: Clock, dirs: tuple[Path, Path], how: str
 ) -> None:
+    """On files, a backup one generation behind a revocation never brings the revoked key back:
+    the target's revoked list refuses it and recover revokes it again."""
     keystore, public = dirs
     state = keystore / "state.json"
 
@@ -326,6 +334,7 @@ def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_files(
 
 @pytest.mark.parametrize("how", RESTORES)
 def test_backup_one_generation_behind_never_brings_back_a_revoked_key_on_s3(how: str) -> None:
+    """On S3, a backup one generation behind a revocation never brings the revoked key back."""
     with moto_rotator() as (s3, rotator, clock):
 
         def read(key: str) -> bytes | None:

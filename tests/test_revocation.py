@@ -18,16 +18,20 @@ import pytest
 from click.testing import CliRunner
 
 from rotator.cli import main
-from rotator.config import Policy
 from rotator.issuer import RefreshRefused, Signer, SubjectRevoked
-from rotator.keystore import FileKeystore
-from rotator.publish import FilePublisher
-from rotator.reconcile import Rotator
 from rotator.revocation import RevocationError, RevocationStore, Tables
 from rotator.verifier import RevocationUnavailable, Revoked, Verifier
 
-from .conftest import PASSPHRASE, TEST_SCRYPT_N, Clock, wait_for
 from .faultproxy import FaultProxy
+from .helpers import (
+    PASSPHRASE,
+    Clock,
+    bootstrapped_key_set,
+    rejected,
+    self_signed_cert,
+    token,
+    wait_for,
+)
 from .jwks_server import JwksServer, SigningKey
 from .ports import free_port
 from .redis_server import RedisServer
@@ -61,22 +65,11 @@ def jwks() -> Iterator[tuple[SigningKey, JwksServer]]:
         yield key, srv
 
 
-def token(key: SigningKey, sub: str = "alice", jti: str | None = None, iat: int | None = None, **extra: Any) -> str:
-    now = int(time.time()) if iat is None else iat
-    claims = {"sub": sub, "iat": now, "exp": now + 600, "jti": jti or uuid.uuid4().hex, **extra}
-    return key.sign(claims)
-
-
 def keys_under(server: RedisServer, prefix: str) -> list[bytes]:
     return sorted(server.client().scan_iter(match=prefix + "*"))
 
 
-def rejected(verifier: Verifier, tok: str) -> bool:
-    try:
-        verifier.verify(tok)
-    except Revoked:
-        return True
-    return False
+
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -93,7 +86,9 @@ def test_records_expire_with_the_tokens_they_affect(server: RedisServer, store: 
     cutoff = store.revoke_subject("alice")
     assert r.expiretime(prefix + "sub:alice") == cutoff.not_before + 3600 + 60 + 60 == cutoff.expires_at
     store.bump_session("bob")
-    bumped = int(r.get(prefix + "sv:bob").split()[1])
+    raw = r.get(prefix + "sv:bob")
+    assert isinstance(raw, bytes)
+    bumped = int(raw.split()[1])
     assert r.expiretime(prefix + "sv:bob") == bumped + 3600 + 60 + 60
     # A token already past exp + grace + margin needs nothing: nothing is written.
     store.deny("old", time.time() - 121)
@@ -101,6 +96,7 @@ def test_records_expire_with_the_tokens_they_affect(server: RedisServer, store: 
 
 
 def test_replica_drops_expired_records_by_its_clock(server: RedisServer, prefix: str) -> None:
+    """The replica drops records past their expiry by its own clock."""
     clock = Clock(time.time())
     store = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=600, grace=60, clock=clock)
     try:
@@ -121,6 +117,8 @@ def test_replica_drops_expired_records_by_its_clock(server: RedisServer, prefix:
 def test_a_later_ban_is_never_shortened_and_versions_never_repeat(
     server: RedisServer, store: RevocationStore, prefix: str
 ) -> None:
+    """A later revocation never shortens a ban in force, and session versions never repeat, even
+    after a record expired."""
     week = time.time() + 7 * 86400
     ban = store.revoke_subject("mallory", until=week)
     assert ban.not_before == int(week) + (week % 1 > 0)
@@ -136,6 +134,7 @@ def test_a_later_ban_is_never_shortened_and_versions_never_repeat(
 
 
 def test_deny_keeps_the_later_exp(server: RedisServer, store: RevocationStore, prefix: str) -> None:
+    """Denying a jti twice keeps the later exp."""
     later = int(time.time()) + 500
     store.deny("j", later)
     store.deny("j", later - 100)
@@ -146,6 +145,8 @@ def test_deny_keeps_the_later_exp(server: RedisServer, store: RevocationStore, p
 
 
 def test_verifier_applies_every_kind_of_record(jwks: Any, store: RevocationStore) -> None:
+    """A verifier with a store rejects denied jtis, tokens before a subject cutoff and old
+    session versions, each soon after the write."""
     key, srv = jwks
     v = Verifier(srv.url, allow_http=True, revocations=store)
     one, other = token(key, "alice"), token(key, "alice")
@@ -175,6 +176,7 @@ def test_verifier_applies_every_kind_of_record(jwks: Any, store: RevocationStore
 
 
 def test_result_cache_hits_are_checked_against_the_replica(jwks: Any, store: RevocationStore) -> None:
+    """A token served from the result cache is still rejected once revoked."""
     key, srv = jwks
     v = Verifier(srv.url, allow_http=True, revocations=store, result_cache_size=100)
     tok = token(key, "dave")
@@ -226,19 +228,11 @@ def test_no_redis_command_while_verifying(server: RedisServer, jwks: Any, prefix
         store.close()
 
 
-def bootstrapped_key_set(tmp_path: Path) -> tuple[FileKeystore, FilePublisher, Policy]:
-    """A file keystore and JWKS file after one step, for a Signer to sign from."""
-    policy = Policy(rotation_period=600, token_lifetime=300, max_age=60, retirement_window=3600, refresh_grace=60)
-    ks, pub = FileKeystore(tmp_path / "ks"), FilePublisher(tmp_path / "pub")
-    Rotator(
-        keystore=ks, publisher=pub, policy=policy, passphrase=PASSPHRASE, scrypt_n=TEST_SCRYPT_N, storage_clock=False
-    ).step()
-    return ks, pub, policy
-
-
 def test_signer_stamps_the_session_version_and_respects_a_fresh_cutoff(
     tmp_path: Path, server: RedisServer, prefix: str
 ) -> None:
+    """A Signer on the store stamps the current session version and signs tokens that survive a
+    cutoff written just before."""
     ks, pub, policy = bootstrapped_key_set(tmp_path)
     store = RevocationStore.from_url(server.url, prefix=prefix, token_lifetime=300, grace=60)
     try:
@@ -264,14 +258,14 @@ def test_signer_stamps_the_session_version_and_respects_a_fresh_cutoff(
 
             # Tokens every verifier would reject are refused at the signer, with the reason.
             cutoff = store.revoke_subject("gina")
-            wait_for(lambda: signer._replica.tables.cutoffs["gina"] == cutoff, what="cutoff replicated")
+            wait_for(lambda: signer.sessions.replica.tables.cutoffs["gina"] == cutoff, what="cutoff replicated")
             with pytest.raises(SubjectRevoked, match="issued before its cutoff"):
                 signer.sign(subject="gina", orig_iat=cutoff.not_before - 60)  # a revoked chain continued
             with pytest.raises(SubjectRevoked, match=r"session version \(sv\) is no longer current"):
                 signer.sign({"sv": version - 1}, subject="gina")  # a stale version carried over by the caller
             until = time.time() + 3600
             ban = store.revoke_subject("gina", until=until)
-            wait_for(lambda: signer._replica.tables.cutoffs["gina"] == ban, what="ban replicated")
+            wait_for(lambda: signer.sessions.replica.tables.cutoffs["gina"] == ban, what="ban replicated")
             with pytest.raises(SubjectRevoked, match=r"^subject 'gina' is banned until \d{4}-\d\d-\d\dT.*Z: a token "
                                                      "signed now would be rejected by every verifier$"):
                 signer.sign(subject="gina")
@@ -295,7 +289,7 @@ def test_a_writer_within_the_skew_writes_by_redis_time_and_the_signer_signs_at_o
         cutoff = ahead.revoke_subject("ivy")
         seconds, _ = server.client().time()
         assert seconds <= cutoff.revoked_at <= seconds + 2, "the cutoff took the writer's clock, not Redis's"
-        wait_for(lambda: "ivy" in signer._replica.tables.cutoffs, what="cutoff replicated")
+        wait_for(lambda: "ivy" in signer.sessions.replica.tables.cutoffs, what="cutoff replicated")
         claims = jwt.decode(signer.sign(subject="ivy"), options={"verify_signature": False})
         assert claims["iat"] >= cutoff.not_before
     finally:
@@ -346,6 +340,7 @@ def test_a_writer_off_redis_clock_is_refused(server: RedisServer, prefix: str, o
 def test_bad_input_is_one_line_and_writes_nothing(
     server: RedisServer, store: RevocationStore, prefix: str, call: Any, message: str
 ) -> None:
+    """Bad input to the store is one line naming what is wrong, and nothing reaches Redis."""
     with pytest.raises(RevocationError, match=message) as info:
         call(store)
     assert "\n" not in str(info.value)
@@ -353,6 +348,8 @@ def test_bad_input_is_one_line_and_writes_nothing(
 
 
 def test_bad_url_wrong_password_and_unreachable_redis(tmp_path: Path) -> None:
+    """A bad URL, a wrong password and an unreachable Redis are each one line, the password
+    never shown."""
     with pytest.raises(RevocationError, match=r"scheme http:// is not supported: use redis:// or rediss://"):
         RevocationStore.from_url("http://127.0.0.1:6379")
     with pytest.raises(RevocationError, match="names no host"):
@@ -391,6 +388,8 @@ def test_verifier_with_unreachable_redis_fails_at_start(jwks: Any, server: Redis
 
 
 def test_cli_revocation_commands(server: RedisServer, prefix: str, tmp_path: Path) -> None:
+    """deny-token, revoke-subject, bump-session and revocations do what they say through a real
+    Redis."""
     env = {"ROTATOR_REVOCATION_URL": server.url, "ROTATOR_REVOCATION_PREFIX": prefix}
     runner = CliRunner()
     key = SigningKey()
@@ -519,6 +518,8 @@ REDIS_TIMEOUT = 1.0  # the stores' socket timeouts in the fault tests
 
 @pytest.mark.parametrize("fault", ["kill", "sigstop", "proxy-drop"])
 def test_outage_verifies_until_the_bound_then_unavailable(tmp_path: Path, jwks: Any, fault: str) -> None:
+    """During a Redis outage the verifier keeps verifying until the staleness bound, then
+    answers RevocationUnavailable, and recovers after."""
     key, srv = jwks
     redis_srv = RedisServer(tmp_path / "redis").start()
     proxy = FaultProxy("127.0.0.1", redis_srv.port) if fault == "proxy-drop" else None
@@ -568,6 +569,8 @@ def test_outage_verifies_until_the_bound_then_unavailable(tmp_path: Path, jwks: 
 
 
 def test_restart_with_appendonly_resyncs_and_applies_what_was_written_meanwhile(tmp_path: Path, jwks: Any) -> None:
+    """After a Redis restart (appendonly) the replica resyncs and applies what was written while
+    it was away."""
     key, srv = jwks
     redis_srv = RedisServer(tmp_path / "redis", appendonly=True).start()
     store = RevocationStore.from_url(redis_srv.url, timeout=REDIS_TIMEOUT, connect_timeout=REDIS_TIMEOUT)
@@ -599,6 +602,8 @@ def test_restart_with_appendonly_resyncs_and_applies_what_was_written_meanwhile(
 
 
 def test_fail_open_is_logged_once_per_outage(tmp_path: Path, jwks: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """With fail_open, an outage is logged once, tokens are checked against the records held,
+    and recovery is logged."""
     key, srv = jwks
     redis_srv = RedisServer(tmp_path / "redis").start()
     store = RevocationStore.from_url(redis_srv.url, timeout=0.5, connect_timeout=0.5)
@@ -697,6 +702,7 @@ def test_replica_loads_100k_denials_and_100k_cutoffs(server: RedisServer, prefix
 
 
 def test_tables_apply_ignores_what_it_does_not_know() -> None:
+    """The tables ignore unknown record kinds and malformed values instead of failing."""
     t = Tables()
     t.apply("jti:a", "10 20")
     t.apply("jti:b", "garbage")
@@ -708,6 +714,8 @@ def test_tables_apply_ignores_what_it_does_not_know() -> None:
 
 
 def test_revocation_unavailable_is_a_503_in_the_service_glue() -> None:
+    """In the ASGI/WSGI glue, RevocationUnavailable is a 503 with Retry-After and Revoked is a
+    401."""
     from rotator.verifier._bearer import denial_for
 
     denial = denial_for(RevocationUnavailable("not confirmed current"), "api", 5)
@@ -717,10 +725,9 @@ def test_revocation_unavailable_is_a_503_in_the_service_glue() -> None:
 
 def test_rediss_with_tls(tmp_path: Path, jwks: Any) -> None:
     """rediss:// to a TLS-only redis-server, trusting its certificate through the URL's ssl_ca_certs."""
-    from .test_verifier_http import _self_signed
 
     key, srv = jwks
-    tls_server = RedisServer(tmp_path / "tls", tls=_self_signed(tmp_path)).start()
+    tls_server = RedisServer(tmp_path / "tls", tls=self_signed_cert(tmp_path)).start()
     try:
         assert tls_server.url.startswith("rediss://")
         store = RevocationStore.from_url(tls_server.url)

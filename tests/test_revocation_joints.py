@@ -17,14 +17,12 @@ import jwt
 import pytest
 
 from rotator.issuer import Signer
-from rotator.revocation import RevocationError, RevocationStore
-from rotator.revocation import Tables
+from rotator.revocation import RevocationError, RevocationStore, Tables
 from rotator.verifier import Verifier
 
-from .conftest import PASSPHRASE, wait_for
+from .helpers import PASSPHRASE, bootstrapped_key_set, rejected, token, wait_for
 from .jwks_server import JwksServer, SigningKey
 from .redis_server import RedisServer
-from .test_revocation import bootstrapped_key_set, rejected, token
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +91,7 @@ def test_a_prefix_can_never_be_the_start_of_another(server: RedisServer) -> None
 
 
 def test_settings_refuse_a_nested_prefix_in_one_line() -> None:
+    """Settings refuse a revocation prefix that nests another, in one line."""
     from rotator.config import load_settings
     from rotator.errors import ConfigError
 
@@ -128,6 +127,7 @@ def test_a_replica_merges_what_it_hears_and_never_lets_an_older_record_win(serve
 
 
 def test_tables_merge_in_any_order() -> None:
+    """Revocation records merge to the same tables in any order."""
     records = [("sub:s", "10 10 100"), ("sub:s", "20 50 200"), ("sv:s", "5 1 100"), ("sv:s", "9 2 100"),
                ("jti:j", "100 160"), ("jti:j", "50 110")]
     results = []
@@ -377,6 +377,7 @@ def test_the_session_version_counter_refuses_to_repeat(server: RedisServer) -> N
 
 
 def test_the_cli_keeps_cutoffs_for_refresh_max_age(server: RedisServer) -> None:
+    """Cutoffs written by the CLI live as long as the longest refresh chain."""
     from click.testing import CliRunner
 
     from rotator.cli import main
@@ -414,7 +415,9 @@ def test_the_cli_on_a_host_off_redis_clock_writes_nothing(server: RedisServer, o
     assert list(server.client().scan_iter(match=prefix + "*")) == []
     right = subprocess.run([*cli, "revoke-subject", "kim"], env=env, capture_output=True, text=True, timeout=60)
     assert right.returncode == 0, right.stderr
-    revoked_at = int(server.client().get(prefix + "sub:kim").split()[0])
+    raw = server.client().get(prefix + "sub:kim")
+    assert isinstance(raw, bytes)
+    revoked_at = int(raw.split()[0])
     assert abs(revoked_at - server.client().time()[0]) <= 2
 
 

@@ -21,8 +21,8 @@ from rotator.reconcile import Rotator
 from rotator.sealing import open_sealer
 
 from .aws import BUCKET, count_requests, ignore_conditional_writes, inject_failures
-from .conftest import Clock, verify_with
 from .harness import Crash, FaultyPublisher, check_target_rule
+from .helpers import Clock, verify_with
 
 P, M = 900.0, 300.0
 
@@ -58,12 +58,14 @@ def make(aws: dict[str, Any], clock: Clock, *, client: Any = None, kms_key_id: s
 
 
 def get(aws: dict[str, Any], key: str) -> dict[str, Any]:
-    response = aws["s3"].get_object(Bucket=BUCKET, Key=key)
+    response: dict[str, Any] = aws["s3"].get_object(Bucket=BUCKET, Key=key)
     response["body"] = response["Body"].read()
     return response
 
 
 def test_rotation_on_s3_publishes_with_headers_and_generation(aws: dict[str, Any], clock: Clock) -> None:
+    """A rotation on S3 publishes the JWKS with its content type, Cache-Control and generation
+    marker."""
     rotator = make(aws, clock)
     state = rotator.step().state
     jwks = get(aws, "public/jwks.json")
@@ -95,6 +97,8 @@ def test_compare_and_swap_conflicts(aws: dict[str, Any], clock: Clock) -> None:
 
 
 def test_store_ignoring_conditional_writes_is_refused(aws: dict[str, Any], clock: Clock) -> None:
+    """A store that ignores conditional writes is refused unless --s3-single-writer is given,
+    and nothing is stored."""
     client = boto3.client("s3")
     ignore_conditional_writes(client)
     with pytest.raises(KeystoreError, match="does not enforce conditional writes.*--s3-single-writer"):
@@ -105,6 +109,8 @@ def test_store_ignoring_conditional_writes_is_refused(aws: dict[str, Any], clock
 
 
 def test_keystore_object_holds_no_plaintext_private_key(aws: dict[str, Any], clock: Clock) -> None:
+    """The keystore object on S3 holds no plaintext private key: KMS envelope encryption under
+    the configured key."""
     rotator = make(aws, clock)
     state = rotator.step().state
     raw = get(aws, "keys/prod/state.json")["body"]
@@ -119,6 +125,8 @@ def test_keystore_object_holds_no_plaintext_private_key(aws: dict[str, Any], clo
 
 
 def test_wrong_kms_key_is_a_clear_error_and_overwrites_nothing(aws: dict[str, Any], clock: Clock) -> None:
+    """A different KMS key than the key set's is a one-line error naming both, and the state
+    object is not rewritten."""
     make(aws, clock).step()
     before = get(aws, "keys/prod/state.json")["ETag"]
     other = aws["kms"].create_key()["KeyMetadata"]["KeyId"]
@@ -129,6 +137,7 @@ def test_wrong_kms_key_is_a_clear_error_and_overwrites_nothing(aws: dict[str, An
 
 
 def test_tampered_ciphertext_is_a_clear_error(aws: dict[str, Any], clock: Clock) -> None:
+    """A tampered ciphertext or wrapped data key is a clear error, never a key."""
     rotator = make(aws, clock)
     state = rotator.step().state
     active = state.active
@@ -152,6 +161,7 @@ def test_tampered_ciphertext_is_a_clear_error(aws: dict[str, Any], clock: Clock)
 
 
 def test_signer_on_s3_keystore(aws: dict[str, Any], clock: Clock) -> None:
+    """A Signer on the S3 keystore signs tokens the published JWKS verifies."""
     rotator = make(aws, clock)
     rotator.step()
     token = Signer(rotator.keystore, Policy(), clock=clock, kms_key_id=aws["key_id"], storage_clock=False).sign(subject="s", audience="a")
@@ -220,6 +230,7 @@ def test_transient_errors_are_retried(aws: dict[str, Any], clock: Clock, operati
      ("GetObject", "keys/prod/state.json")],
 )
 def test_persistent_failure_leaves_previous_jwks_and_next_run_repairs(aws: dict[str, Any], clock: Clock, operation: str, target: str) -> None:
+    """A persistent S3 failure leaves the previous JWKS in place; the next good run repairs it."""
     good = make(aws, clock)
     good.step()
     published = get(aws, "public/jwks.json")["body"]
@@ -253,6 +264,7 @@ def test_persistent_failure_leaves_previous_jwks_and_next_run_repairs(aws: dict[
 
 
 def test_crash_between_state_write_and_publish(aws: dict[str, Any], clock: Clock) -> None:
+    """A crash between the state write and the publish is repaired by the next step."""
     rotator = make(aws, clock)
     rotator.step()
     published = get(aws, "public/jwks.json")["body"]
@@ -273,6 +285,7 @@ def test_crash_between_state_write_and_publish(aws: dict[str, Any], clock: Clock
 
 
 def test_stale_read_back_activates_nothing(aws: dict[str, Any], clock: Clock) -> None:
+    """A stale read-back of the JWKS confirms nothing, so no key is activated on it."""
     rotator = make(aws, clock)
     faulty = FaultyPublisher(rotator.publisher, clock)  # type: ignore[arg-type]
     rotator.publisher = faulty
@@ -290,11 +303,14 @@ def test_stale_read_back_activates_nothing(aws: dict[str, Any], clock: Clock) ->
 
 
 def test_older_generation_never_overwrites_newer_jwks(aws: dict[str, Any]) -> None:
+    """On S3 too, the publish target refuses a JWKS of an older generation, another lineage or
+    other keys."""
     assert S3Publisher(aws["s3"], BUCKET, "public", max_age=M).key == "public/jwks.json"
     check_target_rule(lambda: S3Publisher(aws["s3"], BUCKET, "public", max_age=M))
 
 
 def test_discovery_document(aws: dict[str, Any]) -> None:
+    """The OpenID discovery document is written beside the JWKS on S3 and names the jwks_uri."""
     from rotator.publish import discovery_document
 
     publisher = S3Publisher(aws["s3"], BUCKET, "public/jwks.json", max_age=M)

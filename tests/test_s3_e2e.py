@@ -28,7 +28,7 @@ from rotator.reconcile import Rotator
 from rotator.state import KeyState
 
 from .aws import count_requests
-from .conftest import PASSPHRASE, TEST_SCRYPT_N, Clock, wait_for
+from .helpers import PASSPHRASE, TEST_SCRYPT_N, Clock, wait_for
 from .seaweed import SeaweedServer, weed_version
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -269,8 +269,8 @@ def test_requests_per_step_over_http(aws: dict[str, Any], capsys: pytest.Capture
 
 def test_daemon_over_http(aws: dict[str, Any], tmp_path: Any) -> None:
     """`rotator run` on the server with a 4 s period: keys rotate and the JWKS follows the state."""
+    from .daemon_harness import ROTATOR, SHORT, http_get
     from .ports import free_port
-    from .test_daemon import ROTATOR, SHORT, http_get
 
     port = free_port()
     log = open(tmp_path / "daemon.log", "w")
@@ -302,6 +302,7 @@ def test_daemon_over_http(aws: dict[str, Any], tmp_path: Any) -> None:
 
 
 def test_seaweedfs_binds_only_loopback_and_is_the_pinned_version(tmp_path: Any) -> None:
+    """The SeaweedFS test server listens on loopback only and is the pinned version."""
     server = SeaweedServer(tmp_path / "weed").start()
     try:
         addresses = server.listening_addresses()
@@ -339,7 +340,7 @@ def test_a_restored_backup_never_brings_back_a_key_revoked_after_it(aws: dict[st
     verifies again."""
     from rotator.verifier import UnknownKey, parse_jwks, verify_token
 
-    from .test_daemon import SHORT
+    from .daemon_harness import SHORT
 
     def read(key: str) -> bytes:
         return bytes(aws["s3"].get_object(Bucket=aws["bucket"], Key=key)["Body"].read())

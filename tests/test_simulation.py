@@ -24,8 +24,8 @@ from rotator.reconcile import Rotator
 from rotator.state import KeyState
 from rotator.verifier import UnknownKey, parse_jwks, verify_token
 
-from .conftest import PASSPHRASE, T0, TEST_SCRYPT_N, Clock
 from .harness import FaultyPublisher, RecordingKeystore
+from .helpers import PASSPHRASE, T0, TEST_SCRYPT_N, Clock
 
 DAYS = 30
 TICK = 300.0
@@ -43,7 +43,7 @@ def test_thirty_days_at_default_settings(tmp_path: Path, capsys: pytest.CaptureF
     publisher = FaultyPublisher(FilePublisher(tmp_path / "pub"), clock)
     rotator = Rotator(keystore, publisher, policy, passphrase=PASSPHRASE, clock=clock, scrypt_n=TEST_SCRYPT_N, storage_clock=False)
     # Simulated time: the test reloads the signer after each tick, as its watcher would.
-    signer = Signer(keystore, policy, passphrase=PASSPHRASE, clock=clock, watch=False, storage_clock=False)  # type: ignore[arg-type]
+    signer = Signer(keystore, policy, passphrase=PASSPHRASE, clock=clock, watch=False, storage_clock=False)
 
     state_bound = int((policy.retirement_window + policy.audit_retention) / policy.rotation_period) + 3
     step_seconds: dict[int, list[float]] = {}

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_soak_short_form(tmp_path: Path) -> None:
+    """The soak's short form runs with faults and both invariants hold."""
     report_path = tmp_path / "soak.json"
     run = subprocess.run(
         [sys.executable, "bench/soak.py", "--duration", "75", "--report", str(report_path)],

@@ -38,6 +38,7 @@ def units(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["rotator.service", "rotator-rotate.service", "rotator-rotate.timer"])
 def test_every_directive_has_its_reason_on_the_line_above(name: str) -> None:
+    """Every directive in the systemd units has its reason in a comment on the line above."""
     lines = (UNITS / name).read_text().splitlines()
     directives = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z]+=", line)]
     assert directives
@@ -46,6 +47,7 @@ def test_every_directive_has_its_reason_on_the_line_above(name: str) -> None:
 
 
 def test_systemd_analyze_verify_passes(units: Path) -> None:
+    """systemd-analyze verify accepts the units without a warning."""
     names = ["rotator.service", "rotator-rotate.service", "rotator-rotate.timer"]
     result = subprocess.run([analyze(), "verify", *names], cwd=units, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
@@ -61,6 +63,7 @@ def test_systemd_analyze_verify_catches_a_missing_executable(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("name", ["rotator.service", "rotator-rotate.service"])
 def test_security_exposure_at_most_2(units: Path, name: str) -> None:
+    """systemd-analyze security rates each service's exposure at most 2."""
     result = subprocess.run(
         [analyze(), "security", "--offline=true", "--no-pager", name], cwd=units, capture_output=True, text=True, timeout=120
     )
@@ -72,6 +75,7 @@ def test_security_exposure_at_most_2(units: Path, name: str) -> None:
 
 
 def test_units_share_user_state_and_config() -> None:
+    """The service and the oneshot share the user, state directories, sandbox and settings file."""
     for name in ("rotator.service", "rotator-rotate.service"):
         text = (UNITS / name).read_text()
         for line in ("User=rotator", "StateDirectory=rotator rotator/public rotator/metrics", "StateDirectoryMode=0755",
@@ -90,6 +94,7 @@ def test_units_share_user_state_and_config() -> None:
 
 
 def test_example_configuration_loads() -> None:
+    """The example settings file shipped with the units loads."""
     settings = load_settings({}, env={}, config_file=str(UNITS / "rotator.toml"))
     assert settings.keystore == "file:///var/lib/rotator/keystore"
     assert settings.policy.rotation_period == 900

@@ -14,7 +14,7 @@ import pytest
 
 from rotator.state import parse_state
 
-from .conftest import wait_for
+from .helpers import wait_for
 from .systemd_boot import ENV, PY, SystemdNamespace, unavailable
 
 WHY = unavailable()
@@ -110,6 +110,8 @@ def lines_of(system: SystemdNamespace, unit: str) -> list[str]:
 
 
 def test_start_reaches_active_after_ready_with_status_and_metrics(system: SystemdNamespace) -> None:
+    """Under systemd, the Type=notify service becomes active only after READY=1, with its status
+    text and metrics."""
     system.systemctl("start", "rotator.service")  # Type=notify: returns once READY=1 arrived
     shown = system.show("rotator.service", "ActiveState", "SubState", "StatusText", "ExecMainStartTimestampMonotonic",
                         "ActiveEnterTimestampMonotonic", "Type")
@@ -126,6 +128,7 @@ def test_start_reaches_active_after_ready_with_status_and_metrics(system: System
 
 
 def test_logs_reach_the_journal_as_json_objects(system: SystemdNamespace) -> None:
+    """The service's logs reach the journal as one JSON object per line."""
     wait_for(lambda: len(lines_of(system, "rotator.service")) >= 3, timeout=20, what="log lines")
     for line in lines_of(system, "rotator.service"):
         record = json.loads(line)  # one object per line
@@ -133,6 +136,8 @@ def test_logs_reach_the_journal_as_json_objects(system: SystemdNamespace) -> Non
 
 
 def test_sandbox_state_directory_and_read_only_system(system: SystemdNamespace) -> None:
+    """The service runs as its sysusers user in its sandbox, with the state directory and
+    keystore modes the design requires."""
     main_pid = system.show("rotator.service", "MainPID")["MainPID"]
     uid = system.run("stat", "-c", "%u", f"/proc/{main_pid}").stdout.strip()
     assert uid == system.run("id", "-u", "rotator").stdout.strip() != "0"  # the sysusers user
@@ -158,6 +163,7 @@ def test_sandbox_state_directory_and_read_only_system(system: SystemdNamespace) 
 
 
 def test_oneshot_and_timer(system: SystemdNamespace) -> None:
+    """The oneshot unit runs from its timer."""
     system.systemctl("start", "rotator-rotate.timer")
 
     def runs() -> int:
@@ -180,6 +186,7 @@ def test_oneshot_and_timer(system: SystemdNamespace) -> None:
 
 
 def test_reload_rereads_settings_and_keeps_them_on_a_bad_file(system: SystemdNamespace) -> None:
+    """systemctl reload rereads the settings, and keeps the old ones on a bad file."""
     def events() -> list[dict[str, Any]]:
         return [json.loads(line) for line in lines_of(system, "rotator.service")]
 
@@ -226,6 +233,7 @@ def test_watchdog_restarts_a_daemon_whose_step_hangs(system: SystemdNamespace) -
 
 
 def test_stop_exits_0_in_time_with_a_whole_state(system: SystemdNamespace) -> None:
+    """systemctl stop ends the service with exit 0 and a whole state file."""
     started = time.monotonic()
     system.systemctl("stop", "rotator.service")
     took = time.monotonic() - started

@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rotator._b64 import b64url_decode, b64url_encode
+from rotator.jose import check_claims, decode_header, decode_segment, verify_signature
 from rotator.keys import public_key_from_jwk
 from rotator.verifier import (
     BadSignature,
@@ -38,11 +39,10 @@ from rotator.verifier import (
     Verifier,
     WrongAudience,
     WrongIssuer,
+    parse_jwks,
 )
-from rotator.verifier import parse_jwks
-from rotator.jose import check_claims, decode_header, decode_segment, verify_signature
 
-from .conftest import Clock, load_vectors
+from .helpers import Clock, load_vectors
 from .jwks_server import JwksServer, SigningKey
 
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -105,6 +105,8 @@ def craft(key: SigningKey, header: Any, claims: Any, *, signature: bytes | None 
 
 
 def test_wycheproof_p1363_vectors_through_the_signature_check() -> None:
+    """Every Wycheproof ECDSA P-256/SHA-256 P1363 vector gets its expected verdict from the
+    verifier's signature check."""
     suite = load_vectors("ecdsa_secp256r1_sha256_p1363_test.json")
     outcomes = {"valid": 0, "invalid": 0}
     for group in suite["testGroups"]:
@@ -174,6 +176,8 @@ def test_wycheproof_jwk_es256_cases_through_jwks_parsing() -> None:
 
 
 def test_rfc7515_a3_signature_verifies_then_token_is_expired() -> None:
+    """RFC 7515 A.3's ES256 example verifies; its claims are refused as expired today and
+    accepted within their lifetime."""
     vector = load_vectors("rfc_examples.json")["rfc7515_A3_es256"]
     public = public_key_from_jwk(vector["jwk_public"])
     verify_signature(public, vector["signing_input"].encode(), bytes(vector["signature_octets"]))
@@ -188,11 +192,13 @@ def test_rfc7515_a3_signature_verifies_then_token_is_expired() -> None:
 
 
 def test_valid_token_returns_its_claims(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A valid token gives back exactly the claims it carries."""
     claims = claims_at(clock.now, scope=["read", "write"])
     assert verifier.verify(key.sign(claims)) == claims
 
 
 def test_signature_is_checked_for_a_known_kid(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A known kid is not enough: a payload swapped under a valid signature is refused."""
     token = key.sign(claims_at(clock.now))
     head, payload, sig = token.split(".")
     other = segment(claims_at(clock.now, sub="admin"))
@@ -218,6 +224,7 @@ def test_high_s_signature_is_accepted(verifier: Verifier, key: SigningKey, clock
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE", "NoNe"])
 def test_alg_none_in_any_casing(verifier: Verifier, key: SigningKey, clock: Clock, alg: str) -> None:
+    """alg none, in any casing, is refused as an unsupported algorithm."""
     token = f"{segment({'alg': alg, 'kid': key.kid})}.{segment(claims_at(clock.now))}."
     with pytest.raises(UnsupportedAlgorithm):
         verifier.verify(token)
@@ -225,6 +232,8 @@ def test_alg_none_in_any_casing(verifier: Verifier, key: SigningKey, clock: Cloc
 
 @pytest.mark.parametrize("encoding", ["pem", "der", "x962", "jwk"])
 def test_hs256_keyed_with_the_public_key(verifier: Verifier, key: SigningKey, clock: Clock, encoding: str) -> None:
+    """HS256 with the public key (PEM, DER, X9.62 or JWK) as the HMAC secret is refused: no
+    algorithm confusion."""
     public = key.private.public_key()
     secret = {
         "pem": public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
@@ -239,6 +248,7 @@ def test_hs256_keyed_with_the_public_key(verifier: Verifier, key: SigningKey, cl
 
 
 def test_embedded_jwk(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A header carrying its own jwk is refused, even naming a known kid."""
     attacker = SigningKey()
     header = {"alg": "ES256", "kid": key.kid, "jwk": attacker.jwk}
     with pytest.raises(ForbiddenHeader, match="jwk"):
@@ -254,17 +264,20 @@ def test_embedded_jwk(verifier: Verifier, key: SigningKey, clock: Clock) -> None
     ],
 )
 def test_jku_x5u_x5c(verifier: Verifier, key: SigningKey, clock: Clock, member: str, value: Any) -> None:
+    """Headers that point at keys elsewhere (jku, x5u, x5c) are refused."""
     with pytest.raises(ForbiddenHeader, match=member):
         verifier.verify(craft(key, {"alg": "ES256", "kid": key.kid, member: value}, claims_at(clock.now)))
 
 
 def test_crit(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A header with crit is refused: no extension is understood."""
     header = {"alg": "ES256", "kid": key.kid, "crit": ["exp"], "exp": 1}
     with pytest.raises(ForbiddenHeader, match="crit"):
         verifier.verify(craft(key, header, claims_at(clock.now)))
 
 
 def test_b64_false(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """Unencoded payloads (b64 false, with or without crit) are refused."""
     header = {"alg": "ES256", "kid": key.kid, "b64": False, "crit": ["b64"]}
     with pytest.raises(ForbiddenHeader):
         verifier.verify(craft(key, header, claims_at(clock.now)))
@@ -276,16 +289,20 @@ def test_b64_false(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
     "kid", ["../../etc/passwd", "keys/current", "a\\b", "k'", 'k"', "k' OR '1'='1", "k%2F..", "", "k" * 129, "k\u00e9"]
 )
 def test_kid_with_path_or_quote_characters(verifier: Verifier, key: SigningKey, clock: Clock, kid: str) -> None:
+    """A kid with path, quote or other characters outside base64url is refused before any
+    lookup."""
     with pytest.raises(MalformedToken, match="kid"):
         verifier.verify(craft(key, {"alg": "ES256", "kid": kid}, claims_at(clock.now)))
 
 
 def test_missing_kid(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A header without a kid is malformed."""
     with pytest.raises(MalformedToken, match="kid"):
         verifier.verify(craft(key, {"alg": "ES256"}, claims_at(clock.now)))
 
 
 def test_der_signature(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A DER-encoded ECDSA signature is refused: JWS carries the raw 64-byte r||s."""
     header = {"alg": "ES256", "kid": key.kid}
     claims = claims_at(clock.now)
     signing_input = f"{segment(header)}.{segment(claims)}"
@@ -296,6 +313,7 @@ def test_der_signature(verifier: Verifier, key: SigningKey, clock: Clock) -> Non
 
 @pytest.mark.parametrize("length", [63, 65])
 def test_63_or_65_byte_signature(verifier: Verifier, key: SigningKey, clock: Clock, length: int) -> None:
+    """Signatures one byte short or long are refused."""
     header = {"alg": "ES256", "kid": key.kid}
     signing_input = f"{segment(header)}.{segment(claims_at(clock.now))}"
     sig = p1363(*raw_signature(key.private, signing_input))
@@ -306,6 +324,7 @@ def test_63_or_65_byte_signature(verifier: Verifier, key: SigningKey, clock: Clo
 
 @pytest.mark.parametrize("which", ["r=0", "s=0", "r=s=0"])
 def test_r_or_s_zero(verifier: Verifier, key: SigningKey, clock: Clock, which: str) -> None:
+    """A signature with r or s zero is refused as out of range (the psychic signature class)."""
     header = {"alg": "ES256", "kid": key.kid}
     signing_input = f"{segment(header)}.{segment(claims_at(clock.now))}"
     r, s = raw_signature(key.private, signing_input)
@@ -333,11 +352,13 @@ def test_r_or_s_at_least_n(verifier: Verifier, key: SigningKey, clock: Clock, wh
 
 
 def test_missing_exp(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A token without exp is refused."""
     with pytest.raises(MissingClaim, match="exp"):
         verifier.verify(key.sign(claims_at(clock.now, exp=None)))
 
 
 def test_exp_not_a_number(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """exp as a string, a boolean or a list is malformed."""
     for bad in ("1900000000", True, None and 0, [1]):
         if bad is None:
             continue
@@ -346,6 +367,7 @@ def test_exp_not_a_number(verifier: Verifier, key: SigningKey, clock: Clock) -> 
 
 
 def test_expired_beyond_leeway(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """Expiry past the leeway is refused; within the leeway the token passes."""
     token = key.sign(claims_at(clock.now - 700))  # exp = now - 100, leeway 60
     with pytest.raises(Expired):
         verifier.verify(token)
@@ -353,27 +375,33 @@ def test_expired_beyond_leeway(verifier: Verifier, key: SigningKey, clock: Clock
 
 
 def test_nbf_in_the_future(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """nbf further ahead than the leeway is refused; within it the token passes."""
     with pytest.raises(NotYetValid, match="nbf"):
         verifier.verify(key.sign(claims_at(clock.now, nbf=int(clock.now) + 120)))
     assert verifier.verify(key.sign(claims_at(clock.now, nbf=int(clock.now) + 30)))  # within leeway
 
 
 def test_iat_in_the_future(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A token issued further in the future than the leeway is refused."""
     with pytest.raises(NotYetValid, match="iat"):
         verifier.verify(key.sign(claims_at(clock.now, iat=int(clock.now) + 300)))
 
 
 @pytest.mark.parametrize("aud", ["other-api", ["other-api", "billing"], 17, None])
 def test_wrong_aud(verifier: Verifier, key: SigningKey, clock: Clock, aud: Any) -> None:
+    """An audience other than the configured one is refused, as a string or a list."""
     with pytest.raises(WrongAudience):
         verifier.verify(key.sign(claims_at(clock.now, aud=aud)))
 
 
 def test_aud_list_containing_ours(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """An audience list that names ours is accepted."""
     assert verifier.verify(key.sign(claims_at(clock.now, aud=["billing", AUD])))["aud"] == ["billing", AUD]
 
 
 def test_token_with_aud_refused_by_a_verifier_without_audience(server: JwksServer, key: SigningKey, clock: Clock) -> None:
+    """A verifier configured without an audience refuses tokens that name one, and accepts
+    tokens that name none."""
     v = Verifier(server.url, issuer=ISS, allow_http=True, clock=clock)
     with pytest.raises(WrongAudience, match="no audience is configured"):
         v.verify(key.sign(claims_at(clock.now)))
@@ -382,11 +410,13 @@ def test_token_with_aud_refused_by_a_verifier_without_audience(server: JwksServe
 
 @pytest.mark.parametrize("iss", ["https://issuer.example/", "https://evil.example", "", None])
 def test_wrong_iss(verifier: Verifier, key: SigningKey, clock: Clock, iss: Any) -> None:
+    """An issuer other than the configured one is refused."""
     with pytest.raises(WrongIssuer):
         verifier.verify(key.sign(claims_at(clock.now, iss=iss)))
 
 
 def test_non_json_header(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A header that is not a JSON object is malformed."""
     with pytest.raises(MalformedToken, match="header"):
         verifier.verify(craft(key, b"alg=ES256;kid=x", claims_at(clock.now)))
     with pytest.raises(MalformedToken, match="header is not a JSON object"):
@@ -394,16 +424,19 @@ def test_non_json_header(verifier: Verifier, key: SigningKey, clock: Clock) -> N
 
 
 def test_json_array_payload(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A payload that is a JSON array, not an object, is malformed."""
     with pytest.raises(MalformedToken, match="payload is not a JSON object"):
         verifier.verify(craft(key, {"alg": "ES256", "kid": key.kid}, [claims_at(clock.now)]))
 
 
 def test_non_json_payload(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A payload that is not JSON is malformed."""
     with pytest.raises(MalformedToken, match="payload"):
         verifier.verify(craft(key, {"alg": "ES256", "kid": key.kid}, b"\xff\xfe not json"))
 
 
 def test_1mb_header(verifier: Verifier, key: SigningKey, clock: Clock, server: JwksServer) -> None:
+    """Oversized tokens and headers are refused before any parsing or fetch."""
     before = server.requests
     header = {"alg": "ES256", "kid": key.kid, "pad": "x" * (1024 * 1024)}
     with pytest.raises(MalformedToken, match="at most"):
@@ -416,6 +449,7 @@ def test_1mb_header(verifier: Verifier, key: SigningKey, clock: Clock, server: J
 
 @pytest.mark.parametrize("parts", [1, 2, 4, 5])
 def test_wrong_part_count(verifier: Verifier, key: SigningKey, clock: Clock, parts: int) -> None:
+    """Tokens with other than three parts are malformed."""
     pieces = key.sign(claims_at(clock.now)).split(".")
     token = ".".join((pieces * 2)[:parts])
     with pytest.raises(MalformedToken, match="parts"):
@@ -427,6 +461,7 @@ def test_wrong_part_count(verifier: Verifier, key: SigningKey, clock: Clock, par
 def test_padding_or_non_base64url_characters(
     verifier: Verifier, key: SigningKey, clock: Clock, where: int, damage: str
 ) -> None:
+    """Padding, + or /, whitespace or non-canonical spare bits in any segment are refused."""
     parts = _token_with_spare_bits_everywhere(key, clock)
     seg = parts[where]
     if damage == "padding":
@@ -468,28 +503,33 @@ def _token_with_spare_bits_everywhere(key: SigningKey, clock: Clock) -> list[str
     ],
 )
 def test_duplicate_header_members(verifier: Verifier, key: SigningKey, clock: Clock, raw_header: bytes) -> None:
+    """A header with a duplicated member is malformed."""
     with pytest.raises(MalformedToken, match="duplicate"):
         verifier.verify(craft(key, raw_header % key.kid.encode(), claims_at(clock.now)))
 
 
 def test_duplicate_payload_members(verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A payload with a duplicated claim is malformed, never resolved to one of the values."""
     payload = b'{"sub":"user-1","sub":"admin","exp":%d}' % (clock.now + 600)
     with pytest.raises(MalformedToken, match="duplicate"):
         verifier.verify(craft(key, {"alg": "ES256", "kid": key.kid}, payload))
 
 
 def test_non_string_token(verifier: Verifier) -> None:
+    """Bytes, None or a number instead of a token string are malformed."""
     for bad in (b"a.b.c", None, 17):
         with pytest.raises(MalformedToken):
             verifier.verify(bad)  # type: ignore[arg-type]
 
 
 def test_unknown_algorithms_are_refused_at_construction(server: JwksServer) -> None:
+    """A verifier asked to allow an algorithm it does not implement refuses at construction."""
     with pytest.raises(ValueError, match="only ES256"):
         Verifier(server.url, allow_http=True, algorithms=("ES256", "RS256"))
 
 
 def test_max_lifetime(server: JwksServer, key: SigningKey, clock: Clock) -> None:
+    """With max_lifetime, a token whose exp - iat exceeds it is refused."""
     v = Verifier(server.url, issuer=ISS, audience=AUD, allow_http=True, clock=clock, max_lifetime=3600)
     assert v.verify(key.sign(claims_at(clock.now)))
     with pytest.raises(InvalidLifetime):
@@ -501,6 +541,7 @@ def test_max_lifetime(server: JwksServer, key: SigningKey, clock: Clock) -> None
 
 @given(st.binary(max_size=200))
 def test_b64url_round_trip_and_canonical_form(data: bytes) -> None:
+    """base64url encoding round-trips and matches the standard library without padding."""
     text = b64url_encode(data)
     assert b64url_decode(text) == data
     assert text == base64.urlsafe_b64encode(data).decode().rstrip("=")
@@ -508,6 +549,7 @@ def test_b64url_round_trip_and_canonical_form(data: bytes) -> None:
 
 @given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= \n", max_size=40))
 def test_b64url_accepts_exactly_the_canonical_encodings(text: str) -> None:
+    """The decoder accepts exactly the texts the encoder produces."""
     try:
         decoded = b64url_decode(text)
     except ValueError:
@@ -532,20 +574,24 @@ def cached(server: JwksServer, clock: Clock) -> Verifier:
 
 
 def test_result_cache_is_off_by_default(verifier: Verifier) -> None:
+    """The result cache is off unless result_cache_size is set."""
     assert verifier._results is None
 
 
 def test_result_cache_hit_gives_each_caller_its_own_copy(cached: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A cache hit gives each caller its own copy of the claims: one caller's changes never
+    reach another."""
     token = key.sign(claims_at(clock.now, roles=["reader"], profile={"tier": "gold"}))
     first = cached.verify(token)
     first["roles"].append("admin")
     first["profile"]["tier"] = "root"
     second = cached.verify(token)
     assert second["roles"] == ["reader"] and second["profile"] == {"tier": "gold"}
-    assert len(cached._results or {}) == 1
+    assert len(cached._result_entries) == 1
 
 
 def test_result_cache_does_not_vouch_for_another_signature(cached: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A cached token's signing input with another signature misses the cache and is refused."""
     token = key.sign(claims_at(clock.now))
     cached.verify(token)
     signing_input, _, sig = token.rpartition(".")
@@ -557,6 +603,7 @@ def test_result_cache_does_not_vouch_for_another_signature(cached: Verifier, key
 
 
 def test_result_cache_hit_still_expires(cached: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A cached result expires with its token."""
     token = key.sign(claims_at(clock.now))
     cached.verify(token)
     clock.advance(600 + 61)
@@ -565,22 +612,25 @@ def test_result_cache_hit_still_expires(cached: Verifier, key: SigningKey, clock
 
 
 def test_result_cache_never_caches_failures(cached: Verifier, key: SigningKey, clock: Clock) -> None:
+    """A refused token is not cached, and is accepted once it becomes valid."""
     token = key.sign(claims_at(clock.now, nbf=int(clock.now) + 120))
     with pytest.raises(NotYetValid):
         cached.verify(token)
-    assert not cached._results
+    assert not cached._result_entries
     clock.advance(120)
     assert cached.verify(token)["sub"] == "user-1"
 
 
 def test_result_cache_is_bounded(server: JwksServer, key: SigningKey, clock: Clock) -> None:
+    """The result cache holds at most result_cache_size entries."""
     v = Verifier(server.url, issuer=ISS, audience=AUD, allow_http=True, clock=clock, result_cache_size=10)
     for i in range(50):
         v.verify(key.sign(claims_at(clock.now, jti=f"t{i}")))
-    assert len(v._results or {}) <= 10
+    assert len(v._result_entries) <= 10
 
 
 def test_result_cache_drops_results_of_a_key_no_longer_published(clock: Clock) -> None:
+    """A result whose key left the JWKS stops being served from the cache at once."""
     old, new = SigningKey(), SigningKey()
     with JwksServer([old, new], max_age=60) as srv:
         v = Verifier(srv.url, issuer=ISS, audience=AUD, allow_http=True, clock=clock, result_cache_size=10)
@@ -598,6 +648,7 @@ def test_result_cache_drops_results_of_a_key_no_longer_published(clock: Clock) -
 
 @pytest.mark.parametrize("cache_size", [0, 10])
 def test_jti_denylist_runs_on_every_accepted_token(server: JwksServer, key: SigningKey, clock: Clock, cache_size: int) -> None:
+    """The jti denylist is checked on every accepted token, cache hits included."""
     denylist = JtiDenylist(clock=clock)
     v = Verifier(
         server.url, issuer=ISS, audience=AUD, allow_http=True, clock=clock,
@@ -613,6 +664,7 @@ def test_jti_denylist_runs_on_every_accepted_token(server: JwksServer, key: Sign
 
 
 def test_jti_denylist_entries_expire_with_the_token(clock: Clock) -> None:
+    """Denylist entries are dropped after their token's exp plus the grace, not before."""
     denylist = JtiDenylist(grace=120, clock=clock)
     denylist.add("a", clock.now + 600)
     denylist.add("b", clock.now + 60)
@@ -624,12 +676,15 @@ def test_jti_denylist_entries_expire_with_the_token(clock: Clock) -> None:
 
 
 def test_jti_denylist_grace_must_cover_the_leeway(server: JwksServer) -> None:
+    """A denylist whose grace is shorter than the leeway is refused at construction."""
     with pytest.raises(ValueError, match="leeway"):
         Verifier(server.url, allow_http=True, leeway=600, jti_denylist=JtiDenylist(grace=60))
 
 
 @pytest.mark.parametrize("cache_size", [0, 10])
 def test_subject_not_before_cutoff(server: JwksServer, key: SigningKey, clock: Clock, cache_size: int) -> None:
+    """A subject cutoff rejects tokens issued before it (and tokens without iat), cache hits
+    included."""
     cutoffs: dict[str, float] = {}
     v = Verifier(
         server.url, issuer=ISS, audience=AUD, allow_http=True, clock=clock,
@@ -649,10 +704,12 @@ def test_subject_not_before_cutoff(server: JwksServer, key: SigningKey, clock: C
 
 @pytest.mark.parametrize("cache_size", [0, 10])
 def test_session_version_lookup(server: JwksServer, key: SigningKey, clock: Clock, cache_size: int) -> None:
+    """A token whose session version is not the subject's current one is rejected, cache hits
+    included."""
     versions = {"user-1": 3}
     v = Verifier(
         server.url, issuer=ISS, audience=AUD, allow_http=True, clock=clock,
-        session_version=lambda claims: versions.get(claims.get("sub")), result_cache_size=cache_size,
+        session_version=lambda claims: versions.get(str(claims.get("sub"))), result_cache_size=cache_size,
     )
     token = key.sign(claims_at(clock.now, sv=3))
     assert v.verify(token)["sv"] == 3
@@ -669,6 +726,8 @@ def test_session_version_lookup(server: JwksServer, key: SigningKey, clock: Cloc
 
 
 def test_verifier_imports_only_the_standard_library_and_cryptography() -> None:
+    """import rotator.verifier loads only the standard library, cryptography and rotator's own
+    verifier, token format and backoff modules."""
     code = "import sys, json, rotator.verifier; print(json.dumps(sorted(sys.modules)))"
     result = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True)
     attempted = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
@@ -683,11 +742,12 @@ def test_verifier_imports_only_the_standard_library_and_cryptography() -> None:
     assert tops <= {"rotator", "cryptography", "_cffi_backend", "_openssl", "cffi"}, tops
     ours = {m for m in loaded if m.startswith("rotator")}
     assert ours <= {"rotator", "rotator._b64", "rotator._strict", "rotator.keys"} | {
-        m for m in ours if m.startswith(("rotator.verifier", "rotator.jose"))
+        m for m in ours if m.startswith(("rotator.verifier", "rotator.jose")) or m == "rotator._backoff"
     }, f"the verifier pulled in rotator's server side: {sorted(ours)}"
 
 
 def test_invalid_token_errors_share_one_base(verifier: Verifier) -> None:
+    """Every token error is an InvalidToken with a stable code."""
     with pytest.raises(InvalidToken) as caught:
         verifier.verify("not-a-token")
     assert caught.value.code == "malformed"

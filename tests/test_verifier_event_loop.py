@@ -14,19 +14,13 @@ import pytest
 
 from rotator.verifier import UnknownKey, Verifier
 
-from .conftest import Clock
+from .helpers import AUD, ISS, Clock, claims_at
 from .jwks_server import JwksServer, SigningKey
 
-ISS = "https://issuer.example"
-AUD = "orders-api"
 MAX_AGE = 300
 TICK = 0.005
 # The must-show bound for the longest loop gap; the fetch it runs beside takes seconds.
 GAP_BOUND = 0.05
-
-
-def claims_at(now: float) -> dict[str, Any]:
-    return {"iss": ISS, "aud": AUD, "sub": "user-1", "iat": int(now), "exp": int(now) + 3600}
 
 
 async def longest_gap_while(work: Callable[[], Any]) -> tuple[Any, float, int]:
@@ -130,7 +124,7 @@ def test_averify_keeps_the_loop_running_on_every_fetch_path(
     if isinstance(expected, str):
         assert isinstance(outcome, dict) and outcome["sub"] == expected, outcome
     else:
-        assert isinstance(outcome, expected), outcome
+        assert isinstance(outcome, expected), outcome  # type: ignore[arg-type]
     if path != "refresh-ahead":  # there the stale-but-fresh set answers at once
         assert server.requests == requests_before + 1, "the path did not wait on a fetch"
     # A blocked loop stands still for the whole fetch (1 s); a tenth of it leaves room for a

@@ -19,10 +19,9 @@ from rotator.verifier import Verifier
 from rotator.verifier.asgi import CLAIMS_KEY, BearerAuth, bearer_claims
 from rotator.verifier.wsgi import BearerAuth as WsgiBearerAuth
 
-from .conftest import wait_for
+from .helpers import AUD, ISS, claims_at, wait_for
 from .jwks_server import JwksServer, SigningKey
 from .ports import free_port
-from .test_verifier_http import AUD, ISS, claims_at
 
 
 def get(url: str, token: str | None = None, authorization: str | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -140,9 +139,9 @@ SNEAKY_PATHS = [
 def check_requests_edges(port: int, token: str) -> None:
     """The RFC 6750 answers, CORS preflights and excluded paths, as one server sees them."""
     for request in no_credentials(token):
-        assert_challenged(*get(f"http://127.0.0.1:{port}/orders", **request))  # type: ignore[arg-type]
+        assert_challenged(*get(f"http://127.0.0.1:{port}/orders", **request))
     for request in malformed(token):
-        assert_denied(*get(f"http://127.0.0.1:{port}/orders", **request), "invalid_request")  # type: ignore[arg-type]
+        assert_denied(*get(f"http://127.0.0.1:{port}/orders", **request), "invalid_request")
     # RFC 6750 section 2.1: the scheme in any case, one or more spaces before the token.
     assert get(f"http://127.0.0.1:{port}/orders", authorization=f"BEARER   {token}")[0] == 200
     twice = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
@@ -160,6 +159,8 @@ def check_requests_edges(port: int, token: str) -> None:
 
 
 def test_asgi_middleware_under_uvicorn(jwks: JwksServer, key: SigningKey) -> None:
+    """The ASGI middleware under uvicorn passes a valid token, answers 401 with WWW-Authenticate
+    for a bad one, and leaves excluded paths alone."""
     app = BearerAuth(hello, verifier_for(jwks), exclude=("/healthz",))
     token = key.sign(claims_at(time.time()))
     with Uvicorn(app) as server:
@@ -249,6 +250,7 @@ def test_wsgi_excludes_by_the_raw_uri_where_the_server_gives_it() -> None:
 
 
 def test_asgi_verification_never_blocks_the_event_loop(jwks: JwksServer, key: SigningKey) -> None:
+    """Under uvicorn, a slow JWKS fetch never blocks other requests on the event loop."""
     jwks.delay = 1.0  # every JWKS fetch takes a second
     app = BearerAuth(hello, verifier_for(jwks), exclude=("/healthz",))
     token = key.sign(claims_at(time.time()))
@@ -269,6 +271,7 @@ def test_asgi_verification_never_blocks_the_event_loop(jwks: JwksServer, key: Si
 
 
 def test_fastapi_dependency(jwks: JwksServer, key: SigningKey) -> None:
+    """The FastAPI dependency gives the claims to the route and a 401 for a bad token."""
     from fastapi import Depends, FastAPI
 
     verifier = verifier_for(jwks)
@@ -299,6 +302,7 @@ class _Quiet(WSGIRequestHandler):
 
 
 def test_wsgi_middleware_with_flask(jwks: JwksServer, key: SigningKey) -> None:
+    """The WSGI middleware protects a Flask app and hands it the claims."""
     from flask import Flask, request
 
     app = Flask("orders")
@@ -333,6 +337,7 @@ def test_wsgi_middleware_with_flask(jwks: JwksServer, key: SigningKey) -> None:
 
 
 def test_glue_imports_no_framework() -> None:
+    """Importing the ASGI and WSGI glue imports no web framework."""
     import subprocess
     import sys
 

@@ -14,12 +14,17 @@ from typing import Any
 
 import pytest
 
-from rotator.verifier import KeysUnavailable, MalformedToken, Verifier, parse_jwks, verify_token
+from rotator.verifier import (
+    KeysUnavailable,
+    MalformedToken,
+    Verifier,
+    parse_jwks,
+    verify_token,
+)
 from rotator.verifier._http import FetchError, fetch
 
-from .conftest import Clock, wait_for
+from .helpers import AUD, ISS, Clock, claims_at, self_signed_cert, wait_for
 from .jwks_server import SigningKey
-from .test_verifier_http import AUD, ISS, _self_signed, claims_at
 
 STAGES = ("status", "headers", "chunk-size", "body-close", "body-http10", "tls-records")
 TIMEOUT = 1.0
@@ -112,7 +117,7 @@ def contexts(transport: str, tmp_path: Path) -> tuple[ssl.SSLContext | None, ssl
     """(server context, client context) for plain HTTP, or TLS with a trusted self-signed certificate."""
     if transport == "http":
         return None, None
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
     return server, ssl.create_default_context(cafile=cert)
@@ -128,6 +133,8 @@ def key() -> SigningKey:
     [(stage, transport) for stage in STAGES[:-1] for transport in ("http", "tls")] + [("tls-records", "tls")],
 )
 def test_a_trickling_host_cannot_outlive_the_deadline(stage: str, transport: str, key: SigningKey, tmp_path: Path) -> None:
+    """A JWKS host that trickles bytes at any stage of HTTP or TLS cannot hold a fetch past its
+    deadline."""
     server_ctx, client_ctx = contexts(transport, tmp_path)
     server = TrickleServer(key, stage, tls=server_ctx)
     try:
@@ -186,6 +193,7 @@ def test_a_warm_cache_serves_stale_keys_while_a_refresh_trickles(key: SigningKey
 
 
 def test_304_without_if_none_match_is_a_failure(key: SigningKey) -> None:
+    """A 304 to a request without If-None-Match is a failed fetch, not an empty key set."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -207,6 +215,7 @@ def test_304_without_if_none_match_is_a_failure(key: SigningKey) -> None:
 
 
 def test_a_key_set_that_leaks_a_private_key_is_refused(key: SigningKey) -> None:
+    """A JWKS that carries a private member is refused whole."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from rotator._b64 import b64url_encode
@@ -220,6 +229,7 @@ def test_a_key_set_that_leaks_a_private_key_is_refused(key: SigningKey) -> None:
 
 
 def test_an_ambiguous_kid_is_refused(key: SigningKey) -> None:
+    """A JWKS listing one kid with two different keys is refused; an exact repeat is harmless."""
     other = SigningKey()
     with pytest.raises(ValueError, match="twice with different keys"):
         parse_jwks(json.dumps({"keys": [key.jwk, {**other.jwk, "kid": key.kid}]}))
@@ -232,6 +242,7 @@ def test_an_ambiguous_kid_is_refused(key: SigningKey) -> None:
 @pytest.mark.parametrize("claim", ["exp", "iat", "nbf", "orig_iat"])
 @pytest.mark.parametrize("raw", ["1e999", "-1e999", "1e300", "99999999999999999999", "-5"])
 def test_numeric_claims_past_any_real_time_are_malformed(key: SigningKey, claim: str, raw: str) -> None:
+    """Time claims beyond year 9999, infinite or NaN are malformed."""
     now = time.time()
     claims = claims_at(now)
     placeholder = 1234.5

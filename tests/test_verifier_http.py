@@ -14,11 +14,8 @@ import pytest
 
 from rotator.verifier import BadSignature, KeysUnavailable, UnknownKey, Verifier
 
-from .conftest import Clock, wait_for
+from .helpers import AUD, ISS, Clock, claims_at, self_signed_cert, wait_for
 from .jwks_server import JwksServer, SigningKey
-
-ISS = "https://issuer.example"
-AUD = "orders-api"
 
 
 @pytest.fixture
@@ -30,10 +27,6 @@ def key() -> SigningKey:
 def server(key: SigningKey) -> Iterator[JwksServer]:
     with JwksServer([key]) as srv:
         yield srv
-
-
-def claims_at(now: float, **extra: Any) -> dict[str, Any]:
-    return {"iss": ISS, "aud": AUD, "sub": "user-1", "iat": int(now), "exp": int(now) + 3600, **extra}
 
 
 def make(server: JwksServer, **options: Any) -> Verifier:
@@ -63,6 +56,8 @@ def random_kid() -> str:
 
 
 def test_200_threads_on_a_cold_cache_cause_one_fetch(server: JwksServer, key: SigningKey) -> None:
+    """200 threads verifying at once on a cold cache cause one JWKS fetch, and every one of them
+    is answered."""
     server.delay = 0.3  # every caller arrives while the first fetch is in flight
     verifier = make(server)
     token = key.sign(claims_at(time.time()))
@@ -73,12 +68,13 @@ def test_200_threads_on_a_cold_cache_cause_one_fetch(server: JwksServer, key: Si
 
 
 def test_200_coroutines_on_a_cold_cache_cause_one_fetch_shared_with_threads(server: JwksServer, key: SigningKey) -> None:
+    """200 coroutines and threads together on a cold cache share one JWKS fetch."""
     server.delay = 0.3
     verifier = make(server)
     token = key.sign(claims_at(time.time()))
 
     async def main() -> list[Any]:
-        return await asyncio.gather(*(verifier.averify(token) for _ in range(200)), return_exceptions=True)
+        return list(await asyncio.gather(*(verifier.averify(token) for _ in range(200)), return_exceptions=True))
 
     thread_result: list[Any] = []
     side = threading.Thread(target=lambda: thread_result.append(verifier.verify(token)))
@@ -90,6 +86,8 @@ def test_200_coroutines_on_a_cold_cache_cause_one_fetch_shared_with_threads(serv
 
 
 def test_averify_does_not_block_the_event_loop_while_fetching(server: JwksServer, key: SigningKey) -> None:
+    """averify awaits a slow fetch without blocking the event loop: other tasks keep running
+    meanwhile."""
     server.delay = 0.5
     verifier = make(server)
     token = key.sign(claims_at(time.time()))
@@ -119,6 +117,8 @@ def test_averify_does_not_block_the_event_loop_while_fetching(server: JwksServer
 def test_random_kid_flood_costs_one_fetch_per_cooldown_and_never_delays_valid_tokens(
     server: JwksServer, key: SigningKey
 ) -> None:
+    """A flood of tokens with random kids costs at most one fetch per cooldown, and valid tokens
+    are answered from the cache throughout."""
     clock = Clock(time.time())
     verifier = make(server, clock=clock, unknown_kid_cooldown=30)
     attacker = SigningKey()
@@ -161,6 +161,7 @@ def test_random_kid_flood_costs_one_fetch_per_cooldown_and_never_delays_valid_to
 
 
 def test_unknown_kid_that_was_just_published_is_found_by_the_refetch(server: JwksServer, key: SigningKey) -> None:
+    """A kid published since the last fetch is found by the refetch an unknown kid triggers."""
     clock = Clock(time.time())
     verifier = make(server, clock=clock, unknown_kid_cooldown=30)
     assert verifier.verify(key.sign(claims_at(clock.now)))
@@ -172,6 +173,7 @@ def test_unknown_kid_that_was_just_published_is_found_by_the_refetch(server: Jwk
 
 
 def test_negative_cache_remembers_an_unknown_kid_for_a_cooldown(server: JwksServer, key: SigningKey) -> None:
+    """An unknown kid is not refetched for again within the cooldown."""
     clock = Clock(time.time())
     verifier = make(server, clock=clock, unknown_kid_cooldown=30)
     assert verifier.verify(key.sign(claims_at(clock.now)))
@@ -189,6 +191,7 @@ def test_negative_cache_remembers_an_unknown_kid_for_a_cooldown(server: JwksServ
 
 
 def test_a_bad_signature_never_causes_a_refetch(server: JwksServer, key: SigningKey) -> None:
+    """A bad signature under a known kid never causes a fetch."""
     clock = Clock(time.time())
     verifier = make(server, clock=clock)
     assert verifier.verify(key.sign(claims_at(clock.now)))
@@ -205,6 +208,8 @@ def test_a_bad_signature_never_causes_a_refetch(server: JwksServer, key: Signing
 
 
 def test_hanging_host_does_not_make_callers_queue(server: JwksServer, key: SigningKey) -> None:
+    """Callers waiting on a host that never answers each give up after the timeout; none queues
+    behind another's wait."""
     timeout = 0.5
     server.hold = threading.Event()  # the host accepts and then never answers (until the test ends)
     verifier = make(server, timeout=timeout, connect_timeout=0.2)
@@ -235,6 +240,7 @@ def test_hanging_host_does_not_make_callers_queue(server: JwksServer, key: Signi
 
 
 def test_hanging_refresh_does_not_delay_a_warm_cache(server: JwksServer, key: SigningKey) -> None:
+    """A refresh-ahead fetch that hangs does not delay verification from a warm cache."""
     clock = Clock(time.time())
     verifier = make(server, clock=clock, timeout=2.0)
     token = key.sign(claims_at(clock.now))
@@ -246,10 +252,12 @@ def test_hanging_refresh_does_not_delay_a_warm_cache(server: JwksServer, key: Si
     wait_for(lambda: server.in_flight == 1, timeout=10)
     assert server.requests == 2 and server.in_flight == 1  # one background refresh, still hanging
     server.hold.set()
-    wait_for(lambda: verifier.stats().age is not None and verifier.stats().age < 1, timeout=10)
+    wait_for(lambda: (age := verifier.stats().age) is not None and age < 1, timeout=10)
 
 
 def test_stopped_host_serves_stale_keys_up_to_the_bound_then_keys_unavailable(server: JwksServer, key: SigningKey) -> None:
+    """With the JWKS host down, the last key set serves up to max_stale past its freshness, then
+    KeysUnavailable."""
     clock = Clock(time.time())
     verifier = make(server, clock=clock, max_stale=600)
     token = key.sign(claims_at(clock.now, exp=int(clock.now) + 86400))
@@ -288,6 +296,7 @@ def _verifies(verifier: Verifier, token: str) -> bool:
 
 
 def test_failing_host_with_a_cold_cache_is_keys_unavailable(server: JwksServer, key: SigningKey) -> None:
+    """A host answering 503 on a cold cache is KeysUnavailable naming the status."""
     server.fail_status = 503
     verifier = make(server)
     with pytest.raises(KeysUnavailable, match="HTTP 503"):
@@ -295,6 +304,7 @@ def test_failing_host_with_a_cold_cache_is_keys_unavailable(server: JwksServer, 
 
 
 def test_redirects_are_not_followed(server: JwksServer, key: SigningKey) -> None:
+    """A redirect is not followed: KeysUnavailable, one request."""
     server.fail_status = 302
     server.extra_headers = {"Location": "https://attacker.example/jwks.json"}
     verifier = make(server)
@@ -307,6 +317,8 @@ def test_redirects_are_not_followed(server: JwksServer, key: SigningKey) -> None
 
 
 def test_etag_conditional_refresh_gets_304_and_renews(server: JwksServer, key: SigningKey) -> None:
+    """An expired key set is revalidated with If-None-Match; a 304 renews it without a new
+    download."""
     clock = Clock(time.time())
     verifier = make(server, clock=clock)
     token = key.sign(claims_at(clock.now, exp=int(clock.now) + 86400))
@@ -333,6 +345,7 @@ def test_etag_conditional_refresh_gets_304_and_renews(server: JwksServer, key: S
     ids=["oversized", "malformed", "duplicate-members", "keys-not-a-list", "no-usable-key", "too-many-keys"],
 )
 def test_oversized_or_malformed_jwks_keeps_the_old_keys(server: JwksServer, key: SigningKey, body: bytes, reason: str) -> None:
+    """An oversized or malformed JWKS on refresh is refused and the previous keys stay in use."""
     clock = Clock(time.time())
     verifier = make(server, clock=clock)
     token = key.sign(claims_at(clock.now, exp=int(clock.now) + 86400))
@@ -347,6 +360,7 @@ def test_oversized_or_malformed_jwks_keeps_the_old_keys(server: JwksServer, key:
 
 
 def test_cache_control_max_age_is_clamped(server: JwksServer, key: SigningKey) -> None:
+    """Cache-Control max-age is clamped to [min_max_age, max_max_age]."""
     clock = Clock(time.time())
     server.max_age = 5  # below the floor
     verifier = make(server, clock=clock, min_max_age=30, max_max_age=600)
@@ -361,6 +375,7 @@ def test_cache_control_max_age_is_clamped(server: JwksServer, key: SigningKey) -
 
 
 def test_plain_http_is_refused_unless_allowed_and_loopback() -> None:
+    """Plain http is refused unless allowed and loopback; other schemes are refused outright."""
     with pytest.raises(ValueError, match="plain http"):
         Verifier("http://127.0.0.1:8080/jwks.json")
     with pytest.raises(ValueError, match="loopback"):
@@ -378,44 +393,18 @@ def test_result_cache_under_concurrent_use(server: JwksServer, key: SigningKey) 
     results = run_together(16, lambda i: [verifier.verify(tokens[(i * 7 + n) % 40])["jti"] for n in range(400)])
     for i, got in enumerate(results):
         assert got == [f"t{(i * 7 + n) % 40}" for n in range(400)], got if isinstance(got, Exception) else "mismatch"
-    assert len(verifier._results or {}) <= 8
+    assert len(verifier._result_entries) <= 8
 
 
 # -- HTTPS ------------------------------------------------------------------------------------
 
 
-def _self_signed(tmp_path: Any) -> tuple[str, str]:
-    """A certificate for localhost and 127.0.0.1, made with cryptography; returns (cert, key) paths."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
-
-
 def test_https_with_a_trusted_certificate_and_refusal_of_an_untrusted_one(key: SigningKey, tmp_path: Any) -> None:
+    """HTTPS verifies with a trusted certificate and refuses an untrusted one as
+    KeysUnavailable."""
     import ssl
 
-    cert, private = _self_signed(tmp_path)
+    cert, private = self_signed_cert(tmp_path)
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, private)
     with JwksServer([key], tls=server_ctx) as server:

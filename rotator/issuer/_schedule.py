@@ -29,7 +29,7 @@ from ..keys import private_from_bytes, public_key_from_jwk
 from ..keystore import Keystore
 from ..lifecycle import activation_at
 from ..publish import Publisher, jwks_kids
-from ..sealing import Sealer, open_sealer
+from ..sealing import SealerOptions
 from ..state import KeyRecord, State
 
 __all__ = ["KeySchedule", "SigningKey", "iso"]
@@ -95,11 +95,8 @@ class KeySchedule:
     ) -> None:
         self._keystore = keystore
         self._policy = policy
-        self._passphrase = passphrase
-        self._passphrase_source = passphrase_source
-        self._allow_plaintext = allow_plaintext
+        self._sealer_options = SealerOptions(passphrase, allow_plaintext, kms_key_id, passphrase_source)
         self._clock = clock
-        self._kms_key_id = kms_key_id
         self._publisher = publisher
         self.refresh_interval = refresh_interval
         # A read this recent means the cached state is current, even past its schedule.
@@ -170,21 +167,12 @@ class KeySchedule:
                 if self._snapshot is None:
                     raise
 
-    def _sealer(self, state: State) -> Sealer:
-        return open_sealer(
-            state.encryption,
-            self._passphrase,
-            self._allow_plaintext,
-            kms_key_id=self._kms_key_id,
-            passphrase_source=self._passphrase_source,
-        )
-
     def _decrypt(self, state: State, record: KeyRecord, previous: Snapshot | None) -> SigningKey:
         for known in (previous.active, previous.successor) if previous is not None else ():
             if known is not None and known.record.kid == record.kid:
                 return SigningKey.of(record, known.private)  # already decrypted: no KMS call
         assert record.private is not None
-        return SigningKey.of(record, private_from_bytes(self._sealer(state).unseal(record.private, state.keyset, record.kid)))
+        return SigningKey.of(record, private_from_bytes(self._sealer_options.open(state).unseal(record.private, state.keyset, record.kid)))
 
     def _prepare(self, state: State | None, now: float, previous: Snapshot | None) -> Snapshot:
         where = self._keystore.location

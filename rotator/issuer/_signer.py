@@ -19,12 +19,13 @@ from .._b64 import b64url_encode
 from .._fork import on_fork
 from ..config import Policy
 from ..durations import format_duration
-from ..errors import RefreshRefused, SubjectRevoked
+from ..errors import RefreshRefused
 from ..jose import InvalidToken, decode_header, es256_signature, payload_segment, verified_claims
 from ..keystore import Keystore
 from ..publish import Publisher
-from ..revocation import Hooks, replica_of, revoked_reason
+from ..revocation import Hooks, replica_of
 from ._schedule import KeySchedule, iso
+from ._sessions import Sessions
 
 __all__ = ["Signer", "SIGNER_CLAIMS"]
 
@@ -89,13 +90,11 @@ class Signer:
         self._clock = clock
         # A rotator.revocation store: its replica gives each subject's session version (stamped
         # into new tokens) and cutoff, and refuses refreshes of revoked chains; no I/O per token.
-        self._replica = replica_of(revocations) if revocations is not None else None
-        self._session_claim = session_claim
-        self._revocation_max_staleness = revocation_max_staleness
-        # What a refresh must pass: the hooks' checks and the replica's records.
-        self._refresh_checks: list[Callable[[Mapping[str, Any]], None]] = [
-            source.check for source in (revocation_hooks, self._replica) if source is not None
-        ]
+        self.sessions = Sessions(
+            replica_of(revocations) if revocations is not None else None,
+            session_claim=session_claim, max_staleness=revocation_max_staleness, leeway=policy.leeway,
+            hooks=revocation_hooks,
+        )
         self._new_jti_key()
         on_fork(self)
 
@@ -165,10 +164,10 @@ class Signer:
         iat = int(now)
         if orig_iat is not None and (orig_iat.__class__ is not int or orig_iat > iat):
             raise ValueError(f"orig_iat {orig_iat!r} must be an integer no later than iat ({iat}): a session cannot start after its token")
-        if self._replica is not None:
-            self._check_replica_current()
+        if self.sessions.replica is not None:
+            self.sessions.check_current()
             if sub is not None:
-                iat = self._stamp(body, sub, iat, now, orig_iat)
+                iat = self.sessions.stamp(body, sub, iat, now, orig_iat)
         body["iat"] = iat
         body["exp"] = iat + int(lifetime)
         body["jti"] = b64url_encode(self._jti_cipher.update(next(self._jti_counter).to_bytes(16, "big")))
@@ -196,46 +195,6 @@ class Signer:
         if lifetime != int(lifetime):
             raise ValueError(f"ttl {format_duration(lifetime)}: token lifetimes are whole seconds (exp is an integer)")
         return lifetime
-
-    def _check_replica_current(self) -> None:
-        """Refuse to sign (and so to refresh) past the staleness bound the verifiers use, by
-        the replica's own rule: a signer that cannot confirm it holds every revocation must
-        not mint what they would refuse."""
-        assert self._replica is not None
-        stale = self._replica.staleness(self._revocation_max_staleness)
-        if stale is not None:
-            raise type(stale)(f"signing refused: the revocation replica has not confirmed it is current: {stale}")
-
-    def _stamp(self, body: dict[str, Any], sub: str, iat: int, now: float, orig_iat: int | None) -> int:
-        """Stamp the subject's session version; move iat onto a cutoff written just now (cutoffs
-        are whole seconds of Redis's clock, rounded up), so a token signed right after a
-        revocation lives.
-        Refuse a token the records would void anyway (a ban in force, a revoked chain)."""
-        assert self._replica is not None
-        tables = self._replica.tables
-        version = tables.versions.get(sub)
-        if version is not None and self._session_claim not in body:
-            body[self._session_claim] = version.version
-        cutoff = tables.cutoffs.get(sub)
-        # Cutoffs carry the Redis server's time, rounded up: a sign-in right after one, on a
-        # host whose clock is behind Redis's by up to the leeway verifiers allow an iat, is
-        # stamped at the cutoff instead of void on arrival.
-        if cutoff is not None and orig_iat is None and iat < cutoff.not_before <= now + max(1.0, self._policy.leeway):
-            iat = int(cutoff.not_before)
-        start = iat if orig_iat is None else orig_iat
-        reason = revoked_reason(tables, {"sub": sub, "iat": start, self._session_claim: body.get(self._session_claim)},
-                                self._session_claim)
-        if reason is None:
-            return iat
-        void = "a token signed now would be rejected by every verifier"
-        if cutoff is not None and orig_iat is None and start < cutoff.not_before:  # a new session, yet void
-            if cutoff.not_before > cutoff.revoked_at:
-                raise SubjectRevoked(f"subject {sub!r} is banned until {iso(cutoff.not_before)}: {void}")
-            raise SubjectRevoked(
-                f"subject {sub!r} has a revocation cutoff at {iso(cutoff.not_before)}, ahead of this "
-                f"host's clock ({iso(now)}): {void}; check the clocks"
-            )
-        raise SubjectRevoked(f"subject {sub!r}: {reason}, so {void}")
 
     # -- refresh chains ----------------------------------------------------------------------
 
@@ -273,11 +232,10 @@ class Signer:
                 f"token expired at {iso(exp)}, more than refresh_grace "
                 f"({format_duration(self._policy.refresh_grace)}) ago"
             )
-        for check in self._refresh_checks:
-            try:
-                check({**claims, "iat": orig})
-            except InvalidToken as e:
-                raise RefreshRefused(f"session is revoked: {e}") from e
+        try:
+            self.sessions.check_refresh({**claims, "iat": orig})
+        except InvalidToken as e:
+            raise RefreshRefused(f"session is revoked: {e}") from e
         # A ttl given is checked as sign checks it; only the chain's end shortens it.
         lifetime = float(exp - iat) if ttl is None else self._lifetime(ttl)
         lifetime = min(lifetime, self._policy.token_lifetime, float(int(ends - now)) or 1.0)

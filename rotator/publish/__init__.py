@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .._aws import S3Options
 from ..errors import ConfigError
@@ -10,6 +10,9 @@ from ..state import KeyState, State
 from .file import FilePublisher
 from .jwks import build_jwks, check_jwks, discovery_document, jwks_digest, jwks_kids, published_keys, required_kids
 from .target import Marker, refusal
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = [
     "Publisher",
@@ -21,6 +24,7 @@ __all__ = [
     "jwks_digest",
     "jwks_kids",
     "discovery_document",
+    "write_discovery",
     "published_keys",
     "Marker",
     "refusal",
@@ -79,3 +83,12 @@ def open_publisher(
         return S3Publisher.from_url(url, s3 or S3Options(), max_age=max_age, public_url=public_url)
     scheme = url.split("://", 1)[0]
     raise ConfigError(f"unsupported publish URL scheme {scheme!r} in {url!r} (supported: file://, s3://)")
+
+
+def write_discovery(publisher: Publisher, settings: "Settings") -> bool:
+    """Write the OpenID discovery document beside the JWKS when the settings ask for one
+    (discovery, with issuer and public_url); what every step that published calls."""
+    if not (settings.discovery and settings.issuer and settings.public_url):
+        return False
+    publisher.write_discovery(discovery_document(settings.issuer, settings.public_url))
+    return True

@@ -85,12 +85,15 @@ def __getattr__(name: str) -> Any:
     # The Redis parts load on first use, so settings code can validate a URL without redis-py.
     if name in ("RevocationStore", "DEFAULT_PREFIX", "Replica", "token_id"):
         try:
-            from . import _replica, _store
+            if name == "Replica":
+                from . import _replica as module
+            else:
+                from . import _store as module  # type: ignore[no-redef]
         except ModuleNotFoundError as e:
             if e.name != "redis":
                 raise
             raise RevocationError(
                 "revocation needs redis-py: pip install 'rotator[redis]'"
             ) from e
-        return getattr(_replica if name == "Replica" else _store, name)
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,11 @@ order with the messages, so a PONG proves every change published before its PING
 been applied. ``age()`` is the time since the last PING so confirmed; a verifier
 refuses to vouch for tokens when it exceeds its bound. Nothing on the verify path
 touches the network or takes a lock.
+
+``Replica`` is one class, longer than the project's usual, on purpose: the follower
+thread and the checks share the tables, their lock and the confirmation time, and the
+consistency rules (subscribe before load, confirm by PING, resync on any doubt) only
+read as a whole.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Callable, Mapping
 
 from redis.exceptions import RedisError
 
+from .._backoff import backoff
 from .._fork import on_fork
 from ..durations import format_time
 from ..errors import RevocationError
@@ -216,16 +222,16 @@ class Replica:
             raise self.link.describe(e) from e
 
     def _run(self, conn: Any | None) -> None:
-        backoff = 0.05
+        failures = 0
         while not self._stop.is_set():
             if conn is None:
                 try:
                     conn = self._open()
-                    backoff = 0.05
+                    failures = 0
                 except RevocationError as e:
+                    failures += 1
                     self._failed(str(e))
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 1.0)
+                    self._stop.wait(backoff(failures, 0.05, 1.0))
                     continue
             try:
                 self._follow(conn)

@@ -6,7 +6,7 @@ import math
 import os
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import redis
@@ -27,62 +27,14 @@ from ._records import (
     check_time,
 )
 from ._redis import Link, connect, redis_target
-from ._replica import Replica
+from ._scripts import BUMP, CUTOFF, DENY
+
+if TYPE_CHECKING:
+    from ._replica import Replica
 
 __all__ = ["RevocationStore", "DEFAULT_PREFIX"]
 
 DEFAULT_PREFIX = "rotator:"
-
-# KEYS: record, channel. ARGV: suffix, exp, expires_at. Keeps the later exp of two denials.
-_DENY = """
-local old = redis.call('GET', KEYS[1])
-if old then
-  local e, x = string.match(old, '^(%d+) (%d+)$')
-  if e and tonumber(e) >= tonumber(ARGV[2]) then return old end
-end
-local value = ARGV[2] .. ' ' .. ARGV[3]
-redis.call('SET', KEYS[1], value, 'EXAT', ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\n' .. value)
-return value
-"""
-
-# KEYS: record, channel. ARGV: suffix, revoked_at, not_before, expires_at. Merges with a cutoff
-# already in force: the later of each time wins, so a second revocation never shortens a ban.
-_CUTOFF = """
-local r, n, x = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local old = redis.call('GET', KEYS[1])
-if old then
-  local r0, n0, x0 = string.match(old, '^(%d+) (%d+) (%d+)$')
-  if r0 then
-    r = math.max(r, tonumber(r0)); n = math.max(n, tonumber(n0)); x = math.max(x, tonumber(x0))
-  end
-end
-local value = string.format('%d %d %d', r, n, x)
-redis.call('SET', KEYS[1], value, 'EXAT', x)
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\n' .. value)
-return value
-"""
-
-# KEYS: record, channel, high-water mark. ARGV: suffix, lifetime (seconds the record lives
-# after the bump). The version is the server's clock in milliseconds, or one more than the
-# highest version this prefix ever issued if that is larger: versions never repeat, even after
-# a subject's record expired and it is bumped again. The mark is one key, without expiry.
-_BUMP = """
-local t = redis.call('TIME')
-local now = tonumber(t[1])
-local v = now * 1000 + math.floor(tonumber(t[2]) / 1000)
-local last = tonumber(redis.call('GET', KEYS[3]) or '0')
-if last and last >= 9007199254740991 then
-  return redis.error_reply('session version counter exhausted (2^53): versions would repeat')
-end
-if last and last >= v then v = last + 1 end
-redis.call('SET', KEYS[3], string.format('%d', v))
-local value = string.format('%d %d %d', v, now, now + tonumber(ARGV[2]))
-redis.call('SET', KEYS[1], value, 'EXAT', now + tonumber(ARGV[2]))
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. '\\n' .. value)
-return value
-"""
-
 
 def token_id(token: str) -> tuple[str, Any]:
     """The jti and exp a token carries (its signature unchecked); RevocationInputError when
@@ -147,10 +99,10 @@ class RevocationStore:
         self.target = target
         self.password_source = password_source
         self._clock = clock
-        self._deny = client.register_script(_DENY)
-        self._cutoff = client.register_script(_CUTOFF)
-        self._bump = client.register_script(_BUMP)
-        self._replica: Replica | None = None
+        self._deny = client.register_script(DENY)
+        self._cutoff = client.register_script(CUTOFF)
+        self._bump = client.register_script(BUMP)
+        self._replica: "Replica | None" = None
         self._replica_lock = threading.Lock()
 
     @classmethod
@@ -275,8 +227,10 @@ class RevocationStore:
 
     # -- the read side -----------------------------------------------------------------------
 
-    def replica(self, *, heartbeat: float = 1.0, start_timeout: float = 10.0) -> Replica:
+    def replica(self, *, heartbeat: float = 1.0, start_timeout: float = 10.0) -> "Replica":
         """This store's replica (one per store, started on first use; see ``Replica``)."""
+        from ._replica import Replica  # loaded on first use: writers (the CLI) never need it
+
         with self._replica_lock:
             if self._replica is None or self._replica.closed:
                 replica = Replica(self.link, heartbeat=heartbeat, grace=self.grace)

@@ -33,7 +33,7 @@ from ..jose import (
     WrongAudience,
     WrongIssuer,
 )
-from ._jwks import parse_jwks
+from ._jwks import MAX_JWKS_BYTES, MAX_KEYS, load_jwks_file, parse_jwks
 from ._keycache import CacheStats
 from ._revocation import JtiDenylist
 from ..jose import verify_token
@@ -45,6 +45,9 @@ __all__ = [
     "CacheStats",
     "verify_token",
     "parse_jwks",
+    "load_jwks_file",
+    "MAX_JWKS_BYTES",
+    "MAX_KEYS",
     "VerifierError",
     "InvalidToken",
     "KeysUnavailable",

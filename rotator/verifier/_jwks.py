@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..jose import KeysUnavailable
 from ..keys import PRIVATE_MEMBERS, public_key_from_jwk
 from .._strict import strict_json
 
-__all__ = ["parse_jwks", "MAX_KEYS", "MAX_JWKS_BYTES"]
+__all__ = ["parse_jwks", "load_jwks_file", "MAX_KEYS", "MAX_JWKS_BYTES"]
 
 # What a verifier accepts of a JWKS document: the publisher's alerts warn well below both.
 MAX_KEYS = 256
@@ -55,3 +57,20 @@ def parse_jwks(
     return keys
 
 
+def load_jwks_file(path: "str | os.PathLike[str]", name: str) -> dict[str, ec.EllipticCurvePublicKey]:
+    """The usable keys of a JWKS file, under the cap a fetched one has; KeysUnavailable
+    naming ``name`` when it cannot be read or holds no usable key, as over HTTP."""
+    try:
+        with open(path, "rb") as fh:
+            body = fh.read(MAX_JWKS_BYTES + 1)
+    except OSError as e:
+        raise KeysUnavailable(f"cannot read JWKS {name}: {e.strerror}") from e
+    if len(body) > MAX_JWKS_BYTES:
+        raise KeysUnavailable(f"JWKS {name} is larger than the {MAX_JWKS_BYTES}-byte limit")
+    try:
+        keys = parse_jwks(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise KeysUnavailable(f"JWKS {name} is not a usable key set: {e}") from e
+    if not keys:
+        raise KeysUnavailable(f"JWKS {name} holds no usable ES256 key")
+    return keys

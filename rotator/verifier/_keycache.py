@@ -5,6 +5,10 @@ Readers take the current snapshot without a lock. The lock guards only the bookk
 slow JWKS host cannot make callers queue behind one another. A fetch runs in its own
 thread; callers that need its result wait on it for a bounded time, sync or async, and
 then use what they have (a stale snapshot within its bound) or fail.
+
+``KeyCache`` is one class, a little past the project's usual size, on purpose: the sync
+and async lookups and the fetch thread share one snapshot and one lock, and every rule
+on when a fetch may start is in sight of the others.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Callable, Union
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .._backoff import backoff
 from ..jose import KeysUnavailable, UnknownKey
 from ._http import FetchError, Response
 from ._jwks import parse_jwks
@@ -290,8 +295,7 @@ class KeyCache:
 
     def _fail_locked(self, now: float, message: str) -> None:
         self._consecutive_failures += 1
-        backoff = min(self.retry_max, self.retry_min * 2 ** (self._consecutive_failures - 1))
-        self._retry_at = now + backoff
+        self._retry_at = now + backoff(self._consecutive_failures, self.retry_min, self.retry_max)
         self._stats.failures += 1
         self._stats.last_error = message
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Container, Mapping
 
 from ..jose import Revoked
 
-__all__ = ["JtiDenylist", "Revocation"]
+__all__ = ["JtiDenylist", "Revocation", "revocation_check"]
 
 
 class JtiDenylist:
@@ -87,3 +87,47 @@ class Revocation:
             current = self.session_version(claims)
             if current is not None and claims.get(self.session_claim) != current:
                 raise Revoked(f"token's session version ({self.session_claim}) is no longer current")
+
+
+def revocation_check(
+    *,
+    subject_not_before: Callable[[str], float | None] | None,
+    session_version: Callable[[Mapping[str, Any]], Any] | None,
+    session_claim: str,
+    jti_denylist: Container[str] | None,
+    revocations: Any,
+    max_staleness: float,
+    fail_open: bool,
+    leeway: float,
+) -> tuple[Callable[[Mapping[str, Any]], None] | None, Any]:
+    """The one check a Verifier runs on every accepted token (None: nothing to check), from
+    its hooks and its ``revocations`` store or replica; and that replica (or None)."""
+    hooks = Revocation(
+        subject_not_before=subject_not_before,
+        session_version=session_version,
+        session_claim=session_claim,
+        jti_denylist=jti_denylist,
+    )
+    checks: list[Callable[[Mapping[str, Any]], None]] = [hooks.check] if hooks.active else []
+    replica: Any = None
+    if revocations is not None:
+        # Loaded only here: a verifier without revocation imports none of it.
+        from ..revocation import replica_of
+
+        grace = getattr(revocations, "grace", None)  # a store, or its replica
+        if grace is not None and grace < leeway:
+            raise ValueError(
+                f"revocation store grace ({grace}s) must cover the leeway ({leeway}s): a record would "
+                "be dropped while this verifier still accepts the token it voids"
+            )
+        replica = replica_of(revocations)
+        checks.append(replica.guard(session_claim=session_claim, max_staleness=max_staleness, fail_open=fail_open))
+    if len(checks) == 2:
+        first, guard = checks
+
+        def both(claims: Mapping[str, Any]) -> None:
+            first(claims)
+            guard(claims)
+
+        return both, replica
+    return (checks[0] if checks else None), replica

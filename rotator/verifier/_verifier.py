@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ssl
-import threading
 import time
 from functools import partial
 from typing import Any, Callable, Collection, Container, Mapping
@@ -16,37 +15,54 @@ from ..jose import check_claims, parse_header, split_token, verified_claims
 from ._http import check_url, fetch
 from ._jwks import MAX_JWKS_BYTES
 from ._keycache import CacheStats, KeyCache
-from ._revocation import JtiDenylist, Revocation
+from ._results import CachedResult, ResultCache, copy_json
+from ._revocation import JtiDenylist, revocation_check
 
 __all__ = ["Verifier"]
 
 _HEADER_CACHE = 256
 _sha256 = hashlib.sha256
-_SCALARS = (str, int, float, bool, type(None))
 
 
-def _copy(value: Any) -> Any:
-    """A deep copy of decoded JSON (dicts, lists, scalars), faster than copy.deepcopy."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
-
-
-class _Result:
-    __slots__ = ("signature", "kid", "key", "claims", "flat", "exp", "nbf", "drop_at")
-
-    def __init__(self, signature: str, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], drop_at: float):
-        self.signature = signature
-        self.kid = kid
-        self.key = key
-        self.claims = claims
-        self.flat = all(type(v) in _SCALARS for v in claims.values())
-        self.exp = float(claims["exp"])
-        nbf = claims.get("nbf")
-        self.nbf = float(nbf) if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) else None
-        self.drop_at = drop_at
+def _check_options(
+    algorithms: tuple[str, ...],
+    *,
+    leeway: float,
+    connect_timeout: float,
+    timeout: float,
+    default_max_age: float,
+    min_max_age: float,
+    max_max_age: float,
+    max_stale: float,
+    unknown_kid_cooldown: float,
+    result_cache_size: int,
+    result_cache_ttl: float,
+    jti_denylist: Container[str] | None,
+) -> None:
+    """ValueError naming the first option out of range."""
+    if not algorithms or any(a != "ES256" for a in algorithms):
+        raise ValueError(f"algorithms {algorithms!r}: only ES256 is supported")
+    for name, value in (
+        ("connect_timeout", connect_timeout),
+        ("timeout", timeout),
+        ("default_max_age", default_max_age),
+        ("min_max_age", min_max_age),
+    ):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+    for name, value in (
+        ("leeway", leeway),
+        ("max_stale", max_stale),
+        ("unknown_kid_cooldown", unknown_kid_cooldown),
+        ("result_cache_size", result_cache_size),
+        ("result_cache_ttl", result_cache_ttl),
+    ):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if max_max_age < min_max_age:
+        raise ValueError(f"max_max_age ({max_max_age}) is below min_max_age ({min_max_age})")
+    if isinstance(jti_denylist, JtiDenylist) and jti_denylist.grace < leeway:
+        raise ValueError(f"jti_denylist grace ({jti_denylist.grace}s) must cover the leeway ({leeway}s)")
 
 
 class Verifier:
@@ -96,30 +112,12 @@ class Verifier:
     ) -> None:
         check_url(jwks_url, allow_http=allow_http)
         algorithms = tuple(algorithms)
-        if not algorithms or any(a != "ES256" for a in algorithms):
-            raise ValueError(f"algorithms {algorithms!r}: only ES256 is supported")
-        for name, value in (
-            ("connect_timeout", connect_timeout),
-            ("timeout", timeout),
-            ("default_max_age", default_max_age),
-            ("min_max_age", min_max_age),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-        for name, value in (
-            ("leeway", leeway),
-            ("max_stale", max_stale),
-            ("unknown_kid_cooldown", unknown_kid_cooldown),
-            ("result_cache_size", result_cache_size),
-            ("result_cache_ttl", result_cache_ttl),
-        ):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
-        if max_max_age < min_max_age:
-            raise ValueError(f"max_max_age ({max_max_age}) is below min_max_age ({min_max_age})")
-        if isinstance(jti_denylist, JtiDenylist) and jti_denylist.grace < leeway:
-            raise ValueError(f"jti_denylist grace ({jti_denylist.grace}s) must cover the leeway ({leeway}s)")
-
+        _check_options(
+            algorithms, leeway=leeway, connect_timeout=connect_timeout, timeout=timeout, default_max_age=default_max_age,
+            min_max_age=min_max_age, max_max_age=max_max_age, max_stale=max_stale,
+            unknown_kid_cooldown=unknown_kid_cooldown, result_cache_size=result_cache_size,
+            result_cache_ttl=result_cache_ttl, jti_denylist=jti_denylist,
+        )
         self.jwks_url = jwks_url
         self.issuer = issuer
         self.audience: str | frozenset[str] | None = (
@@ -149,50 +147,21 @@ class Verifier:
             default_ttl=default_max_age,
             max_keys=max_keys,
         )
-        self._revocation = Revocation(
+        self._check_revocation, self.revocations = revocation_check(
             subject_not_before=subject_not_before,
             session_version=session_version,
             session_claim=session_claim,
             jti_denylist=jti_denylist,
+            revocations=revocations,
+            max_staleness=revocation_max_staleness,
+            fail_open=revocation_fail_open,
+            leeway=leeway,
         )
-        checks: list[Callable[[Mapping[str, Any]], None]] = []
-        if self._revocation.active:
-            checks.append(self._revocation.check)
-        self.revocations: Any = None
-        if revocations is not None:
-            # Loaded only here: a verifier without revocation imports none of it.
-            from ..revocation import replica_of
-
-            grace = getattr(revocations, "grace", None)  # a store, or its replica
-            if grace is not None and grace < leeway:
-                raise ValueError(
-                    f"revocation store grace ({grace}s) must cover the leeway ({leeway}s): a record would "
-                    "be dropped while this verifier still accepts the token it voids"
-                )
-            replica = replica_of(revocations)
-            self.revocations = replica
-            checks.append(
-                replica.guard(
-                    session_claim=session_claim,
-                    max_staleness=revocation_max_staleness,
-                    fail_open=revocation_fail_open,
-                )
-            )
-        if len(checks) == 2:
-            hooks, guard = checks
-
-            def both(claims: Mapping[str, Any]) -> None:
-                hooks(claims)
-                guard(claims)
-
-            checks = [both]
-        self._check_revocation = checks[0] if checks else None
         self._revocation_max_staleness = revocation_max_staleness
         self._headers: dict[str, str] = {}
-        self._results: dict[bytes, _Result] | None = {} if result_cache_size else None
-        self._result_cache_size = result_cache_size
-        self._results_lock = threading.Lock()
-        self._result_cache_ttl = result_cache_ttl
+        self._results = ResultCache(result_cache_size, result_cache_ttl, self.leeway) if result_cache_size else None
+        # The hot path reads the entries directly (one dict lookup, no method call).
+        self._result_entries: dict[bytes, CachedResult] = self._results.entries if self._results else {}
 
     # -- public API --------------------------------------------------------------------
 
@@ -267,31 +236,10 @@ class Verifier:
         if header not in self._headers and len(self._headers) < _HEADER_CACHE:
             self._headers[header] = kid
         if self._results is not None:
-            self._remember(signing_input, signature_segment, kid, key, claims, now)
+            self._results.put(signing_input, signature_segment, kid, key, claims, now)
         return claims
 
-    def _remember(
-        self, signing_input: bytes, signature: str, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], now: float
-    ) -> None:
-        results = self._results
-        assert results is not None
-        entry = _Result(signature, kid, key, _copy(claims), now + self._result_cache_ttl)
-        entry.drop_at = min(entry.drop_at, entry.exp + self.leeway)
-        digest = hashlib.sha256(signing_input).digest()
-        with self._results_lock:  # writers only; readers take single dict operations without it
-            if len(results) >= self._result_cache_size:
-                # Drop what has expired; if nothing has, the oldest entry (dicts keep insertion order).
-                stale = [d for d, r in results.items() if r.drop_at <= now] or [next(iter(results))]
-                for d in stale:
-                    results.pop(d, None)
-            results[digest] = entry
-
-    def _drop(self, digest: bytes) -> None:
-        with self._results_lock:
-            assert self._results is not None
-            self._results.pop(digest, None)
-
-    def _from_cache(self, token: Any) -> dict[str, Any] | tuple[bytes, _Result] | None:
+    def _from_cache(self, token: Any) -> dict[str, Any] | tuple[bytes, CachedResult] | None:
         """A repeat of an accepted token (same signing input, byte-identical signature), without
         waiting: its claims when the entry holds and its key is in a fresh snapshot; the entry
         (digest, result) when the key needs a lookup that may fetch (the caller finishes with
@@ -310,24 +258,24 @@ class Verifier:
             digest = _sha256(signing_input.encode("ascii")).digest()
         except UnicodeEncodeError:
             return None
-        entry = self._results.get(digest)  # type: ignore[union-attr]
+        entry = self._result_entries.get(digest)
         if entry is None or not signature_segment.isascii() or not hmac.compare_digest(signature_segment, entry.signature):
             return None
         key = self._keys.peek(entry.kid)
         return (digest, entry) if key is None else self._revalidate(digest, entry, key)
 
-    def _revalidate(self, digest: bytes, entry: _Result, key: ec.EllipticCurvePublicKey) -> dict[str, Any] | None:
+    def _revalidate(self, digest: bytes, entry: CachedResult, key: ec.EllipticCurvePublicKey) -> dict[str, Any] | None:
         """The cached claims if the entry still holds now: the key must still be published
         (a revoked key's results stop at once), the time checks and revocation hooks run
         again, and the caller gets its own copy. None sends the token down the full path,
         which gives the precise reason."""
         now = self._now()
         if now >= entry.drop_at or (entry.nbf is not None and now + self.leeway < entry.nbf):
-            self._drop(digest)
+            self._results.drop(digest)  # type: ignore[union-attr]
             return None
         if key is not entry.key and key != entry.key:
-            self._drop(digest)
+            self._results.drop(digest)  # type: ignore[union-attr]
             return None
         if self._check_revocation is not None:
             self._check_revocation(entry.claims)
-        return dict(entry.claims) if entry.flat else _copy(entry.claims)
+        return dict(entry.claims) if entry.flat else copy_json(entry.claims)

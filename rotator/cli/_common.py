@@ -1,0 +1,187 @@
+"""What every verb shares: the option sets, settings, error mapping and the factories."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import click
+
+from .._aws import S3Options
+from ..config import Settings, load_settings
+from ..durations import format_time
+from ..errors import RotatorError
+from ..keystore import Keystore, open_keystore
+from ..publish import Publisher, open_publisher
+from ..reconcile import Rotator, StepResult
+
+if TYPE_CHECKING:
+    from ..revocation import RevocationStore
+
+__all__ = [
+    "F",
+    "policy_options",
+    "store_options",
+    "revocation_options",
+    "settings_of",
+    "handle_errors",
+    "keystore_of",
+    "publisher_of",
+    "rotator_of",
+    "revocation_store",
+    "iso",
+    "report",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_POLICY_OPTIONS = (
+    ("--rotation-period", "rotation_period", "How often a new key starts signing (P). Default 15m."),
+    ("--token-lifetime", "token_lifetime", "Longest token lifetime issuers mint (T). Default 1h."),
+    ("--leeway", "leeway", "Verifier leeway on exp/nbf/iat (L). Default 60s."),
+    ("--max-age", "max_age", "JWKS Cache-Control max-age (M). Default 300s."),
+    ("--retirement-window", "retirement_window", "How long a retired key stays published (W). Default 24h."),
+    ("--private-key-grace", "private_key_grace", "How long a retired key's private half is kept. Default 5m."),
+    ("--audit-retention", "audit_retention", "How long metadata of removed keys is kept. Default 24h."),
+    ("--max-clock-skew", "max_clock_skew", "Tolerated clock difference with the store and stored times; at most half of max-age. Default 60s or half of max-age, whichever is less."),
+    ("--refresh-max-age", "refresh_max_age", "Absolute lifetime of a refresh chain from its orig_iat. Default 24h."),
+    ("--refresh-grace", "refresh_grace", "How long after exp a token may still be refreshed. Default 0s."),
+)
+
+
+def policy_options(func: F) -> F:
+    for flag, name, help_text in reversed(_POLICY_OPTIONS):
+        func = click.option(flag, name, default=None, metavar="DURATION", help=help_text)(func)
+    return click.option(
+        "--config", "config_file", default=None, metavar="FILE", help="TOML settings file (or ROTATOR_CONFIG)."
+    )(func)
+
+
+def store_options(func: F) -> F:
+    options = [
+        click.option("--keystore", default=None, metavar="URL", help="Keystore location (ROTATOR_KEYSTORE)."),
+        click.option("--publish", default=None, metavar="URL", help="JWKS publish location (ROTATOR_PUBLISH)."),
+        click.option(
+            "--passphrase-file",
+            default=None,
+            metavar="FILE",
+            help="File holding the keystore passphrase (else ROTATOR_KEYSTORE_PASSPHRASE).",
+        ),
+        click.option("--kms-key-id", default=None, metavar="ID", help="AWS KMS key for envelope encryption (ROTATOR_KMS_KEY_ID)."),
+        click.option("--s3-endpoint-url", default=None, metavar="URL", help="S3-compatible endpoint (ROTATOR_S3_ENDPOINT_URL)."),
+        click.option(
+            "--s3-single-writer",
+            is_flag=True,
+            default=None,
+            help="Allow a store that ignores conditional writes; only one rotator may run.",
+        ),
+        click.option("--public-url", default=None, metavar="URL", help="URL verifiers fetch the JWKS from; confirmation reads it."),
+        click.option("--discovery", is_flag=True, default=None, help="Also publish an OpenID discovery document."),
+        click.option(
+            "--insecure-plaintext-keys",
+            is_flag=True,
+            default=None,
+            help="Store private keys UNENCRYPTED. Local experiments only.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return policy_options(func)
+
+
+def settings_of(kwargs: dict[str, Any]) -> Settings:
+    config_file = kwargs.pop("config_file", None)
+    return load_settings(kwargs, config_file=config_file)
+
+
+def handle_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RotatorError as e:
+            click.echo(f"rotator: error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except ValueError as e:
+            click.echo(f"rotator: error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _s3(settings: Settings) -> S3Options:
+    return S3Options(endpoint_url=settings.s3_endpoint_url, single_writer=settings.s3_single_writer)
+
+
+def keystore_of(settings: Settings) -> Keystore:
+    return open_keystore(settings.keystore, _s3(settings))
+
+
+def publisher_of(settings: Settings) -> Publisher:
+    return open_publisher(
+        settings.publish, s3=_s3(settings), max_age=settings.policy.max_age, public_url=settings.public_url
+    )
+
+
+def rotator_of(settings: Settings) -> Rotator:
+    return Rotator(
+        keystore=keystore_of(settings),
+        publisher=publisher_of(settings),
+        policy=settings.policy,
+        passphrase=settings.resolved_passphrase(),
+        allow_plaintext=settings.insecure_plaintext_keys,
+        kms_key_id=settings.kms_key_id,
+        passphrase_source=settings.passphrase_source(),
+    )
+
+
+def iso(ts: float | None) -> str:
+    return "-" if ts is None else format_time(ts)
+
+
+def report(result: StepResult, settings: Settings) -> None:
+    for event in result.events:
+        prefix = "warning: " if event in result.warnings else ""
+        click.echo(f"{prefix}{event}")
+    state = result.state
+    active = state.active
+    published = [k for k in state.keys if k.published]
+    click.echo(
+        f"active {active.kid if active else 'none'}; "
+        f"pending {', '.join(k.kid for k in state.pending) or 'none'}; "
+        f"{len(published)} key(s) published at {publisher_of(settings).location}"
+    )
+
+
+def revocation_options(func: F) -> F:
+    options = [
+        click.option(
+            "--revocation-url",
+            default=None,
+            metavar="URL",
+            help="Redis holding the revocations: redis://HOST[:PORT][/DB] or rediss:// (ROTATOR_REVOCATION_URL).",
+        ),
+        click.option(
+            "--revocation-prefix",
+            default=None,
+            metavar="PREFIX",
+            help="Key prefix in Redis, one per key set (ROTATOR_REVOCATION_PREFIX). Default rotator:.",
+        ),
+        click.option(
+            "--revocation-password-file",
+            default=None,
+            metavar="FILE",
+            help="File holding the Redis password (ROTATOR_REVOCATION_PASSWORD_FILE).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return policy_options(func)
+
+
+def revocation_store(settings: Settings) -> "RevocationStore":
+    """The store the settings name (redis-py is loaded here, on first use)."""
+    from ..revocation import store_for
+
+    return store_for(settings)

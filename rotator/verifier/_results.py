@@ -1,0 +1,70 @@
+"""The result cache: accepted tokens, by the SHA-256 of their signing input, with the
+signature each was verified with. The Verifier reads ``entries`` on its hot path without
+a lock (single dict operations); writers take ``lock``."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+__all__ = ["CachedResult", "ResultCache", "copy_json"]
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of decoded JSON (dicts, lists, scalars), faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
+class CachedResult:
+    __slots__ = ("signature", "kid", "key", "claims", "flat", "exp", "nbf", "drop_at")
+
+    def __init__(self, signature: str, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], drop_at: float):
+        self.signature = signature
+        self.kid = kid
+        self.key = key
+        self.claims = claims
+        self.flat = all(type(v) in _SCALARS for v in claims.values())
+        self.exp = float(claims["exp"])
+        nbf = claims.get("nbf")
+        self.nbf = float(nbf) if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) else None
+        self.drop_at = drop_at
+
+
+class ResultCache:
+    """At most ``size`` results, each dropped ``ttl`` after it was verified or when its
+    token expires (plus ``leeway``), whichever is first."""
+
+    def __init__(self, size: int, ttl: float, leeway: float) -> None:
+        self.entries: dict[bytes, CachedResult] = {}
+        self.size = size
+        self.ttl = ttl
+        self.leeway = leeway
+        self.lock = threading.Lock()
+
+    def put(
+        self, signing_input: bytes, signature: str, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], now: float
+    ) -> None:
+        entry = CachedResult(signature, kid, key, copy_json(claims), now + self.ttl)
+        entry.drop_at = min(entry.drop_at, entry.exp + self.leeway)
+        digest = hashlib.sha256(signing_input).digest()
+        entries = self.entries
+        with self.lock:  # writers only; readers take single dict operations without it
+            if len(entries) >= self.size:
+                # Drop what has expired; if nothing has, the oldest entry (dicts keep insertion order).
+                stale = [d for d, r in entries.items() if r.drop_at <= now] or [next(iter(entries))]
+                for d in stale:
+                    entries.pop(d, None)
+            entries[digest] = entry
+
+    def drop(self, digest: bytes) -> None:
+        with self.lock:
+            self.entries.pop(digest, None)
