@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
+from ._instants import is_instant
 from ._strict import strict_json
 from .errors import KeystoreError
 from .keys import ALG, PublicJWK, public_jwk_problem
@@ -132,8 +133,8 @@ _KEY_FIELDS = {
     "revocation": (str, type(None)),
 }
 _TIME_FIELDS = tuple(name for name in _KEY_FIELDS if name.endswith("_at"))
-# Stored times must be real instants: after 2001-09-09 and before the year 10000.
-_MIN_TIME, _MAX_TIME = 1_000_000_000.0, 253_402_300_799.0
+# Stored times must be real instants, and none before 2001-09-09 (rotator did not exist).
+_EARLIEST = 1_000_000_000.0
 
 
 def _number(value: Any) -> Any:
@@ -167,7 +168,7 @@ def _parse_key(raw: Any, where: str) -> KeyRecord:
 
 
 def _check_time(value: float | None, what: str) -> None:
-    if value is not None and not _MIN_TIME <= value <= _MAX_TIME:
+    if value is not None and not is_instant(value, _EARLIEST):
         raise KeystoreError(f"{what} is {value!r}: not a time between 2001 and 9999")
 
 

@@ -124,3 +124,16 @@ def test_modules_and_classes_are_small_or_say_why() -> None:
                 if size > CLASS_LINES and "on purpose" not in reason:
                     too_big.append(f"class {name}.{node.name}: {size} lines")
     assert too_big == []
+
+
+def test_the_readme_module_map_matches_the_tree() -> None:
+    """Every module and package of rotator is in the README's module map, and the map names
+    nothing that does not exist."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    named = {n.rstrip("/") for row in re.findall(r"^\| (`.+?) \|", section, re.M) for n in re.findall(r"`([a-z0-9_/]+)`", row)}
+    present = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    present |= {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert named == present, (sorted(present - named), sorted(named - present))

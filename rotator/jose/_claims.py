@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from typing import Any, Collection, Mapping
 
+from .._instants import LATEST, is_instant
 from .errors import Expired, InvalidLifetime, MalformedToken, MissingClaim, NotYetValid, WrongAudience, WrongIssuer
 
 __all__ = ["check_claims", "MAX_TIME"]
 
-# NumericDate claims must be real instants: from the epoch to the end of year 9999. This
-# refuses a float that overflowed to infinity (1e999), NaN and absurd magnitudes alike.
-MAX_TIME = 253_402_300_799
+MAX_TIME = LATEST
+
+# NumericDate claims must be real instants (``is_instant``): from the epoch to the end of
+# year 9999. This refuses a float that overflowed to infinity (1e999), NaN and absurd
+# magnitudes alike.
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value: Any = claims.get(name)
-    kind = type(value)
-    if kind is int or kind is float:  # bool is not a number here (type, not isinstance)
-        if 0 <= value <= MAX_TIME:
-            return value  # type: ignore[no-any-return]
+    if is_instant(value):
+        return value  # type: ignore[no-any-return]
+    if type(value) is int or type(value) is float:  # bool is not a number here (type, not isinstance)
         raise MalformedToken(f"claim {name!r} is not a time between 1970 and 9999")
     if value is None:
         return None

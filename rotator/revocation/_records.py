@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from .._instants import is_instant
 from ..durations import format_time
 from ..errors import RevocationError, RevocationInputError
 
@@ -85,15 +86,16 @@ def check_subject(sub: Any) -> str:
 
 def check_time(value: Any, what: str, now: float) -> int:
     """A time (seconds since the epoch) that must not be more than MAX_AHEAD ahead of now."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if type(value) is not int and type(value) is not float or not math.isfinite(value):
         raise RevocationInputError(f"{what} must be a number of seconds since the epoch, got {value!r}")
-    if value > now + MAX_AHEAD:
-        raise RevocationInputError(
-            f"{what} {format_time(value)} is more than 366 days ahead: a ban that long belongs in the account, "
-            "not in token revocation"
-        )
     if value < 0:
         raise RevocationInputError(f"{what} {value!r} is before 1970")
+    if not is_instant(value) or value > now + MAX_AHEAD:
+        shown = format_time(value) if is_instant(value) else repr(value)
+        raise RevocationInputError(
+            f"{what} {shown} is more than 366 days ahead: a ban that long belongs in the account, "
+            "not in token revocation"
+        )
     return math.ceil(value)
 
 
