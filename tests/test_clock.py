@@ -138,3 +138,29 @@ def test_one_fast_host_does_not_freeze_a_running_daemon(daemon_factory: Callable
     assert metrics(d.port)["rotator_active_key_age_seconds"] >= 0
     assert d.stop() == 0
 
+
+
+def test_a_signer_reading_the_file_clock_writes_at_most_every_thirty_seconds(
+    make_rotator: Callable[..., Rotator], dirs: tuple[Path, Path]
+) -> None:
+    """A Signer on the file keystore compares clocks at every reload, but touches the lock
+    file (a write) at most every 30 s; in between, the filesystem's time is carried forward
+    on the monotonic clock and still agrees with this host's."""
+    from rotator.issuer import Signer
+    from rotator.keystore import FileKeystore
+
+    from .helpers import PASSPHRASE
+
+    keystore_dir, _ = dirs
+    make_rotator(clock=real_time(), storage_clock=True).step()
+    keystore = FileKeystore(keystore_dir)
+    signer = Signer(keystore, Policy(), passphrase=PASSPHRASE, watch=False)
+    signer.reload()  # the first reading touches the lock file
+    lock = keystore_dir / "state.lock"
+    os.utime(lock, (1_000_000_000, 1_000_000_000))  # a mark any later touch would overwrite
+    for _ in range(20):
+        signer.reload()
+    assert lock.stat().st_mtime == 1_000_000_000, "a reload touched the lock file"
+    carried = keystore.storage_time()
+    assert carried is not None and abs(carried - time.time()) < 5
+    assert signer.sign(subject="s", audience="a")  # the clocks agree: signing goes on

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,10 @@ def _check_owner(st: os.stat_result, what: str) -> None:
         )
 
 
+# The filesystem's clock is read (a touch of the lock file) at most this often.
+_TOUCH_EVERY = 30.0
+
+
 class FileKeystore:
     """The embedded default. The directory must be 0700 and its files 0600."""
 
@@ -35,6 +40,7 @@ class FileKeystore:
         self._state_path = directory / STATE_FILE
         self._lock_path = directory / LOCK_FILE
         self._checked = False
+        self._touched: tuple[float, float] | None = None  # (monotonic, filesystem time) of the last touch
 
     @classmethod
     def from_url(cls, url: str) -> "FileKeystore":
@@ -112,12 +118,23 @@ class FileKeystore:
 
     def storage_time(self) -> float | None:
         """The filesystem's clock now (the file server's, on a network filesystem): the
-        lock file's time as the filesystem sets it on a touch. None before the key set exists."""
+        lock file's time as the filesystem sets it on a touch. None before the key set exists.
+
+        A touch is a write, so one is made at most every ``_TOUCH_EVERY`` seconds; in between,
+        the last reading is carried forward on this host's monotonic clock (which a change of
+        the wall clock does not move), so a signer reloading every 2 s does not write every 2 s."""
+        now = time.monotonic()
+        last = self._touched
+        if last is not None and now - last[0] < _TOUCH_EVERY:
+            return last[1] + (now - last[0])
         try:
             os.utime(self._lock_path)
-            return os.stat(self._lock_path).st_mtime
+            reading = os.stat(self._lock_path).st_mtime
         except OSError:
+            self._touched = None
             return None
+        self._touched = (time.monotonic(), reading)
+        return reading
 
     def _version(self) -> object:
         try:
