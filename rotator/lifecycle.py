@@ -131,19 +131,21 @@ def plan(state: State, policy: Policy, now: float, new_key: KeyFactory, *, force
             events.append(Event("rotator.no_active_key", None, "waiting for a confirmed publication"))
     else:
         assert active.activated_at is not None
-        due = now >= active.activated_at + policy.rotation_period
-        if due or force:
-            candidate = _promotion_candidate(state, now, policy.max_age)
-            if candidate is None:
-                if due:
-                    events.append(
-                        Event(
-                            "rotator.rotation_overdue",
-                            active.kid,
-                            "no pending key has been confirmed published for max_age; current key keeps signing",
-                        )
+        candidate = _promotion_candidate(state, now, policy.max_age)
+        if candidate is None:
+            if now >= active.activated_at + policy.rotation_period:
+                events.append(
+                    Event(
+                        "rotator.rotation_overdue",
+                        active.kid,
+                        "no pending key has been confirmed published for max_age; current key keeps signing",
                     )
-            else:
+                )
+        else:
+            # The instant the Signer switches at, by the same function: never before it
+            # (unless forced), so no token is signed by a key a cached JWKS may lack.
+            promote_at = activation_at(active, candidate, policy)
+            if force or (promote_at is not None and now >= promote_at):
                 state = _replace_keys(
                     state,
                     [

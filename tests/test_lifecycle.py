@@ -223,3 +223,43 @@ def test_next_due_points_at_rotation_then_cleanup() -> None:
     assert next_due(state, policy) == P
     state = plan(state, policy, P, factory).state
     assert next_due(state, policy) == P + policy.private_key_grace
+
+
+@pytest.mark.parametrize("published_late", [False, True])
+def test_the_planner_and_the_signer_switch_at_one_instant(
+    make_rotator: Callable[..., Rotator], clock: Clock, published_late: bool
+) -> None:
+    """The planner promotes the successor exactly at lifecycle.activation_at, never a second
+    before, and a Signer switches keys at that same instant: whether the rotation period or
+    the successor's publication plus max_age comes last."""
+    from rotator.issuer import Signer
+    from rotator.lifecycle import activation_at
+
+    from .helpers import PASSPHRASE
+
+    policy = Policy()
+    rotator = make_rotator(policy)
+    state = rotator.step().state
+    active, successor = state.active, state.pending[0]
+    assert active is not None
+    if published_late:  # the successor's confirmation comes late: its max_age wait is what counts
+        late = active.activated_at + policy.rotation_period - 10  # type: ignore[operator]
+        state = state.with_keys(k.with_(published_at=late) if k.kid == successor.kid else k for k in state.keys)
+        state = rotator.keystore.save(state, state.generation)
+        successor = state.pending[0]
+    switch = activation_at(active, successor, policy)
+    assert switch is not None
+    expected = max(active.activated_at + policy.rotation_period, successor.published_at + policy.max_age)  # type: ignore[operator]
+    assert switch == expected
+    signer = Signer(rotator.keystore, policy, passphrase=PASSPHRASE, clock=clock, watch=False, storage_clock=False)
+    signer.reload()
+    assert signer.schedule.snapshot().switch_at == switch
+    new_key = rotator._key_factory(rotator.sealer_for(state), state.keyset)
+    before = plan(state, policy, switch - 1, new_key)
+    assert before.state.active is not None and before.state.active.kid == active.kid
+    at = plan(state, policy, switch, new_key)
+    assert at.state.active is not None and at.state.active.kid == successor.kid
+    clock.now = switch - 1
+    assert signer.kid == active.kid
+    clock.now = switch
+    assert signer.kid == successor.kid

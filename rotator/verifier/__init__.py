@@ -15,28 +15,12 @@ Imports only the standard library and ``cryptography``::
 
 from __future__ import annotations
 
-from ..jose import (
-    BadSignature,
-    Expired,
-    ForbiddenHeader,
-    InvalidLifetime,
-    InvalidToken,
-    KeysUnavailable,
-    MalformedToken,
-    MissingClaim,
-    NotYetValid,
-    RevocationUnavailable,
-    Revoked,
-    UnknownKey,
-    UnsupportedAlgorithm,
-    VerifierError,
-    WrongAudience,
-    WrongIssuer,
-)
+from ..jose import errors as _token_errors
+from ..jose import verify_token
+from ..jose.errors import *  # noqa: F403 (the token errors, listed in their __all__)
 from ._jwks import MAX_JWKS_BYTES, MAX_KEYS, load_jwks_file, parse_jwks
 from ._keycache import CacheStats
 from ._revocation import JtiDenylist
-from ..jose import verify_token
 from ._verifier import Verifier
 
 __all__ = [
@@ -48,20 +32,5 @@ __all__ = [
     "load_jwks_file",
     "MAX_JWKS_BYTES",
     "MAX_KEYS",
-    "VerifierError",
-    "InvalidToken",
-    "KeysUnavailable",
-    "MalformedToken",
-    "UnsupportedAlgorithm",
-    "ForbiddenHeader",
-    "UnknownKey",
-    "BadSignature",
-    "Expired",
-    "NotYetValid",
-    "WrongAudience",
-    "WrongIssuer",
-    "MissingClaim",
-    "InvalidLifetime",
-    "Revoked",
-    "RevocationUnavailable",
+    *_token_errors.__all__,
 ]
