@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from ._fs import read_secret_file
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
+from .keys import ALG, ALGORITHMS, RSA_BITS
 
 __all__ = ["Policy", "Settings", "load_settings"]
 
@@ -123,6 +124,8 @@ class Settings:
     revocation_url: str | None = None
     revocation_prefix: str = "rotator:"
     revocation_password_file: str | None = None
+    algorithm: str = ALG
+    rsa_bits: int = 2048
     policy: Policy = field(default_factory=Policy)
 
     def resolved_passphrase(self) -> str | None:
@@ -158,6 +161,8 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "revocation_url": ("ROTATOR_REVOCATION_URL", "str"),
     "revocation_prefix": ("ROTATOR_REVOCATION_PREFIX", "str"),
     "revocation_password_file": ("ROTATOR_REVOCATION_PASSWORD_FILE", "str"),
+    "algorithm": ("ROTATOR_ALGORITHM", "algorithm"),
+    "rsa_bits": ("ROTATOR_RSA_BITS", "rsa_bits"),
     **{name: (f"ROTATOR_{name.upper()}", "duration") for name in _POLICY_FIELDS},
 }
 
@@ -177,6 +182,15 @@ def _convert(name: str, kind: str, value: Any, source: str) -> Any:
         if text in _FALSE:
             return False
         raise ConfigError(f"invalid {name} {value!r} (from {source}): expected true or false")
+    if kind == "algorithm":
+        if value not in ALGORITHMS:
+            raise ConfigError(f"invalid {name} {value!r} (from {source}): expected one of {', '.join(ALGORITHMS)}")
+        return value
+    if kind == "rsa_bits":
+        text = str(value).strip() if not isinstance(value, bool) else ""
+        if not text.isascii() or not text.isdigit() or int(text) not in RSA_BITS:
+            raise ConfigError(f"invalid {name} {value!r} (from {source}): expected one of {', '.join(map(str, RSA_BITS))}")
+        return int(text)
     if not isinstance(value, str):
         raise ConfigError(f"invalid {name} {value!r} (from {source}): expected a string")
     return value

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 from .config import Policy
 from .errors import LifecycleError, UnknownKey
-from .keys import PublicJWK
+from .keys import ALG, PublicJWK
 from .state import KeyRecord, KeyState, State
 
 __all__ = [
@@ -265,11 +265,12 @@ def next_due(state: State, policy: Policy) -> float | None:
 
 def adopt(
     state: State,
-    served: Sequence[tuple[str, PublicJWK]],
+    served: Sequence[tuple[str, str, PublicJWK]],
     now: float,
     *,
     target_generation: int | None,
     revoked: frozenset[str] = frozenset(),
+    alg: str = ALG,
 ) -> Plan:
     """Recovery of a restored or recreated keystore from what the publish target keeps.
 
@@ -283,10 +284,11 @@ def adopt(
     someone else added to the JWKS is not trusted for it.
 
     Whatever the generations, every kid on the target's ``revoked`` list is revoked here
-    too, and never adopted: a restore never brings a revoked key back.
+    too, and never adopted: a restore never brings a revoked key back. Only keys of the key
+    set's algorithm ``alg`` are adopted (``served`` lists (kid, alg, public JWK)).
     """
     now = _effective_now(state, now)
-    served_kids = {kid for kid, _ in served}
+    served_kids = {kid for kid, _, _ in served}
     ahead = target_generation is not None
     changed: dict[str, KeyRecord] = {}
     events: list[Event] = []
@@ -315,11 +317,17 @@ def adopt(
             retired_at=now,
             retirement="recovery",
             private_destroyed_at=now,
+            alg=key_alg,
         )
-        for kid, jwk in (served if ahead else ())
-        if kid not in known and kid not in revoked
+        for kid, key_alg, jwk in (served if ahead else ())
+        if kid not in known and kid not in revoked and key_alg == alg
     ]
     events.extend(Event("rotator.key_adopted", k.kid, "published, private half lost: retired") for k in adopted)
+    events.extend(
+        Event("rotator.key_not_adopted", kid, f"an {key_alg} key; this key set signs {alg}")
+        for kid, key_alg, _ in (served if ahead else ())
+        if kid not in known and kid not in revoked and key_alg != alg
+    )
     if adopted:
         new = new.with_keys(new.keys + tuple(adopted))
     if target_generation is not None:

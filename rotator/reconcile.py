@@ -13,8 +13,8 @@ from typing import Callable
 
 from .clocks import host_clock_error
 from .config import Policy
-from .errors import ConflictError, KeystoreError, PublishError, PublishTargetAhead
-from .keys import generate_private_key, private_to_bytes, public_jwk, thumbprint
+from .errors import ConfigError, ConflictError, KeystoreError, PublishError, PublishTargetAhead
+from .keys import ALG, generate_private_key, private_to_bytes, public_jwk, thumbprint
 from .keystore import Keystore
 from .lifecycle import (
     Event,
@@ -68,6 +68,21 @@ def _no_checkpoint(stage: str) -> None:
     return None
 
 
+def key_factory(sealer: Sealer, keyset: str, alg: str, rsa_bits: int) -> Callable[[float], KeyRecord]:
+    """What the planner makes new keys with: a fresh ``alg`` key, its kid the thumbprint,
+    its private half sealed for this key set."""
+
+    def make(now: float) -> KeyRecord:
+        private = generate_private_key(alg, rsa_bits)
+        jwk = public_jwk(private)
+        kid = thumbprint(jwk)
+        return KeyRecord(
+            kid=kid, public=jwk, created_at=now, private=sealer.seal(private_to_bytes(private), keyset, kid), alg=alg
+        )
+
+    return make
+
+
 @dataclass(frozen=True)
 class StepResult:
     state: State
@@ -97,6 +112,8 @@ class Rotator:
     # Only a test driving simulated time, which no store shares, turns this off.
     storage_clock: bool = True
     passphrase_source: str = "the passphrase argument"  # named in the wrong-passphrase error
+    algorithm: str = ALG  # what new keys sign with; a key set keeps one
+    rsa_bits: int = 2048  # the size of new RSA keys (RS256, PS256)
 
     def sealer_for(self, state: State | None) -> Sealer:
         options = SealerOptions(self.passphrase, self.allow_plaintext, self.kms_key_id, self.passphrase_source)
@@ -106,22 +123,21 @@ class Rotator:
         """The stored state, after checking that this configuration can open it."""
         state = self.keystore.load()
         if state is not None:
+            self._check_algorithm(state)
             self.sealer_for(state)
         return state
 
-    def _key_factory(self, sealer: Sealer, keyset: str) -> Callable[[float], KeyRecord]:
-        def make(now: float) -> KeyRecord:
-            private = generate_private_key()
-            jwk = public_jwk(private)
-            kid = thumbprint(jwk)
-            return KeyRecord(
-                kid=kid,
-                public=jwk,
-                created_at=now,
-                private=sealer.seal(private_to_bytes(private), keyset, kid),
+    def _check_algorithm(self, state: State) -> None:
+        """A key set signs with one algorithm: settings naming another are refused."""
+        if state.alg is not None and state.alg != self.algorithm:
+            raise ConfigError(
+                f"the key set in {self.keystore.location} signs {state.alg}, but the settings say algorithm "
+                f"{self.algorithm}: a key set keeps its algorithm; give {self.algorithm} a key set of its own "
+                "(another keystore and publish location), or set the algorithm back"
             )
 
-        return make
+    def _key_factory(self, sealer: Sealer, keyset: str) -> Callable[[float], KeyRecord]:
+        return key_factory(sealer, keyset, self.algorithm, self.rsa_bits)
 
     def step(
         self,
@@ -164,6 +180,8 @@ class Rotator:
         """What ``step(recover=True)`` would change before its ordinary planning, written nowhere."""
         now = self.clock()
         stored = self.keystore.load()
+        if stored is not None:
+            self._check_algorithm(stored)
         sealer = self.sealer_for(stored)
         state = stored if stored is not None else State(encryption=sealer.header(), lineage=new_lineage())
         events: list[Event] = []
@@ -171,7 +189,7 @@ class Rotator:
             repaired = self._repair_clock(stored, now, future_skew(stored, now), True)
             state = repaired.state
             events.extend(repaired.events)
-        adopted = adopt_published(self.publisher, state, now, other_lineage)
+        adopted = adopt_published(self.publisher, state, now, other_lineage, self.algorithm)
         return Plan(adopted.state, tuple(events) + adopted.events)
 
     def _unusable(self, planned: Plan, sealer: Sealer) -> list[str]:
@@ -213,6 +231,8 @@ class Rotator:
     ) -> StepResult:
         now = self.clock()
         stored = self.keystore.load()
+        if stored is not None:
+            self._check_algorithm(stored)
         sealer = self.sealer_for(stored)
         checkpoint("loaded")
         # Stored times are judged against a reading taken after the read, so a step that
@@ -228,7 +248,7 @@ class Rotator:
             state = repaired.state
             events.extend(repaired.events)
         if recover:
-            adopted = adopt_published(self.publisher, state, now, other_lineage)
+            adopted = adopt_published(self.publisher, state, now, other_lineage, self.algorithm)
             state = adopted.state
             events.extend(adopted.events)
         if operation is not None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from .errors import ClockSkewError, PublicationGuardError, PublishTargetAhead
 from .lifecycle import Event, Plan, adopt, clamp_future
 from .publish import Marker, Publisher, build_jwks, jwks_digest, published_keys, refusal
+from .keys import ALG
 from .state import State, new_lineage
 
 __all__ = ["refusal_of", "with_lineage", "refusal_message", "check_target", "adopt_published", "repair_clock"]
@@ -78,10 +79,10 @@ def check_target(publisher: Publisher, saved: State, state: State) -> tuple[Stat
     return with_lineage(state, marker), None
 
 
-def adopt_published(publisher: Publisher, state: State, now: float, other_lineage: bool) -> Plan:
+def adopt_published(publisher: Publisher, state: State, now: float, other_lineage: bool, alg: str = ALG) -> Plan:
     """What recovery takes from the publish target: its revoked list always; when the
     target is ahead of ``state`` (or holds another lineage and ``other_lineage`` says to
-    take it), the keys it serves and its generation."""
+    take it), the keys of ``alg`` it serves and its generation."""
     marker = publisher.marker()
     events: list[Event] = []
     try:
@@ -103,8 +104,11 @@ def adopt_published(publisher: Publisher, state: State, now: float, other_lineag
         now,
         target_generation=marker.generation if ahead and marker is not None else None,
         revoked=publisher.revoked(),
+        alg=alg,
     )
-    skipped_events = tuple(Event("rotator.key_not_adopted", kid, "not a P-256 key with its thumbprint as kid") for kid in skipped)
+    skipped_events = tuple(
+        Event("rotator.key_not_adopted", kid, "not a public key of its alg with its thumbprint as kid") for kid in skipped
+    )
     return Plan(adopted.state, tuple(events) + adopted.events + (skipped_events if ahead else ()))
 
 

@@ -324,7 +324,7 @@ def opens(sealer: Sealer, keyset: str, key: KeyRecord) -> bool:
     """Whether ``key``'s sealed private half opens into a usable key (it has one)."""
     assert key.private is not None
     try:
-        private_from_bytes(sealer.unseal(key.private, keyset, key.kid))
+        private_from_bytes(sealer.unseal(key.private, keyset, key.kid), key.alg)
     except (RotatorError, ValueError):
         return False
     return True

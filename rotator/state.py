@@ -112,6 +112,11 @@ class State:
                 return key
         return None
 
+    @property
+    def alg(self) -> str | None:
+        """The key set's algorithm: its keys' (None while it has none)."""
+        return self.keys[0].alg if self.keys else None
+
     def with_keys(self, keys: Iterable[KeyRecord], **changes: Any) -> "State":
         return replace(self, keys=tuple(keys), **changes)
 
@@ -157,13 +162,11 @@ def _parse_key(raw: Any, where: str) -> KeyRecord:
     for name in _TIME_FIELDS:
         _check_time(values[name], f"{where}: key {kid} field {name!r}")
     public = values["public"]
-    if public.keys() != {"kty", "crv", "x", "y"} or not all(type(v) is str for v in public.values()):
+    if not all(type(v) is str for v in public.values()):
         raise KeystoreError(f"{where}: key {kid} has a malformed public JWK")
-    problem = public_jwk_problem(public, kid)
+    problem = public_jwk_problem(public, kid, values["alg"])
     if problem:
         raise KeystoreError(f"{where}: key {kid} {problem}")
-    if values["alg"] != ALG:
-        raise KeystoreError(f"{where}: key {kid} has alg {values['alg']!r}, expected {ALG}")
     return KeyRecord(**values)
 
 
@@ -228,6 +231,9 @@ def parse_state(data: bytes, where: str) -> State:
     kids = [k.kid for k in records]
     if len(set(kids)) != len(kids):
         raise KeystoreError(f"{where} lists a kid twice")
+    algs = sorted({k.alg for k in records})
+    if len(algs) > 1:
+        raise KeystoreError(f"{where} holds keys of several algorithms ({', '.join(algs)}): a key set has one")
     state = State(
         encryption=encryption,
         keys=records,

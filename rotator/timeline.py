@@ -32,7 +32,7 @@ def timeline(policy: Policy, days: float) -> list[TimelineEntry]:
     def placeholder(now: float) -> KeyRecord:
         nonlocal counter
         counter += 1
-        return KeyRecord(kid=f"key-{counter}", public=dict(_PLACEHOLDER), created_at=now, private="-")  # type: ignore[arg-type]
+        return KeyRecord(kid=f"key-{counter}", public=dict(_PLACEHOLDER), created_at=now, private="-")
 
     state = State(encryption={"scheme": "none"})
     entries: list[TimelineEntry] = []

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from click.testing import Result
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from rotator.config import Policy
+from rotator.keys import private_from_bytes
 from rotator.keystore import FileKeystore
 from rotator.publish import FilePublisher
 from rotator.reconcile import Rotator
@@ -144,3 +146,10 @@ def bootstrapped_key_set(tmp_path: Path) -> tuple[FileKeystore, FilePublisher, P
         keystore=ks, publisher=pub, policy=policy, passphrase=PASSPHRASE, scrypt_n=TEST_SCRYPT_N, storage_clock=False
     ).step()
     return ks, pub, policy
+
+
+def ec_private(data: bytes) -> ec.EllipticCurvePrivateKey:
+    """An ES256 key set's stored private key (PKCS#8 DER), typed as the EC key it is."""
+    key = private_from_bytes(data, "ES256")
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key

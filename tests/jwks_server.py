@@ -18,12 +18,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from rotator.jose import es256_signature, header_segment, payload_segment
-from rotator.keys import generate_private_key, public_jwk, thumbprint
+from rotator.keys import public_jwk, thumbprint
 
 
 class SigningKey:
     def __init__(self) -> None:
-        self.private: ec.EllipticCurvePrivateKey = generate_private_key()
+        self.private: ec.EllipticCurvePrivateKey = ec.generate_private_key(ec.SECP256R1())
         self.jwk = dict(public_jwk(self.private))
         self.kid = thumbprint(self.jwk)
         self.jwk.update(kid=self.kid, alg="ES256", use="sig")

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from rotator.cli import main
 
-from .helpers import PASSPHRASE, assert_clean_failure, fingerprint
+from .helpers import PASSPHRASE, assert_clean_failure, ec_private, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,13 +218,12 @@ def test_state_file_holds_no_plaintext_private_key(bootstrapped: dict[str, str],
     assert b"PRIVATE KEY" not in raw and b'"d"' not in raw
     state = FileKeystore(keystore).load()
     assert state is not None and state.encryption["scheme"] == "scrypt-aes256gcm"
-    from rotator.keys import private_from_bytes
     from rotator.sealing import open_sealer
 
     sealer = open_sealer(state.encryption, PASSPHRASE, False)
     for key in state.keys:
         assert key.private is not None
-        scalar = private_from_bytes(sealer.unseal(key.private, state.keyset, key.kid)).private_numbers().private_value
+        scalar = ec_private(sealer.unseal(key.private, state.keyset, key.kid)).private_numbers().private_value
         assert scalar.to_bytes(32, "big") not in raw
         assert scalar.to_bytes(32, "big").hex().encode() not in raw
 

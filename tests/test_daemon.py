@@ -20,7 +20,6 @@ from rotator._b64 import b64url_encode
 from rotator.config import Policy
 from rotator.errors import KeystoreError, PublishError
 from rotator.health import health_problems
-from rotator.keys import private_from_bytes
 from rotator.reconcile import failure_stage
 from rotator.sdnotify import Notifier
 from rotator.sealing import open_sealer
@@ -35,7 +34,7 @@ from .daemon_harness import (
     metrics,
     prom_values,
 )
-from .helpers import PASSPHRASE, wait_for
+from .helpers import PASSPHRASE, ec_private, wait_for
 from .ports import free_port
 
 
@@ -48,7 +47,7 @@ def private_scalars(state: State | None) -> set[str]:
     for key in state.keys:
         if key.private is None:
             continue
-        private = private_from_bytes(sealer.unseal(key.private, state.keyset, key.kid))
+        private = ec_private(sealer.unseal(key.private, state.keyset, key.kid))
         d = private.private_numbers().private_value
         raw = d.to_bytes(32, "big")
         found |= {b64url_encode(raw), raw.hex(), str(d), key.private[:40]}

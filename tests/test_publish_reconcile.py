@@ -29,7 +29,7 @@ def _jwks(*keys: dict[str, object]) -> bytes:
     return json.dumps({"keys": list(keys)}).encode()
 
 
-EC = {"kty": "EC", "crv": "P-256", "x": "x", "y": "y"}
+EC = {"kty": "EC", "crv": "P-256", "x": "x", "y": "y", "alg": "ES256"}
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,10 @@ EC = {"kty": "EC", "crv": "P-256", "x": "x", "y": "y"}
         (_jwks({**EC, "kid": "a"}), "a", ["p"], "lacks pending key(s) p"),
         (_jwks({**EC, "kid": "a", "d": "secret"}), "a", [], "carries private members ['d']"),
         (_jwks({"kty": "oct", "kid": "a", "k": "secret"}), "a", [], "private members ['k']"),
-        (_jwks({"kty": "RSA", "kid": "a", "n": "n", "e": "e"}), "a", [], "not an EC P-256 key"),
+        (_jwks({"kty": "RSA", "kid": "a", "n": "n", "e": "e"}), "a", [], "not a public key with a kid and an alg"),
+        (_jwks({"kty": "RSA", "kid": "a", "n": "n", "e": "e", "alg": "HS256"}), "a", [], "an alg rotator knows"),
+        (_jwks({"kty": "RSA", "kid": "a", "n": "n", "e": "e", "alg": "RS256", "p": "s", "q": "s"}), "a", [], "private members ['p', 'q']"),
+        (_jwks({"kty": "OKP", "crv": "Ed25519", "kid": "a", "x": "x", "alg": "EdDSA", "d": "s"}), "a", [], "private members ['d']"),
         (_jwks({**EC, "kid": "a"}, {**EC, "kid": "a"}), "a", [], "lists a kid twice"),
         (b'{"keys": [], "keys": []}', None, [], "duplicate member"),
         (b'{"keys": [], "extra": 1}', None, [], "exactly one member"),

@@ -13,7 +13,6 @@ from rotator._aws import S3Options, s3_client
 from rotator.config import Policy
 from rotator.errors import ConflictError, KeystoreError, PublishError
 from rotator.issuer import Signer
-from rotator.keys import private_from_bytes
 from rotator.keystore.s3 import S3Keystore
 from rotator.publish import build_jwks
 from rotator.publish.s3 import S3Publisher
@@ -22,7 +21,7 @@ from rotator.sealing import open_sealer
 
 from .aws import BUCKET, count_requests, ignore_conditional_writes, inject_failures
 from .harness import Crash, FaultyPublisher, check_target_rule
-from .helpers import Clock, verify_with
+from .helpers import Clock, ec_private, verify_with
 
 P, M = 900.0, 300.0
 
@@ -119,7 +118,7 @@ def test_keystore_object_holds_no_plaintext_private_key(aws: dict[str, Any], clo
     sealer = open_sealer(state.encryption, None, False, kms_key_id=aws["key_id"])
     for key in state.keys:
         assert key.private is not None
-        scalar = private_from_bytes(sealer.unseal(key.private, state.keyset, key.kid)).private_numbers().private_value
+        scalar = ec_private(sealer.unseal(key.private, state.keyset, key.kid)).private_numbers().private_value
         for form in (scalar.to_bytes(32, "big"), scalar.to_bytes(32, "big").hex().encode(), str(scalar).encode()):
             assert form not in raw
 

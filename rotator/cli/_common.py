@@ -79,6 +79,11 @@ def store_options(func: F) -> F:
         click.option("--public-url", default=None, metavar="URL", help="URL verifiers fetch the JWKS from; confirmation reads it."),
         click.option("--discovery", is_flag=True, default=None, help="Also publish an OpenID discovery document."),
         click.option(
+            "--algorithm", default=None, metavar="ALG",
+            help="What the key set signs with: ES256 (default), ES384, RS256, PS256 or EdDSA (ROTATOR_ALGORITHM).",
+        ),
+        click.option("--rsa-bits", default=None, metavar="BITS", help="Size of new RSA keys: 2048 (default), 3072 or 4096 (ROTATOR_RSA_BITS)."),
+        click.option(
             "--insecure-plaintext-keys",
             is_flag=True,
             default=None,
@@ -133,6 +138,8 @@ def rotator_of(settings: Settings) -> Rotator:
         allow_plaintext=settings.insecure_plaintext_keys,
         kms_key_id=settings.kms_key_id,
         passphrase_source=settings.passphrase_source(),
+        algorithm=settings.algorithm,
+        rsa_bits=settings.rsa_bits,
     )
 
 

@@ -17,7 +17,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from .._fork import on_fork
 from ..clocks import host_clock_error
@@ -25,7 +24,7 @@ from ..config import Policy
 from ..durations import format_time
 from ..errors import KeystoreError, NoActiveKey, RotatorError
 from ..jose import header_segment
-from ..keys import private_from_bytes, public_key_from_jwk
+from ..keys import PrivateKey, PublicKey, private_from_bytes, public_key_from_jwk
 from ..keystore import Keystore
 from ..lifecycle import activation_at
 from ..publish import Publisher, jwks_kids
@@ -42,12 +41,12 @@ def iso(ts: float | None) -> str:
 @dataclass(frozen=True)
 class SigningKey:
     record: KeyRecord
-    private: ec.EllipticCurvePrivateKey
+    private: PrivateKey
     header: str  # the encoded JWS header segment plus its trailing "."
 
     @classmethod
-    def of(cls, record: KeyRecord, private: ec.EllipticCurvePrivateKey) -> "SigningKey":
-        return cls(record, private, header_segment(record.kid) + ".")
+    def of(cls, record: KeyRecord, private: PrivateKey) -> "SigningKey":
+        return cls(record, private, header_segment(record.kid, record.alg) + ".")
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class Snapshot:
     switch_at: float | None = None  # when the successor takes over
     refusal: RotatorError | None = None  # why nothing may sign, by this state
     retry: bool = False  # the refusal may pass (a decryption failed): read the state again next time
-    public: Mapping[str, ec.EllipticCurvePublicKey] = field(default_factory=dict)  # every published key
+    public: Mapping[str, PublicKey] = field(default_factory=dict)  # every published key
 
     @property
     def incomplete(self) -> bool:
@@ -172,7 +171,7 @@ class KeySchedule:
             if known is not None and known.record.kid == record.kid:
                 return SigningKey.of(record, known.private)  # already decrypted: no KMS call
         assert record.private is not None
-        return SigningKey.of(record, private_from_bytes(self._sealer_options.open(state).unseal(record.private, state.keyset, record.kid)))
+        return SigningKey.of(record, private_from_bytes(self._sealer_options.open(state).unseal(record.private, state.keyset, record.kid), record.alg))
 
     def _prepare(self, state: State | None, now: float, previous: Snapshot | None) -> Snapshot:
         where = self._keystore.location
@@ -186,7 +185,7 @@ class KeySchedule:
             self._ever_loaded = True
         if state is None or active is None:
             return Snapshot(state, now, refusal=NoActiveKey(f"no active signing key in {where}: run `rotator rotate` first"))
-        public = {k.kid: public_key_from_jwk(k.public) for k in state.keys if k.published}
+        public = {k.kid: public_key_from_jwk(k.public, k.alg) for k in state.keys if k.published}
         if active.published_at is None or active.private is None:
             return Snapshot(
                 state, now, refusal=NoActiveKey(f"active key {active.kid} in {where} is unconfirmed or has no private half")
@@ -199,7 +198,7 @@ class KeySchedule:
         except RotatorError as e:
             return Snapshot(state, now, refusal=e, retry=True, public=public)
         except ValueError as e:
-            return Snapshot(state, now, refusal=KeystoreError(f"private key of {active.kid} is not a P-256 key: {e}"), public=public)
+            return Snapshot(state, now, refusal=KeystoreError(f"private key of {active.kid} is not a {active.alg} key: {e}"), public=public)
         successor, switch_at = None, None
         candidate = next((k for k in state.pending if k.published_at is not None and k.private is not None), None)
         if candidate is not None:

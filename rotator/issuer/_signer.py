@@ -20,7 +20,8 @@ from .._fork import on_fork
 from ..config import Policy
 from ..durations import format_duration
 from ..errors import RefreshRefused
-from ..jose import InvalidToken, decode_header, es256_signature, payload_segment, verified_claims
+from ..jose import InvalidToken, decode_header, payload_segment, signature, verified_claims
+from ..keys import ALGORITHMS
 from ..keystore import Keystore
 from ..publish import Publisher
 from ..revocation import Hooks, replica_of
@@ -180,7 +181,7 @@ class Signer:
         if audience is not None:
             body["aud"] = audience
         signing_input = key.header + payload_segment(body)
-        return f"{signing_input}.{es256_signature(key.private, signing_input.encode('ascii'))}"
+        return f"{signing_input}.{signature(key.record.alg, key.private, signing_input.encode('ascii'))}"
 
     def _lifetime(self, ttl: float | None) -> float:
         """A token's lifetime: ``ttl``, or token_lifetime when None; whole seconds, positive and
@@ -206,11 +207,14 @@ class Signer:
         now = self._clock()
         snap = self.schedule.snapshot()
         try:
-            header, parts = decode_header(token, ("ES256",))
+            header, parts = decode_header(token, ALGORITHMS)
             public = snap.public.get(header["kid"])
-            if public is None:
+            record = snap.state.get(header["kid"]) if snap.state is not None else None
+            if public is None or record is None:
                 raise RefreshRefused(f"token's key {header['kid']!r} is not one of this issuer's published keys")
-            claims, _ = verified_claims(public, parts)
+            if header["alg"] != record.alg:  # strict pairing: a key verifies only its own algorithm
+                raise RefreshRefused(f"token's alg {header['alg']} is not its key's ({record.alg})")
+            claims, _ = verified_claims(public, parts, record.alg)
         except InvalidToken as e:
             raise RefreshRefused(f"token cannot be refreshed: {e}") from e
         exp, iat = claims.get("exp"), claims.get("iat")

@@ -19,7 +19,7 @@ from ._decode import (
     verify_token,
 )
 from ._encode import header_segment, payload_segment
-from ._es256 import es256_signature, verify_signature
+from ._signatures import es256_signature, sign, signature, verify_signature
 from . import errors
 from .errors import *  # noqa: F403 (the token errors, listed in errors.__all__)
 
@@ -37,6 +37,8 @@ __all__ = [
     "header_segment",
     "payload_segment",
     "es256_signature",
+    "sign",
+    "signature",
     "verify_signature",
     *errors.__all__,
 ]

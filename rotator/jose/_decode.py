@@ -6,12 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any, Collection, Mapping
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
+from ..keys import PublicKey
 from .._b64 import b64url_decode
 from .._strict import strict_json
 from ._claims import check_claims
-from ._es256 import verify_signature
+from ._signatures import verify_signature
 from .errors import ForbiddenHeader, MalformedToken, UnknownKey, UnsupportedAlgorithm
 
 __all__ = [
@@ -92,19 +91,19 @@ def parse_claims(payload: bytes) -> dict[str, Any]:
     return claims
 
 
-def verified_claims(key: ec.EllipticCurvePublicKey, parts: list[str]) -> tuple[dict[str, Any], bytes]:
-    """Check the signature of a split token, then decode its payload: (claims, signing input)."""
+def verified_claims(key: PublicKey, parts: list[str], alg: str = "ES256") -> tuple[dict[str, Any], bytes]:
+    """Check the ``alg`` signature of a split token, then decode its payload: (claims, signing input)."""
     header, payload_segment, signature_segment = parts
     signature = decode_segment(signature_segment, "signature")
     payload = decode_segment(payload_segment, "payload")  # also proves the signing input is ASCII
     signing_input = f"{header}.{payload_segment}".encode("ascii")
-    verify_signature(key, signing_input, signature)
+    verify_signature(key, signing_input, signature, alg)
     return parse_claims(payload), signing_input
 
 
 def verify_token(
     token: str,
-    keys: Mapping[str, ec.EllipticCurvePublicKey],
+    keys: Mapping[str, PublicKey],
     *,
     now: float,
     leeway: float = 60.0,
@@ -118,6 +117,6 @@ def verify_token(
     key = keys.get(header["kid"])
     if key is None:
         raise UnknownKey("token kid is not in the key set")
-    claims, _ = verified_claims(key, parts)
+    claims, _ = verified_claims(key, parts, header["alg"])
     check_claims(claims, now=now, leeway=leeway, audience=audience, issuer=issuer, max_lifetime=max_lifetime)
     return claims

@@ -14,9 +14,9 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
-def header_segment(kid: str) -> str:
-    """The encoded JWS header {alg: ES256, kid, typ: JWT}: the same for every token of a key."""
-    return b64url_encode(_HEADER_ENCODER.encode({"alg": "ES256", "kid": kid, "typ": "JWT"}).encode("utf-8"))
+def header_segment(kid: str, alg: str = "ES256") -> str:
+    """The encoded JWS header {alg, kid, typ: JWT}: the same for every token of a key."""
+    return b64url_encode(_HEADER_ENCODER.encode({"alg": alg, "kid": kid, "typ": "JWT"}).encode("utf-8"))
 
 
 def payload_segment(claims: Mapping[str, Any]) -> str:

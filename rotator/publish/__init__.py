@@ -90,5 +90,5 @@ def write_discovery(publisher: Publisher, settings: "Settings") -> bool:
     (discovery, with issuer and public_url); what every step that published calls."""
     if not (settings.discovery and settings.issuer and settings.public_url):
         return False
-    publisher.write_discovery(discovery_document(settings.issuer, settings.public_url))
+    publisher.write_discovery(discovery_document(settings.issuer, settings.public_url, (settings.algorithm,)))
     return True

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from .._strict import strict_json
 from ..errors import PublicationGuardError
-from ..keys import PRIVATE_MEMBERS, PublicJWK, public_jwk_problem
+from ..keys import ALG, ALGORITHMS, PRIVATE_MEMBERS, PublicJWK, public_jwk_problem, public_members
 from ..state import KeyState, State
 
 __all__ = [
@@ -53,9 +53,9 @@ def jwks_kids(body: bytes) -> list[str]:
     return [k["kid"] for k in doc["keys"]]
 
 
-def published_keys(body: bytes | None) -> tuple[list[tuple[str, PublicJWK]], list[str]]:
-    """The rotator keys a served JWKS lists, in its order, as (kid, public JWK); and the
-    kids of entries that are not (not an EC P-256 point, or a kid that is not the thumbprint)."""
+def published_keys(body: bytes | None) -> tuple[list[tuple[str, str, PublicJWK]], list[str]]:
+    """The rotator keys a served JWKS lists, in its order, as (kid, alg, public JWK); and
+    the kids of entries that are not (not a key of its alg, or a kid that is not the thumbprint)."""
     if body is None:
         return [], []
     try:
@@ -65,16 +65,19 @@ def published_keys(body: bytes | None) -> tuple[list[tuple[str, PublicJWK]], lis
     entries = doc.get("keys") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise PublicationGuardError('the served JWKS is not an object with a "keys" list')
-    keys: list[tuple[str, PublicJWK]] = []
+    keys: list[tuple[str, str, PublicJWK]] = []
     skipped: list[str] = []
     for entry in entries:
         if not isinstance(entry, dict):
             skipped.append("?")
             continue
-        kid = entry.get("kid")
-        if public_jwk_problem(entry, kid) is None and not PRIVATE_MEMBERS.intersection(entry):
-            jwk: PublicJWK = {"kty": entry["kty"], "crv": entry["crv"], "x": entry["x"], "y": entry["y"]}
-            keys.append((str(kid), jwk))
+        kid, alg = entry.get("kid"), entry.get("alg", ALG)
+        jwk = public_members(entry)
+        if (
+            jwk is not None and isinstance(alg, str) and not PRIVATE_MEMBERS.intersection(entry)
+            and public_jwk_problem(jwk, kid, alg) is None
+        ):
+            keys.append((str(kid), alg, jwk))
         else:
             skipped.append(str(kid))
     return keys, skipped
@@ -83,8 +86,9 @@ def published_keys(body: bytes | None) -> tuple[list[tuple[str, PublicJWK]], lis
 def check_jwks(body: bytes, active: str | None, pending: Iterable[str]) -> None:
     """The publication guard. Raises PublicationGuardError unless ``body`` is safe to publish.
 
-    Safe: a ``{"keys": [...]}`` object of EC P-256 public keys with unique kids,
-    no private member anywhere, the active key first and every pending key present.
+    Safe: a ``{"keys": [...]}`` object of public keys of a known type, each with its kid
+    and alg, unique kids, no private member anywhere, the active key first and every
+    pending key present.
     """
     try:
         doc = strict_json(body)
@@ -99,8 +103,8 @@ def check_jwks(body: bytes, active: str | None, pending: Iterable[str]) -> None:
         leaked = PRIVATE_MEMBERS.intersection(key)
         if leaked:
             raise PublicationGuardError(f"JWKS entry {key.get('kid')!r} carries private members {sorted(leaked)}")
-        if key.get("kty") != "EC" or key.get("crv") != "P-256" or not isinstance(key.get("kid"), str):
-            raise PublicationGuardError(f"JWKS entry {key.get('kid')!r} is not an EC P-256 key with a kid")
+        if public_members(key) is None or not isinstance(key.get("kid"), str) or key.get("alg") not in ALGORITHMS:
+            raise PublicationGuardError(f"JWKS entry {key.get('kid')!r} is not a public key with a kid and an alg rotator knows")
         kids.append(key["kid"])
     if len(set(kids)) != len(kids):
         raise PublicationGuardError("JWKS lists a kid twice")
@@ -111,7 +115,8 @@ def check_jwks(body: bytes, active: str | None, pending: Iterable[str]) -> None:
         raise PublicationGuardError(f"JWKS lacks pending key(s) {', '.join(missing)}")
 
 
-def discovery_document(issuer: str, jwks_uri: str) -> bytes:
-    """OpenID Provider metadata naming the JWKS (the members rotator can vouch for)."""
-    doc = {"issuer": issuer, "jwks_uri": jwks_uri, "id_token_signing_alg_values_supported": ["ES256"]}
+def discovery_document(issuer: str, jwks_uri: str, algorithms: Iterable[str] = (ALG,)) -> bytes:
+    """OpenID Provider metadata naming the JWKS and the algorithms its keys sign with (the
+    members rotator can vouch for)."""
+    doc = {"issuer": issuer, "jwks_uri": jwks_uri, "id_token_signing_alg_values_supported": sorted(set(algorithms))}
     return (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode()

@@ -51,7 +51,9 @@ def parse_jwks(
         if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
             continue  # RFC 7517 4.3: a key whose operations exclude "verify" must not verify
         try:
-            keys[kid] = public_key_from_jwk(jwk)
+            key = public_key_from_jwk(jwk)
+            assert isinstance(key, ec.EllipticCurvePublicKey)  # ES256 only, so far
+            keys[kid] = key
         except ValueError:
             continue
     return keys
