@@ -1,5 +1,5 @@
-"""Interop matrix with independent JOSE implementations as oracles: jwcrypto, joserfc, PyJWT,
-for every algorithm rotator signs with.
+"""Interop matrix with independent JOSE implementations as oracles: jwcrypto, joserfc, PyJWT
+and Node's jose (panva/jose, from the npm registry), for every algorithm rotator signs with.
 
 rotator's tokens verify in each of them; tokens each of them signs with a rotator key verify
 in rotator's token layer; rotator's kid is jwcrypto's RFC 7638 thumbprint; the published
@@ -8,6 +8,7 @@ JWKS loads as a jwcrypto JWKSet."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +30,19 @@ from rotator.sealing import open_sealer
 from .helpers import PASSPHRASE
 
 ISS, AUD = "https://issuer.test", "api"
+
+
+NODE = Path(__file__).parent / "node"
+
+
+def node_jose(request: dict[str, Any]) -> dict[str, Any]:
+    """One request to Node's jose (tests/node/oracle.mjs): verify a token or sign claims."""
+    result = subprocess.run(
+        ["node", "oracle.mjs"], input=json.dumps(request), cwd=NODE, capture_output=True, text=True, timeout=60
+    )
+    answer: dict[str, Any] = json.loads(result.stdout or "{}")
+    assert result.returncode == 0 and "error" not in answer, (answer, result.stderr)
+    return answer
 
 
 def published(jwks: bytes) -> dict[str, PublicKey]:
@@ -57,7 +71,7 @@ def keyset(request: pytest.FixtureRequest, make_rotator: Callable[..., Rotator],
 
 
 def test_rotator_tokens_verify_in_every_peer(keyset: dict[str, Any]) -> None:
-    """rotator's tokens verify in PyJWT, jwcrypto and joserfc."""
+    """rotator's tokens verify in PyJWT, joserfc, Node's jose and jwcrypto."""
     alg = keyset["alg"]
     token = keyset["signer"].sign({"scope": "read", "n": 3}, subject="alice", audience=AUD)
     assert pyjwt.get_unverified_header(token)["alg"] == alg
@@ -71,6 +85,9 @@ def test_rotator_tokens_verify_in_every_peer(keyset: dict[str, Any]) -> None:
     rfc = joserfc.jwt.decode(token, joserfc.jwk.KeySet.import_key_set(jwks), algorithms=[alg])
     joserfc.jwt.JWTClaimsRegistry(iss={"essential": True, "value": ISS}, aud={"essential": True, "value": AUD}).validate(rfc.claims)
     assert rfc.header["kid"] == keyset["kid"] and rfc.claims["scope"] == "read"
+
+    node = node_jose({"op": "verify", "token": token, "jwks": jwks, "alg": alg, "issuer": ISS, "audience": AUD})
+    assert node["payload"]["sub"] == "alice" and node["header"] == {"alg": alg, "kid": keyset["kid"], "typ": "JWT"}
 
     jwc = jwcrypto.jwt.JWT(jwt=token, key=jwcrypto.jwk.JWKSet.from_json(keyset["jwks"]), algs=[alg],
                            check_claims={"iss": ISS, "aud": AUD, "exp": None})
@@ -90,10 +107,13 @@ def _peer_tokens(keyset: dict[str, Any]) -> dict[str, str]:
         "pyjwt": pyjwt.encode(claims, keyset["private"], algorithm=alg, headers={"kid": keyset["kid"]}),
         "joserfc": joserfc.jwt.encode(header, claims, joserfc_key, algorithms=[alg]),
         "jwcrypto": jwc.serialize(),
+        "node-jose": node_jose(
+            {"op": "sign", "pkcs8_pem": keyset["pem"].decode(), "alg": alg, "kid": keyset["kid"], "claims": claims}
+        )["token"],
     }
 
 
-@pytest.mark.parametrize("peer", ["pyjwt", "joserfc", "jwcrypto"])
+@pytest.mark.parametrize("peer", ["pyjwt", "joserfc", "jwcrypto", "node-jose"])
 def test_peer_tokens_signed_with_a_rotator_key_verify_in_rotator(keyset: dict[str, Any], peer: str) -> None:
     """Tokens the peers sign with a rotator key verify in rotator."""
     token = _peer_tokens(keyset)[peer]

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = shutil.ignore_patterns(".venv", ".git", ".*cache", ".hypothesis", "demo", "*.egg-info", "build", "dist", "__pycache__")
+SKIP = shutil.ignore_patterns(".venv", ".git", ".*cache", ".hypothesis", "demo", "*.egg-info", "build", "dist", "__pycache__", "node_modules")
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
