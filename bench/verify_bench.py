@@ -17,7 +17,8 @@ key already loaded and each checking signature, exp, iss and aud:
 Rounds are interleaved (every contender once per round, in a shuffled order) so machine
 noise lands on all of them alike; the median round is reported as ops/s and as a ratio
 to the ceiling. Targets: rotator >= 0.80 of the ceiling and ahead of every peer;
-rotator+rc >= 20x pyjwt.
+rotator+rc >= 20x pyjwt. Then a table for each other algorithm (ES384, RS256, PS256, EdDSA):
+rotator's token layer, PyJWT and the raw verify (bench/algorithms.py).
 
     .venv/bin/python bench/verify_bench.py [--rounds 15] [--seconds 0.2]
 """
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from rotator._b64 import b64url_decode  # noqa: E402
 from rotator.verifier import Verifier  # noqa: E402
 from tests.jwks_server import JwksServer, SigningKey  # noqa: E402
+from bench import algorithms  # noqa: E402
 from bench.interleaved import median_ops, report, thread_scaling  # noqa: E402
 from bench.revocation_bench import fill  # noqa: E402
 from rotator.revocation import RevocationStore  # noqa: E402
@@ -130,11 +132,17 @@ def main() -> int:
         "rotator+revocation under 2 us over rotator": 1e6 / median["rotator+revocation"] - 1e6 / median["rotator"] < 2.0,
     }
     title = f"verify_bench: one ES256 token, single thread, {args.rounds} interleaved rounds x {args.seconds}s, median round"
+    with tempfile.TemporaryDirectory() as tmp:
+        others = algorithms.run("verify", Path(tmp), args.rounds, args.seconds)
+    print()
     code = report(title, median, checks)
     print(
         f"2-thread scaling (throughput of 2 threads / 1 thread): ceiling {scaling['ceiling']:.2f}x, "
         f"rotator {scaling['rotator']:.2f}x"
     )
+    print("per algorithm, rotator / ceiling and rotator / pyjwt: " + "; ".join(
+        f"{alg} {m['rotator'] / m['ceiling']:.2f} / {m['rotator'] / m['pyjwt']:.2f}" for alg, m in others.items()
+    ))
     return code
 
 

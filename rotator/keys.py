@@ -131,14 +131,12 @@ def private_to_bytes(key: PrivateKey) -> bytes:
 
 def fits(alg: str, key: PrivateKey | PublicKey) -> bool:
     """Whether ``key`` is a key of ``alg``: its type, its curve, and for RSA at least 2048
-    bits with the usual public exponent."""
+    bits. (The exponent is checked where a key is read, ``public_key_from_jwk``: reading it
+    costs a microsecond, too much for every signature.)"""
     if alg in _CURVES:
         return isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)) and key.curve.name == _CURVES[alg][1].name
     if alg in ("RS256", "PS256"):
-        if not isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
-            return False
-        pub = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
-        return pub.key_size >= _RSA_MIN_BITS and pub.public_numbers().e == _RSA_EXPONENT
+        return isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)) and key.key_size >= _RSA_MIN_BITS
     if alg == "EdDSA":
         return isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey))
     return False
@@ -149,6 +147,8 @@ def private_from_bytes(data: bytes, alg: str = ALG) -> PrivateKey:
     key = serialization.load_der_private_key(data, password=None)
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)) or not fits(alg, key):
         raise ValueError(f"stored private key is not a {alg} key")
+    if isinstance(key, rsa.RSAPrivateKey) and key.private_numbers().public_numbers.e != _RSA_EXPONENT:
+        raise ValueError(f"stored private key is not a {alg} key (exponent other than {_RSA_EXPONENT})")
     return key
 
 
@@ -181,8 +181,9 @@ def public_key_from_jwk(jwk: Mapping[str, object], alg: str = ALG) -> PublicKey:
     n, e = _coordinate(jwk, "n"), _coordinate(jwk, "e")
     if n[:1] == b"\x00" or e[:1] == b"\x00":
         raise ValueError("RSA n and e must be unsigned big-endian integers without leading zero octets")
-    key = rsa.RSAPublicNumbers(int.from_bytes(e, "big"), int.from_bytes(n, "big")).public_key()
-    if not fits(alg, key):
+    exponent = int.from_bytes(e, "big")
+    key = rsa.RSAPublicNumbers(exponent, int.from_bytes(n, "big")).public_key()
+    if not fits(alg, key) or exponent != _RSA_EXPONENT:
         raise ValueError(f"RSA keys must be at least {_RSA_MIN_BITS} bits with exponent {_RSA_EXPONENT}")
     return key
 
