@@ -11,14 +11,19 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ._fs import read_secret_file
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
 from .keys import ALG, ALGORITHMS, RSA_BITS
 
-__all__ = ["Policy", "Settings", "load_settings"]
+if TYPE_CHECKING:
+    from ._aws import S3Options
+    from .keystore import Keystore
+    from .publish import Publisher
+
+__all__ = ["Policy", "Settings", "load_settings", "read_config", "resolve"]
 
 
 DEFAULT_CLOCK_SKEW = 60.0
@@ -126,6 +131,8 @@ class Settings:
     revocation_password_file: str | None = None
     algorithm: str = ALG
     rsa_bits: int = 2048
+    jwks_key_budget: int = 100
+    key_set: str = "default"  # the key set's name, in a configuration that names several
     policy: Policy = field(default_factory=Policy)
 
     def resolved_passphrase(self) -> str | None:
@@ -135,6 +142,23 @@ class Settings:
             return read_secret_file(self.passphrase_file, "passphrase file", ConfigError)
         return None
 
+
+    def open_keystore(self) -> "Keystore":
+        """The keystore these settings name."""
+        from .keystore import open_keystore
+
+        return open_keystore(self.keystore, self._s3())
+
+    def open_publisher(self) -> "Publisher":
+        """The publish target these settings name."""
+        from .publish import open_publisher
+
+        return open_publisher(self.publish, s3=self._s3(), max_age=self.policy.max_age, public_url=self.public_url)
+
+    def _s3(self) -> "S3Options":
+        from ._aws import S3Options
+
+        return S3Options(endpoint_url=self.s3_endpoint_url, single_writer=self.s3_single_writer)
 
     def passphrase_source(self) -> str:
         """Where the passphrase comes from, for errors (never the passphrase itself)."""
@@ -163,6 +187,7 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "revocation_password_file": ("ROTATOR_REVOCATION_PASSWORD_FILE", "str"),
     "algorithm": ("ROTATOR_ALGORITHM", "algorithm"),
     "rsa_bits": ("ROTATOR_RSA_BITS", "rsa_bits"),
+    "jwks_key_budget": ("ROTATOR_JWKS_KEY_BUDGET", "count"),
     **{name: (f"ROTATOR_{name.upper()}", "duration") for name in _POLICY_FIELDS},
 }
 
@@ -186,6 +211,11 @@ def _convert(name: str, kind: str, value: Any, source: str) -> Any:
         if value not in ALGORITHMS:
             raise ConfigError(f"invalid {name} {value!r} (from {source}): expected one of {', '.join(ALGORITHMS)}")
         return value
+    if kind == "count":
+        text = str(value).strip() if not isinstance(value, bool) else ""
+        if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 10_000_000:
+            raise ConfigError(f"invalid {name} {value!r} (from {source}): expected a whole number from 1 to 10000000")
+        return int(text)
     if kind == "rsa_bits":
         text = str(value).strip() if not isinstance(value, bool) else ""
         if not text.isascii() or not text.isdigit() or int(text) not in RSA_BITS:
@@ -214,9 +244,15 @@ def _read_toml(path: str) -> dict[str, Any]:
             "use ROTATOR_KEYSTORE_PASSPHRASE or passphrase_file"
         )
     for key in data:
-        if key not in _SETTINGS:
+        if key not in _SETTINGS and key != "key_sets":
             raise ConfigError(f"unknown setting {key!r} in config file {path}")
     return data
+
+
+def read_config(env: Mapping[str, str], config_file: str | None) -> tuple[str | None, dict[str, Any]]:
+    """The settings file (``config_file``, else ROTATOR_CONFIG) and its values (none: {})."""
+    config_file = config_file or env.get("ROTATOR_CONFIG") or None
+    return config_file, (_read_toml(config_file) if config_file else {})
 
 
 def load_settings(
@@ -224,14 +260,27 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     config_file: str | None = None,
 ) -> Settings:
-    """Merge the sources (CLI > environment > TOML > defaults) and validate."""
-    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    """Merge the sources (CLI > environment > TOML > defaults) and validate. In a file that
+    names key sets, the top-level values (see ``rotator.keysets`` for the sets)."""
     env = os.environ if env is None else env
+    config_file, file_values = read_config(env, config_file)
+    file_values = {k: v for k, v in file_values.items() if k != "key_sets"}
+    return resolve(cli, env, file_values, str(config_file))
+
+
+def resolve(
+    cli: Mapping[str, Any] | None, env: Mapping[str, str], file_values: Mapping[str, Any], source: str, **fixed: Any
+) -> Settings:
+    """One key set's settings from its sources (CLI > environment > ``file_values``, read from
+    ``source``, > defaults), validated; ``fixed``: values no source sets (its name)."""
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
     for key in cli:
         if key not in _SETTINGS:
             raise ConfigError(f"unknown setting {key!r}")
-    config_file = config_file or env.get("ROTATOR_CONFIG") or None
-    file_values = _read_toml(config_file) if config_file else {}
+    for key in file_values:
+        if key not in _SETTINGS:
+            raise ConfigError(f"unknown setting {key!r} in {source}")
+    config_file = source
 
     values: dict[str, Any] = {}
     for name, (var, kind) in _SETTINGS.items():
@@ -243,7 +292,7 @@ def load_settings(
             values[name] = _convert(name, kind, file_values[name], str(config_file))
 
     policy = Policy(**{k: values.pop(k) for k in _POLICY_FIELDS if k in values})
-    settings = Settings(policy=policy, **values)
+    settings = Settings(policy=policy, **values, **fixed)
     if settings.revocation_url is not None:
         from .revocation import RevocationError, check_prefix, check_url
 

@@ -1,16 +1,20 @@
 """`rotator run`: the long-running form, for systemd and Kubernetes Deployments.
 
-An APScheduler BackgroundScheduler runs one reconcile step at a time and schedules
-the next one at the next due instant computed from the state (activation,
-retirement, removal, private-key destruction), plus a small jitter, and never
-later than ``max_sleep`` (which bounds how stale a re-confirmation of the
-published JWKS can be). A failed step is logged, counted and retried with
-exponential backoff; nothing stops the daemon but SIGTERM or SIGINT.
+Every key set the configuration names runs in one process (``runner.KeySetRunner``): an
+APScheduler BackgroundScheduler runs each set's reconcile steps, one at a time per set
+and sets side by side, and schedules a set's next step at its next due instant computed
+from its state (activation, retirement, removal, private-key destruction), plus a small
+jitter, and never later than ``max_sleep`` (which bounds how stale a re-confirmation of
+the published JWKS can be). A failed step is logged, counted and retried with
+exponential backoff, for its set alone; nothing stops the daemon but SIGTERM or SIGINT.
 
-SIGTERM/SIGINT: no new step starts; a step in progress finishes (never a
-half-written state), then the process exits 0. SIGHUP: settings are re-read
-(CLI flags, environment, config file) and a step runs at once; a bad new
-configuration is logged and the old one kept.
+SIGTERM/SIGINT: no new step starts; steps in progress finish (never a half-written
+state), then the process exits 0. SIGHUP: settings are re-read (CLI flags, environment,
+config file) and every set steps at once; a bad new configuration is logged and the old
+one kept.
+
+systemd: READY=1 once every set has run a step (with one set, once it succeeded, as
+before); watchdog pings only while every set's step loop is alive.
 """
 
 from __future__ import annotations
@@ -18,48 +22,35 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import logging
-import random
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
-from apscheduler.job import Job
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from ._backoff import backoff
+from ._signals import Signals
 from .config import Settings
 from .exposition import serve_metrics
 from .health import Health
-from .lifecycle import next_due
 from .logs import LOGGER, log_event
 from .metrics import Metrics
-from .publish import write_discovery
-from .reconcile import Rotator, StepResult
-from ._signals import Signals
+from .reconcile import Rotator
+from .runner import DaemonOptions, KeySetRunner
 from .sdnotify import Notifier
-from .stepping import observed_step
 
 __all__ = ["Daemon", "DaemonOptions"]
 
+Loaded = Settings | Mapping[str, Settings]
 
-@dataclass(frozen=True)
-class DaemonOptions:
-    max_sleep: float = 60.0  # never sleep longer than this between steps
-    jitter: float = 1.0  # add up to this many seconds (and at most 5% of the delay)
-    min_backoff: float = 1.0
-    max_backoff: float = 60.0
-    metrics_port: int | None = None
-    metrics_addr: str = "127.0.0.1"  # an IPv6 address (``::``, ``::1``) listens on IPv6; ``*``: every address, both families
-    http_timeout: float = 10.0  # a connection idle this long mid-request is dropped
-    stuck_after: float = 300.0  # a step running longer than this stops the watchdog pings
+
+def _as_sets(loaded: Loaded) -> dict[str, Settings]:
+    return {loaded.key_set: loaded} if isinstance(loaded, Settings) else dict(loaded)
 
 
 class Daemon:
     def __init__(
         self,
-        load_settings: Callable[[], Settings],
+        load_settings: Callable[[], Loaded],
         make_rotator: Callable[[Settings], Rotator],
         options: DaemonOptions,
         *,
@@ -73,66 +64,69 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.clock = clock
         self.log = logger
-        self.settings = load_settings()
-        self.rotator = make_rotator(self.settings)
-        self.health = Health(clock=clock, policy=self.settings.policy)
-        self.metrics = Metrics(health=self.health)
         self._stop = threading.Event()
-        self._reload = threading.Event()
         self._signals = Signals()
-        self._step_lock = threading.Lock()
-        self._step_started: float | None = None  # monotonic, while a step runs
-        self._last_tick = time.monotonic()
-        self._schedule_lock = threading.Lock()
-        self._next_job: Job | None = None
         self._ready = False
+        self._status: dict[str, str] = {}
+        self._status_lock = threading.Lock()
         self._scheduler = BackgroundScheduler(
             timezone=dt.timezone.utc,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self._http: http.server.ThreadingHTTPServer | None = None
+        self.sets: dict[str, KeySetRunner] = {
+            name: self._runner(settings) for name, settings in _as_sets(load_settings()).items()
+        }
+
+    def _runner(self, settings: Settings) -> KeySetRunner:
+        return KeySetRunner(
+            settings, self._make_rotator(settings), self._scheduler, self.options,
+            clock=self.clock, log=self.log, on_step=self._stepped,
+        )
+
+    # The one key set's pieces, where there is one (tests and single-set callers).
+    @property
+    def health(self) -> Health:
+        return next(iter(self.sets.values())).health
+
+    @property
+    def metrics(self) -> Metrics:
+        return next(iter(self.sets.values())).metrics
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def _follow_revocations(self) -> None:
-        """With revocation_url set, follow the revocation Redis, for /metrics and /healthz."""
-        if not self.settings.revocation_url or self.health.revocations is not None:
-            return
-        from .revocation import RevocationError, store_for
-
-        try:
-            self.health.revocations = store_for(self.settings).replica()
-        except RevocationError as e:
-            log_event(self.log, "daemon.revocations_unavailable", logging.WARNING, error=e)
-
     def run(self) -> int:
         self._signals.install()
-        self._follow_revocations()
+        for runner in self.sets.values():
+            runner.follow_revocations()
         if self.options.metrics_port is not None:
             self._http = serve_metrics(
-                self.health, self.metrics, self.options.metrics_addr, self.options.metrics_port,
+                lambda: self.sets, self.options.metrics_addr, self.options.metrics_port,
                 timeout=self.options.http_timeout, log=self.log,
             )
-        log_event(
-            self.log, "daemon.started",
-            keystore=self.rotator.keystore.location, publish=self.rotator.publisher.location,
-            rotation_period=self.settings.policy.rotation_period, max_sleep=self.options.max_sleep,
-        )
+        for runner in self.sets.values():
+            log_event(
+                self.log, "daemon.started", logging.INFO, **runner.tag,
+                keystore=runner.rotator.keystore.location, publish=runner.rotator.publisher.location,
+                rotation_period=runner.settings.policy.rotation_period, max_sleep=self.options.max_sleep,
+            )
         if self.notifier.watchdog_interval:
             self._scheduler.add_job(self._watchdog, "interval", seconds=self.notifier.watchdog_interval, id="watchdog")
             self._watchdog()
         self._scheduler.start()
-        self._schedule(0.0)
+        for runner in self.sets.values():
+            runner.schedule(0.0)
         while not self._stop.is_set():
             self._signals.wait(1.0)
             if self._signals.stop:
                 self.stop()
             elif self._signals.hup_due():
-                self._reload.set()
-                self._schedule(0.0)
+                self._reload()
         log_event(self.log, "daemon.stopping")
         self.notifier.stopping()
-        self._scheduler.shutdown(wait=True)  # a step in progress finishes first
+        for runner in self.sets.values():
+            runner.stop()
+        self._scheduler.shutdown(wait=True)  # steps in progress finish first
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -144,104 +138,59 @@ class Daemon:
         self._stop.set()
         self._signals.poke()
 
-    # -- scheduling ----------------------------------------------------------------------
-
-    def _schedule(self, delay: float) -> None:
-        if self._stop.is_set():
+    def _reload(self) -> None:
+        """SIGHUP: every set takes its new settings at a step run now; sets the configuration
+        no longer names stop, new ones start. A bad configuration changes nothing."""
+        try:
+            loaded = _as_sets(self._load_settings())
+            rotators = {name: self._make_rotator(settings) for name, settings in loaded.items()}
+        except Exception as e:
+            log_event(self.log, "daemon.reload_failed", logging.ERROR, error=e)
             return
-        if delay > 0:
-            delay += random.uniform(0, min(self.options.jitter, delay * 0.05))
-        run_at = dt.datetime.fromtimestamp(time.time() + delay, dt.timezone.utc)
-        with self._schedule_lock:
-            if self._next_job is not None:
-                try:
-                    self._next_job.remove()
-                except JobLookupError:
-                    pass  # it already ran
-            # A fresh job id each time: a date job is removed by the scheduler after it fires,
-            # which would race with re-adding the same id from inside the job.
-            self._next_job = self._scheduler.add_job(self._tick, "date", run_date=run_at)
+        for name in [n for n in self.sets if n not in loaded]:
+            self.sets.pop(name).stop()
+            log_event(self.log, "daemon.key_set_stopped", key_set=name)
+        for name, settings in loaded.items():
+            if name in self.sets:
+                self.sets[name].replace(settings, rotators[name])
+            else:
+                runner = KeySetRunner(
+                    settings, rotators[name], self._scheduler, self.options,
+                    clock=self.clock, log=self.log, on_step=self._stepped,
+                )
+                runner.follow_revocations()
+                self.sets = {**self.sets, name: runner}
+                log_event(self.log, "daemon.key_set_started", key_set=name)
+                runner.schedule(0.0)
 
-    def _tick(self) -> None:
-        with self._step_lock:
-            if self._stop.is_set():
-                return
-            self._step_started = self._last_tick = time.monotonic()
-            try:
-                if self._reload.is_set():
-                    self._reload.clear()
-                    self._do_reload()
-                delay = self._step()
-            finally:
-                self._step_started = None
-                self._last_tick = time.monotonic()
-        self._schedule(delay)
+    # -- systemd ---------------------------------------------------------------------------
+
+    def _stepped(self, runner: KeySetRunner, ok: bool, status: str) -> None:
+        """A set's step ended: the status text, and READY=1 once every set has stepped
+        (with a single set, once a step succeeded)."""
+        with self._status_lock:
+            self._status[runner.name] = status
+            sets = self.sets
+            text = status if len(sets) == 1 else "; ".join(f"{n}: {self._status.get(n, 'starting')}" for n in sets)
+            if len(sets) == 1:
+                ready = ok
+            else:
+                ready = all(r.steps > 0 for r in sets.values())
+            if ready and not self._ready:
+                self._ready = True
+                self.notifier.ready(text)
+            else:
+                self.notifier.status(text)
 
     def watchdog_ok(self, now: float | None = None) -> bool:
-        """Whether the step loop is alive: no step stuck past ``stuck_after``, and steps still
-        being scheduled (one is due at least every ``max_sleep``, or the backoff)."""
+        """Whether every set's step loop is alive (see ``KeySetRunner.watchdog_ok``)."""
         now = time.monotonic() if now is None else now
-        started = self._step_started
-        if started is not None:
-            return now - started < self.options.stuck_after
-        quiet_limit = max(self.options.max_sleep, self.options.max_backoff) + self.options.stuck_after
-        return now - self._last_tick < quiet_limit
+        return all(runner.watchdog_ok(now) for runner in self.sets.values())
 
     def _watchdog(self) -> None:
-        # Pinging from the scheduler proves the scheduler runs; checking the step loop proves
+        # Pinging from the scheduler proves the scheduler runs; checking the step loops proves
         # rotation is not wedged (a hung network call, a lost schedule), so systemd restarts it.
         if self.watchdog_ok():
             self.notifier.watchdog()
         else:
             log_event(self.log, "daemon.watchdog_withheld", logging.ERROR, stuck_after=self.options.stuck_after)
-
-    def _do_reload(self) -> None:
-        try:
-            settings = self._load_settings()
-            rotator = self._make_rotator(settings)
-        except Exception as e:
-            log_event(self.log, "daemon.reload_failed", logging.ERROR, error=e)
-            return
-        changed = sorted(k for k in vars(settings) if getattr(settings, k) != getattr(self.settings, k))
-        self.settings, self.rotator = settings, rotator
-        self.health.policy = settings.policy
-        log_event(self.log, "daemon.reloaded", changed=",".join(c for c in changed if "passphrase" not in c) or "nothing")
-
-    def _step(self) -> float:
-        """One reconcile step; returns the delay until the next one."""
-        policy = self.settings.policy
-        started = time.monotonic()
-        try:
-            result = observed_step(self.rotator, (self.health, self.metrics), after=self._after_publish)
-        except Exception as e:
-            failures, stage = self.health.consecutive_failures, self.health.last_failure_stage
-            delay = min(backoff(failures, self.options.min_backoff, self.options.max_backoff), self.options.max_sleep)
-            log_event(
-                self.log, "daemon.step_failed", logging.ERROR,
-                stage=stage, error=e, error_type=type(e).__name__, consecutive=failures, retry_in=round(delay, 3),
-            )
-            self.notifier.status(f"step failed at {stage} ({failures} in a row): {e}")
-            return delay
-        for event in result.events:
-            level = logging.WARNING if event in result.warnings else logging.INFO
-            log_event(self.log, event.name, level, **({"kid": event.kid} if event.kid else {}), **({"detail": event.detail} if event.detail else {}))
-        now = self.clock()
-        due = next_due(result.state, policy)
-        delay = self.options.max_sleep if due is None else min(max(due - now, 0.0), self.options.max_sleep)
-        active = result.state.active
-        status = f"active key {active.kid if active else 'none'}; next step in {delay:.0f}s"
-        log_event(
-            self.log, "daemon.step_succeeded",
-            active=active.kid if active else None, published=result.published, conflicts=result.conflicts,
-            duration_ms=round((time.monotonic() - started) * 1000, 1), next_step_in=round(delay, 3),
-        )
-        if not self._ready:
-            self._ready = True
-            self.notifier.ready(status)
-        else:
-            self.notifier.status(status)
-        return delay
-
-    def _after_publish(self, result: StepResult) -> None:
-        if result.published:
-            write_discovery(self.rotator.publisher, self.settings)

@@ -8,30 +8,54 @@ import logging
 import socket
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable, Mapping, Protocol
 
 from .health import Health
 from .logs import log_event
-from .metrics import Metrics
+from .metrics import Metrics, render_key_sets
 
-__all__ = ["serve_metrics"]
+__all__ = ["serve_metrics", "health_report"]
+
+
+class KeySet(Protocol):
+    health: Health
+    metrics: Metrics
+
+
+def health_report(sets: Mapping[str, KeySet]) -> tuple[bool, dict[str, Any]]:
+    """(healthy, the /healthz body): healthy when every key set is. With one key set its
+    report is the body (as before key sets); with several, each set's is under
+    ``key_sets`` and the problems and warnings are named by set."""
+    reports = {name: s.health.report() for name, s in sets.items()}
+    healthy = all(ok for ok, _ in reports.values())
+    if len(reports) == 1:
+        (name, (_, body)), = reports.items()
+        return healthy, {**body, "key_set": name}
+    return healthy, {
+        "status": "ok" if healthy else "unhealthy",
+        "problems": [f"{name}: {p}" for name, (_, body) in reports.items() for p in body["problems"]],
+        "warnings": [f"{name}: {w}" for name, (_, body) in reports.items() for w in body["warnings"]],
+        "key_sets": {name: body for name, (_, body) in reports.items()},
+    }
 
 
 def serve_metrics(
-    health: Health, metrics: Metrics, addr: str, port: int, *, timeout: float, log: logging.Logger
+    sets: Callable[[], Mapping[str, KeySet]], addr: str, port: int, *, timeout: float, log: logging.Logger
 ) -> http.server.ThreadingHTTPServer:
-    """Serve both endpoints on ``addr`` (an IPv6 address listens on IPv6; ``*``: every
-    address, IPv6 and IPv4) in a thread of their own; ``shutdown()`` stops them.
-    ``timeout``: a connection idle this long mid-request is dropped."""
+    """Serve both endpoints for the key sets ``sets()`` gives at each request, on ``addr``
+    (an IPv6 address listens on IPv6; ``*``: every address, IPv6 and IPv4) in a thread of
+    their own; ``shutdown()`` stops them. ``timeout``: a connection idle this long
+    mid-request is dropped."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+                text = render_key_sets({name: s.metrics for name, s in sets().items()})
+                self._send(200, text, "text/plain; version=0.0.4; charset=utf-8")
             elif path == "/healthz":
-                healthy, body = health.report()
-                self._send(200 if healthy else 503, json.dumps(body).encode() + b"\n", "application/json")
+                healthy, report = health_report(sets())
+                self._send(200 if healthy else 503, json.dumps(report).encode() + b"\n", "application/json")
             else:
                 self._send(404, b"not found: try /metrics or /healthz\n", "text/plain")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from ._fs import atomic_write
@@ -22,7 +23,7 @@ from .publish import build_jwks, jwks_kids
 from .reconcile import FAILURE_STAGES, StepResult
 from .state import KeyState, State
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "render_key_sets"]
 
 _POLICY_SETTINGS = (
     "rotation_period", "token_lifetime", "leeway", "max_age", "retirement_window", "private_key_grace", "max_clock_skew",
@@ -154,18 +155,22 @@ class Metrics:
         due = next_due(state, policy)
         return float("nan") if due is None else due - self.clock()
 
-    def render(self) -> bytes:
+    def refresh(self) -> None:
+        """Read what is read at collection only: the revocation replica's figures."""
         replica = self.health.revocations
         if replica is not None:
             self.revocation_age.set(min(replica.age(), 1e9))
             self.revocation_malformed.set(len(replica.tables.malformed))
             self.revocation_losses.set(replica.dataset_losses)
-        return generate_latest(self.registry)
 
-    def write_textfile(self, path: str | Path) -> None:
+    def render(self, key_set: str = "default") -> bytes:
+        """The exposition text, every series labelled with ``key_set``."""
+        return render_key_sets({key_set: self})
+
+    def write_textfile(self, path: str | Path, key_set: str = "default") -> None:
         """Atomically (temp file + rename) write the metrics for node_exporter's textfile
         collector, 0644 whatever the umask: the collector runs as another user."""
-        atomic_write(Path(path), generate_latest(self.registry), 0o644)
+        atomic_write(Path(path), self.render(key_set), 0o644)
 
     def carry_over(self, path: str | Path) -> None:
         """For one-shot runs: keep the last success time from the previous textfile."""
@@ -180,3 +185,31 @@ class Metrics:
                         self.last_success.set(sample.value)
         except ValueError:
             return
+
+
+class _KeySets:
+    """A collector over several key sets' registries: each family once, every sample
+    labelled with its key set (Prometheus allows a family's name only once per exposition)."""
+
+    def __init__(self, sets: Mapping[str, Metrics]) -> None:
+        self.sets = sets
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for name, metrics in self.sets.items():
+            for family in metrics.registry.collect():
+                out = merged.get(family.name)
+                if out is None:
+                    out = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                for sample in family.samples:
+                    out.add_sample(sample.name, {**sample.labels, "key_set": name}, sample.value, sample.timestamp, sample.exemplar)
+        yield from merged.values()
+
+
+def render_key_sets(sets: Mapping[str, Metrics]) -> bytes:
+    """The exposition text of several key sets' metrics, labelled ``key_set``."""
+    for metrics in sets.values():
+        metrics.refresh()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_KeySets(sets))
+    return generate_latest(registry)

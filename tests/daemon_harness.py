@@ -38,20 +38,25 @@ def http_get(url: str) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def prom_values(text: str) -> dict[str, float]:
-    """Prometheus exposition text as {'name{label=value,...}': value}, labels sorted."""
+def prom_values(text: str, key_set: str = "default") -> dict[str, float]:
+    """Prometheus exposition text as {'name{label=value,...}': value}, labels sorted: the
+    samples of ``key_set``, without that label (every sample carries one)."""
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            labels = dict(sample.labels)
+            assert "key_set" in labels, sample
+            if labels.pop("key_set") != key_set:
+                continue
+            label = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
             values[f"{sample.name}{{{label}}}" if label else sample.name] = sample.value
     return values
 
 
-def metrics(port: int) -> dict[str, float]:
+def metrics(port: int, key_set: str = "default") -> dict[str, float]:
     status, body = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
-    return prom_values(body.decode())
+    return prom_values(body.decode(), key_set)
 
 
 class NotifySocket:
@@ -80,8 +85,11 @@ class NotifySocket:
 
 class RunningDaemon:
     def __init__(
-        self, tmp: Path, *extra: str, log_format: str = "json", watchdog_usec: int = 1_000_000, env: dict[str, str] | None = None
+        self, tmp: Path, *extra: str, log_format: str = "json", watchdog_usec: int = 1_000_000, env: dict[str, str] | None = None,
+        locations: bool = True,
     ) -> None:
+        """``locations``: set ROTATOR_KEYSTORE and ROTATOR_PUBLISH to this test's directories
+        (off for a settings file that names key sets, each with its own)."""
         self.tmp = tmp
         self.keystore = tmp / "keystore"
         self.public = tmp / "public"
@@ -98,6 +106,8 @@ class RunningDaemon:
             WATCHDOG_USEC=str(watchdog_usec),
         )
         self.env.update(env or {})
+        if not locations:
+            del self.env["ROTATOR_KEYSTORE"], self.env["ROTATOR_PUBLISH"]
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [*ROTATOR, "run", *SHORT, "--metrics-port", str(self.port), "--log-format", log_format, *extra],

@@ -350,12 +350,13 @@ def test_watchdog_pings_stop_when_the_step_loop_is_wedged(make_rotator: Callable
     settings = Settings(keystore=f"file://{keystore}", publish=f"file://{public}", passphrase=PASSPHRASE)
     daemon = Daemon(lambda: settings, lambda s: make_rotator(), DaemonOptions(max_sleep=60, stuck_after=300))
     now = time.monotonic()
-    daemon._last_tick = now
+    runner = daemon.sets["default"]
+    runner._last_tick = now
     assert daemon.watchdog_ok(now + 10)
-    daemon._step_started = now
+    runner._step_started = now
     assert daemon.watchdog_ok(now + 299)
     assert not daemon.watchdog_ok(now + 301)  # one step has hung for over five minutes
-    daemon._step_started = None
+    runner._step_started = None
     assert daemon.watchdog_ok(now + 300)
     assert not daemon.watchdog_ok(now + 60 + 300 + 1)  # no step has even started for too long
 
@@ -369,7 +370,7 @@ def _http_daemon(make_rotator: Callable[..., Any], dirs: tuple[Path, Path], addr
     settings = Settings(keystore=f"file://{keystore}", publish=f"file://{public}", passphrase=PASSPHRASE)
     options = DaemonOptions(metrics_port=free_port(), metrics_addr=addr, http_timeout=0.5)
     daemon = Daemon(lambda: settings, lambda s: make_rotator(), options)
-    daemon._http = serve_metrics(daemon.health, daemon.metrics, addr, options.metrics_port or 0, timeout=0.5, log=daemon.log)
+    daemon._http = serve_metrics(lambda: daemon.sets, addr, options.metrics_port or 0, timeout=0.5, log=daemon.log)
     return daemon
 
 

@@ -463,7 +463,8 @@ def test_unconfirmed_age_counts_from_the_last_confirmation(make_rotator: Callabl
     "args, fragment",
     [
         (["--days", "366"], "preview at most 21.5 days"),
-        (["--days", "0.1", "--rotation-period", "4s", "--max-age", "2s", "--token-lifetime", "1s", "--leeway", "0s"], "preview at most 0.0293 days"),
+        (["--days", "0.1", "--rotation-period", "4s", "--max-age", "2s", "--token-lifetime", "1s", "--leeway", "0s",
+          "--jwks-key-budget", "30000"], "preview at most 0.0293 days"),
     ],
 )
 def test_plan_horizon_is_bounded(args: list[str], fragment: str) -> None:
@@ -475,7 +476,7 @@ def test_plan_horizon_is_bounded(args: list[str], fragment: str) -> None:
 
 def test_status_survives_the_largest_durations(bootstrapped: dict[str, str]) -> None:
     """rotator status works with the largest durations allowed."""
-    result = run(bootstrapped, "status", "--retirement-window", "3650d", "--audit-retention", "3650d")
+    result = run(bootstrapped, "status", "--retirement-window", "3650d", "--audit-retention", "3650d", "--jwks-key-budget", "400000")
     assert result.exit_code == 0, result.output
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
-from .._aws import S3Options
-from ..config import Settings, load_settings
+from ..config import Settings
+from ..keysets import load_key_sets, select
 from ..durations import format_time
 from ..errors import RotatorError
-from ..keystore import Keystore, open_keystore
-from ..publish import Publisher, open_publisher
+from ..keystore import Keystore
+from ..publish import Publisher
 from ..reconcile import Rotator, StepResult
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ __all__ = [
     "store_options",
     "revocation_options",
     "settings_of",
+    "key_sets_of",
     "handle_errors",
     "keystore_of",
     "publisher_of",
@@ -53,6 +55,14 @@ _POLICY_OPTIONS = (
 def policy_options(func: F) -> F:
     for flag, name, help_text in reversed(_POLICY_OPTIONS):
         func = click.option(flag, name, default=None, metavar="DURATION", help=help_text)(func)
+    func = click.option(
+        "--jwks-key-budget", default=None, metavar="N",
+        help="Most keys of one type a JWKS may hold, summed over the key sets publishing it (ROTATOR_JWKS_KEY_BUDGET). Default 100.",
+    )(func)
+    func = click.option(
+        "--key-set", "key_set", default=None, metavar="NAME",
+        help="The key set to act on, where the settings file names several (ROTATOR_KEY_SET).",
+    )(func)
     return click.option(
         "--config", "config_file", default=None, metavar="FILE", help="TOML settings file (or ROTATOR_CONFIG)."
     )(func)
@@ -95,9 +105,17 @@ def store_options(func: F) -> F:
     return policy_options(func)
 
 
-def settings_of(kwargs: dict[str, Any]) -> Settings:
+def key_sets_of(kwargs: dict[str, Any]) -> dict[str, Settings]:
+    """Every key set the settings name, or only the one --key-set (ROTATOR_KEY_SET) picks."""
     config_file = kwargs.pop("config_file", None)
-    return load_settings(kwargs, config_file=config_file)
+    name = kwargs.pop("key_set", None) or os.environ.get("ROTATOR_KEY_SET") or None
+    sets = load_key_sets(kwargs, config_file=config_file)
+    return {name: select(sets, name)} if name is not None else sets
+
+
+def settings_of(kwargs: dict[str, Any]) -> Settings:
+    """The one key set a command acts on (several need --key-set)."""
+    return select(key_sets_of(kwargs), None)
 
 
 def handle_errors(func: F) -> F:
@@ -115,18 +133,12 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _s3(settings: Settings) -> S3Options:
-    return S3Options(endpoint_url=settings.s3_endpoint_url, single_writer=settings.s3_single_writer)
-
-
 def keystore_of(settings: Settings) -> Keystore:
-    return open_keystore(settings.keystore, _s3(settings))
+    return settings.open_keystore()
 
 
 def publisher_of(settings: Settings) -> Publisher:
-    return open_publisher(
-        settings.publish, s3=_s3(settings), max_age=settings.policy.max_age, public_url=settings.public_url
-    )
+    return settings.open_publisher()
 
 
 def rotator_of(settings: Settings) -> Rotator:

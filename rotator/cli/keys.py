@@ -55,14 +55,14 @@ def _step_with_metrics(rotator: Rotator, settings: Settings, force: bool, path: 
     try:
         return observed_step(rotator, (health, metrics), force=force)
     finally:
-        _write_metrics(metrics, path)
+        _write_metrics(metrics, path, settings.key_set)
 
 
-def _write_metrics(metrics: Metrics, path: str) -> None:
+def _write_metrics(metrics: Metrics, path: str, key_set: str) -> None:
     """A metrics file that cannot be written is reported, but never changes the step's
     outcome or hides its error: the exit code stays the step's."""
     try:
-        metrics.write_textfile(path)
+        metrics.write_textfile(path, key_set)
     except OSError as e:
         click.echo(f"rotator: warning: cannot write metrics file {path}: {e.strerror}", err=True)
 

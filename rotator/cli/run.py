@@ -10,7 +10,7 @@ import click
 from ..config import Settings
 from ..durations import parse_duration
 from ..errors import ConfigError
-from ._common import handle_errors, rotator_of, settings_of, store_options
+from ._common import handle_errors, key_sets_of, rotator_of, store_options
 
 __all__ = ["run"]
 
@@ -51,10 +51,10 @@ def run(
     setup_logging(log_format)
     options = dict(kwargs)
 
-    def load() -> Settings:
-        return settings_of(dict(options))
+    def load() -> dict[str, Settings]:
+        return key_sets_of(dict(options))
 
-    settings = load()  # refuse bad settings at once, with a one-line error
+    sets = load()  # refuse bad settings at once, with a one-line error
     sleep = parse_duration(max_sleep, name="--max-sleep")
     if not 1 <= sleep <= 3600:
         raise ConfigError(f"--max-sleep {max_sleep!r}: expected between 1s and 1h")
@@ -62,7 +62,7 @@ def run(
     if not 1 <= stuck <= 3600:
         raise ConfigError(f"--stuck-after {stuck_after!r}: expected between 1s and 1h")
     daemon_options = DaemonOptions(
-        max_sleep=min(sleep, settings.policy.rotation_period),
+        max_sleep=min(sleep, *(s.policy.rotation_period for s in sets.values())),
         metrics_port=port,
         metrics_addr=metrics_addr,
         stuck_after=stuck,

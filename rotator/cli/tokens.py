@@ -14,8 +14,8 @@ from .._fs import path_from_url
 from .._strict import strict_json
 from ..durations import parse_duration
 from ..errors import ConfigError
-from ..issuer import SIGNER_CLAIMS, Signer
-from ._common import handle_errors, keystore_of, publisher_of, revocation_store, settings_of, store_options
+from ..issuer import SIGNER_CLAIMS, signer_for
+from ._common import handle_errors, settings_of, store_options
 
 __all__ = ["sign", "verify"]
 
@@ -76,19 +76,8 @@ def sign(
         raise ConfigError("--refresh keeps the token's subject, audience and claims: give no --sub, --aud or --claim")
     if refresh_token is None and not (subject and audience):
         raise ConfigError("sign needs --sub and --aud (or --refresh TOKEN)")
-    signer = Signer(
-        keystore_of(settings),
-        settings.policy,
-        passphrase=settings.resolved_passphrase(),
-        allow_plaintext=settings.insecure_plaintext_keys,
-        issuer=settings.issuer,
-        kms_key_id=settings.kms_key_id,
-        publisher=publisher_of(settings),
-        passphrase_source=settings.passphrase_source(),
-        watch=False,  # one token, then exit
-        # With ROTATOR_REVOCATION_URL set: stamp the session version, refuse revoked refreshes.
-        revocations=revocation_store(settings) if settings.revocation_url else None,
-    )
+    # With ROTATOR_REVOCATION_URL set: stamp the session version, refuse revoked refreshes.
+    signer = signer_for(settings, watch=False)  # one token, then exit
     lifetime = parse_duration(ttl, name="--ttl") if ttl is not None else None
     if refresh_token is not None:
         click.echo(signer.refresh(refresh_token.strip(), ttl=lifetime))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..errors import RefreshRefused, SubjectRevoked
 from ._schedule import KeySchedule
+from ._open import open_signer, signer_for
 from ._signer import SIGNER_CLAIMS, Signer
 
-__all__ = ["Signer", "KeySchedule", "RefreshRefused", "SubjectRevoked", "SIGNER_CLAIMS"]
+__all__ = ["Signer", "KeySchedule", "open_signer", "signer_for", "RefreshRefused", "SubjectRevoked", "SIGNER_CLAIMS"]
