@@ -39,6 +39,7 @@ from rotator.keys import (
     public_key_from_jwk,
     thumbprint,
 )
+from rotator.publish import jwks_size
 from rotator.reconcile import Rotator
 
 from .helpers import PASSPHRASE, Clock, load_vectors
@@ -171,6 +172,7 @@ def test_a_key_set_of_each_algorithm_rotates_seals_publishes_signs_and_refreshes
         assert key["private"] and not key["private"].startswith(("MI", "-----")), key["private"][:12]
     jwks = json.loads((public / "jwks.json").read_text())
     assert [k["alg"] for k in jwks["keys"]] == [alg, alg]
+    assert len((public / "jwks.json").read_bytes()) == jwks_size(alg, 2)  # what rotator plan reports
     assert all(not PRIVATE_MEMBERS & set(k) for k in jwks["keys"])
     keys = {k["kid"]: public_key_from_jwk(k, alg) for k in jwks["keys"]}
     signer = Signer(rotator.keystore, rotator.policy, passphrase=PASSPHRASE, clock=clock, watch=False, storage_clock=False)

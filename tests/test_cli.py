@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rotator.cli import main
+from rotator.publish import jwks_size
 
 from .helpers import PASSPHRASE, assert_clean_failure, ec_private, fingerprint
 
@@ -112,6 +113,10 @@ def test_plan_prints_timeline_and_bound() -> None:
     lines = result.output.splitlines()
     assert "retirement_window=1d" in lines[0]
     assert lines[-1].startswith("summary:") and "JWKS size max 98" in lines[-1] and "bound ceil(W/P) + 2 = 98" in lines[-1]
+    assert f"ES256 keys: at most {jwks_size('ES256', 98):,} bytes" in lines[-1], lines[-1]
+    assert "98 of a key budget of 100 EC keys" in lines[-1], lines[-1]
+    rsa = CliRunner().invoke(main, ["plan", "--days", "1", "--algorithm", "RS256"], env={}).output.splitlines()[-1]
+    assert "RS256 keys: at most 4" in rsa and "RSA keys" in rsa, rsa
     assert any("key_removed" in line for line in lines)
 
 

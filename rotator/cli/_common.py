@@ -56,6 +56,13 @@ def policy_options(func: F) -> F:
     for flag, name, help_text in reversed(_POLICY_OPTIONS):
         func = click.option(flag, name, default=None, metavar="DURATION", help=help_text)(func)
     func = click.option(
+        "--algorithm", default=None, metavar="ALG",
+        help="What the key set signs with: ES256 (default), ES384, RS256, PS256 or EdDSA (ROTATOR_ALGORITHM).",
+    )(func)
+    func = click.option(
+        "--rsa-bits", default=None, metavar="BITS", help="Size of new RSA keys: 2048 (default), 3072 or 4096 (ROTATOR_RSA_BITS)."
+    )(func)
+    func = click.option(
         "--jwks-key-budget", default=None, metavar="N",
         help="Most keys of one type a JWKS may hold, summed over the key sets publishing it (ROTATOR_JWKS_KEY_BUDGET). Default 100.",
     )(func)
@@ -88,11 +95,6 @@ def store_options(func: F) -> F:
         ),
         click.option("--public-url", default=None, metavar="URL", help="URL verifiers fetch the JWKS from; confirmation reads it."),
         click.option("--discovery", is_flag=True, default=None, help="Also publish an OpenID discovery document."),
-        click.option(
-            "--algorithm", default=None, metavar="ALG",
-            help="What the key set signs with: ES256 (default), ES384, RS256, PS256 or EdDSA (ROTATOR_ALGORITHM).",
-        ),
-        click.option("--rsa-bits", default=None, metavar="BITS", help="Size of new RSA keys: 2048 (default), 3072 or 4096 (ROTATOR_RSA_BITS)."),
         click.option(
             "--insecure-plaintext-keys",
             is_flag=True,

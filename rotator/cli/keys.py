@@ -14,7 +14,8 @@ from ..errors import ConfigError, RotatorError
 from ..lifecycle import retire, revoke
 from ..health import Health
 from ..metrics import Metrics
-from ..publish import write_discovery
+from ..keys import key_type
+from ..publish import jwks_size, write_discovery
 from ..reconcile import Rotator, StepResult
 from ..sealing import private_half_status
 from ..state import KeyRecord, State
@@ -227,7 +228,10 @@ def plan_cmd(days: float, **kwargs: Any) -> None:
     sizes = [e.jwks_keys for e in entries]
     created = sum(1 for e in entries if e.event == "key_created")
     rotations = sum(1 for e in entries if e.event == "key_activated")
+    most = max(sizes, default=0)
     click.echo(
-        f"summary: {created} keys created, {rotations} activations, JWKS size max {max(sizes, default=0)} "
-        f"(bound ceil(W/P) + 2 = {policy.max_jwks_keys})"
+        f"summary: {created} keys created, {rotations} activations, JWKS size max {most} "
+        f"(bound ceil(W/P) + 2 = {policy.max_jwks_keys}); {settings.algorithm} keys: at most "
+        f"{jwks_size(settings.algorithm, policy.max_jwks_keys, settings.rsa_bits):,} bytes, "
+        f"{policy.max_jwks_keys} of a key budget of {settings.jwks_key_budget} {key_type(settings.algorithm)} keys"
     )

@@ -8,7 +8,7 @@ from .._aws import S3Options
 from ..errors import ConfigError
 from ..state import KeyState, State
 from .file import FilePublisher
-from .jwks import build_jwks, check_jwks, discovery_document, jwks_digest, jwks_kids, published_keys, required_kids
+from .jwks import build_jwks, check_jwks, discovery_document, jwks_digest, jwks_kids, jwks_size, published_keys, required_kids
 from .target import Marker, refusal
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ __all__ = [
     "discovery_document",
     "write_discovery",
     "published_keys",
+    "jwks_size",
     "Marker",
     "refusal",
 ]

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, Iterable
 
 from .._strict import strict_json
 from ..errors import PublicationGuardError
-from ..keys import ALG, ALGORITHMS, PRIVATE_MEMBERS, PublicJWK, public_jwk_problem, public_members
+from ..keys import (
+    ALG,
+    ALGORITHMS,
+    PRIVATE_MEMBERS,
+    PublicJWK,
+    generate_private_key,
+    public_jwk,
+    public_jwk_problem,
+    public_members,
+    thumbprint,
+)
 from ..state import KeyState, State
 
 __all__ = [
@@ -19,6 +30,7 @@ __all__ = [
     "required_kids",
     "discovery_document",
     "published_keys",
+    "jwks_size",
 ]
 
 
@@ -120,3 +132,17 @@ def discovery_document(issuer: str, jwks_uri: str, algorithms: Iterable[str] = (
     members rotator can vouch for)."""
     doc = {"issuer": issuer, "jwks_uri": jwks_uri, "id_token_signing_alg_values_supported": sorted(set(algorithms))}
     return (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+@functools.lru_cache(maxsize=16)
+def _entry_bytes(alg: str, rsa_bits: int) -> int:
+    """The bytes one key of ``alg`` takes in a JWKS as build_jwks writes it (a real key's)."""
+    jwk = public_jwk(generate_private_key(alg, rsa_bits))
+    entry = {**jwk, "kid": thumbprint(jwk), "alg": alg, "use": "sig"}
+    return len(json.dumps(entry, sort_keys=True, separators=(",", ":")))
+
+
+def jwks_size(alg: str, keys: int, rsa_bits: int = 2048) -> int:
+    """The size in bytes of a JWKS of ``keys`` keys of ``alg``, as rotator publishes it."""
+    empty = len(json.dumps({"keys": []}, separators=(",", ":"))) + 1  # and its newline
+    return empty + keys * _entry_bytes(alg, rsa_bits) + max(keys - 1, 0)
