@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from rotator.config import load_settings
+from rotator.keysets import load_key_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "rotator"
@@ -46,7 +47,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "revocation": {"url": "rediss://redis.auth.svc:6380/0", "prefix": "auth:", "password": {"existingSecret": "redis-auth"}},
     },
     "cronjob-existing-account": {"serviceAccount": {"create": False, "name": "rotator-irsa"}, "image": {"tag": "0.1.0-rc1"}},
+    "deployment-key-sets": {"mode": "deployment", "config": {"keySets": [
+        {"name": "access", "keystore": "s3://my-rotator-bucket/keystore/access", "publish": "s3://my-rotator-bucket/jwks/access.json"},
+        {"name": "federation", "algorithm": "RS256", "issuer": "https://federation.example",
+         "keystore": "s3://my-rotator-bucket/keystore/federation", "publish": "s3://my-rotator-bucket/jwks/federation.json"},
+    ]}},
+    "cronjob-key-sets": {"config": {"algorithm": "EdDSA", "keySets": [
+        {"name": "a", "keystore": "s3://my-rotator-bucket/keystore/a", "publish": "s3://my-rotator-bucket/jwks/a.json"},
+        {"name": "b", "keystore": "s3://my-rotator-bucket/keystore/b", "publish": "s3://my-rotator-bucket/jwks/b.json"},
+    ]}},
 }
+KEY_SET_SCENARIOS = ("deployment-key-sets", "cronjob-key-sets")
 
 
 def render(values: dict[str, Any]) -> dict[str, str]:
@@ -188,17 +199,19 @@ def test_secure_defaults_in_every_pod(scenario: str) -> None:
     """Every pod runs as non-root uid 10001, read-only, without capabilities or a service
     account token."""
     workloads = [d for d in manifests(SCENARIOS[scenario]) if d["kind"] in ("CronJob", "Deployment")]
-    assert len(workloads) == 1
-    spec = pod_spec(workloads[0])
-    assert spec["automountServiceAccountToken"] is False
-    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 10001
-    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    for container in spec["containers"]:
-        sc = container["securityContext"]
-        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
-        assert sc["capabilities"] == {"drop": ["ALL"]}
-        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/etc/rotator"}
+    sets = len(helm_python.Chart.load(CHART).merge_values(SCENARIOS[scenario])["config"]["keySets"])
+    assert len(workloads) == (sets if sets and workloads[0]["kind"] == "CronJob" else 1)  # a CronJob per key set
+    for workload in workloads:
+        spec = pod_spec(workload)
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 10001
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/etc/rotator"}
 
 
 def test_passphrase_comes_from_the_existing_secret_as_a_file() -> None:
@@ -213,7 +226,7 @@ def test_passphrase_comes_from_the_existing_secret_as_a_file() -> None:
     assert volume["secret"]["items"] == [{"key": "passphrase", "path": "passphrase"}]
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s not in KEY_SET_SCENARIOS])
 def test_the_rendered_configuration_is_one_rotator_accepts(scenario: str, tmp_path: Path) -> None:
     """The settings file the chart renders is accepted by rotator's own settings loader, with
     the values given."""
@@ -230,6 +243,33 @@ def test_the_rendered_configuration_is_one_rotator_accepts(scenario: str, tmp_pa
     assert settings.revocation_url == (values["revocation"]["url"] or None)
     if settings.revocation_url:
         assert settings.revocation_prefix == values["revocation"]["prefix"]
+
+
+@pytest.mark.parametrize("scenario", KEY_SET_SCENARIOS)
+def test_a_list_of_key_sets_renders_the_key_sets_rotator_reads(scenario: str, tmp_path: Path) -> None:
+    """config.keySets renders a [key_sets.NAME] table per set, which rotator's loader reads
+    back as those sets with their locations and algorithms; in cronjob mode each set gets a
+    CronJob running rotate --key-set NAME, and the notes name each set."""
+    values = helm_python.Chart.load(CHART).merge_values(SCENARIOS[scenario])
+    docs = manifests(SCENARIOS[scenario])
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    path = tmp_path / "rotator.toml"
+    path.write_text(configmap["data"]["rotator.toml"])
+    sets = load_key_sets({}, env={}, config_file=str(path))
+    given = values["config"]["keySets"]
+    assert list(sets) == [s["name"] for s in given]
+    for item in given:
+        loaded = sets[item["name"]]
+        assert (loaded.keystore, loaded.publish) == (item["keystore"], item["publish"])
+        assert loaded.algorithm == item.get("algorithm", values["config"]["algorithm"])
+    cronjobs = [d for d in docs if d["kind"] == "CronJob"]
+    if values["mode"] == "cronjob":
+        args = [pod_spec(c)["containers"][0]["args"] for c in cronjobs]
+        assert args == [["rotate", "--config", "/etc/rotator/rotator.toml", "--key-set", s["name"]] for s in given]
+    else:
+        assert cronjobs == [] and pod_spec(next(d for d in docs if d["kind"] == "Deployment"))["containers"][0]["args"][0] == "run"
+    notes = render(SCENARIOS[scenario])["rotator/templates/NOTES.txt"]
+    assert all(f"{s['name']} (" in notes and s["publish"] in notes for s in given)
 
 
 def test_redis_password_comes_from_its_secret_as_a_file() -> None:
