@@ -17,7 +17,7 @@ __all__ = ["main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rotator")
 def main() -> None:
-    """Rotate ES256 JWT signing keys and publish their public JWKS."""
+    """Rotate JWT signing keys (ES256 by default) and publish their public JWKS."""
 
 
 for _module in (keys, run, tokens, revocations):
