@@ -133,6 +133,7 @@ class Settings:
     rsa_bits: int = 2048
     jwks_key_budget: int = 100
     key_set: str = "default"  # the key set's name, in a configuration that names several
+    shared_publish: bool = False  # other key sets publish into the same JWKS document
     policy: Policy = field(default_factory=Policy)
 
     def resolved_passphrase(self) -> str | None:
@@ -153,7 +154,10 @@ class Settings:
         """The publish target these settings name."""
         from .publish import open_publisher
 
-        return open_publisher(self.publish, s3=self._s3(), max_age=self.policy.max_age, public_url=self.public_url)
+        return open_publisher(
+            self.publish, s3=self._s3(), max_age=self.policy.max_age, public_url=self.public_url,
+            key_set=self.key_set if self.shared_publish else None,
+        )
 
     def _s3(self) -> "S3Options":
         from ._aws import S3Options

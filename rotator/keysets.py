@@ -14,8 +14,9 @@ values (which are the defaults of every set)::
 
 The environment and the command line override every set they apply to (``--key-set``
 picks one). A file without key sets is one set, named ``default``, exactly as before.
-Across the sets: each needs a keystore of its own, and the JWKS each document would hold
-must fit its key budget (``jwks_key_budget``, per key type).
+Across the sets: each needs a keystore of its own; sets may publish into one JWKS document
+(``publish.shared``: the union of their keys), which must fit its key budget
+(``jwks_key_budget``, per key type).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any, Mapping
 
 from .config import Settings, read_config, resolve
@@ -63,7 +65,7 @@ def load_key_sets(
                 raise ConfigError(f"key set {name}: {e}") from e
     _check_distinct_keystores(sets)
     check_budget(sets.values())
-    return sets
+    return _mark_shared(sets)
 
 
 def select(sets: Mapping[str, Settings], name: str | None) -> Settings:
@@ -85,14 +87,29 @@ def _check_distinct_keystores(sets: Mapping[str, Settings]) -> None:
             raise ConfigError(
                 f"key sets {other} and {name} share the keystore {settings.keystore}: each key set needs its own"
             )
-    published: dict[str, str] = {}
+
+
+def _mark_shared(sets: dict[str, Settings]) -> dict[str, Settings]:
+    """Key sets publishing into one document: each marked (its publisher then writes a part
+    and the union), once checked to agree on what the document's readers see."""
+    by_place: dict[str, list[str]] = defaultdict(list)
     for name, settings in sets.items():
-        other = published.setdefault(_location(settings.publish), name)
-        if other != name:
-            raise ConfigError(
-                f"key sets {other} and {name} publish to the same place ({settings.publish}): give each its own "
-                "publish location"
-            )
+        by_place[_location(settings.publish)].append(name)
+    out = dict(sets)
+    for names in by_place.values():
+        if len(names) < 2:
+            continue
+        first = sets[names[0]]
+        for name in names[1:]:
+            other = sets[name]
+            if (other.policy.max_age, other.public_url) != (first.policy.max_age, first.public_url):
+                raise ConfigError(
+                    f"key sets {names[0]} and {name} publish into {first.publish} with different max_age or "
+                    "public_url: a shared JWKS has one Cache-Control and one URL"
+                )
+        for name in names:
+            out[name] = replace(sets[name], shared_publish=True)
+    return out
 
 
 def _location(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Protocol
 
 from .._aws import S3Options
@@ -74,13 +75,28 @@ def publish(publisher: Publisher, state: State, body: bytes) -> bool:
 
 
 def open_publisher(
-    url: str, *, s3: S3Options | None = None, max_age: float = 300.0, public_url: str | None = None
+    url: str, *, s3: S3Options | None = None, max_age: float = 300.0, public_url: str | None = None,
+    key_set: str | None = None,
 ) -> Publisher:
+    """The publisher of ``url``; with ``key_set``, that key set's publisher into a document
+    several key sets share (``publish.shared``)."""
     if url.startswith("file://") or "://" not in url:
+        if key_set is not None:
+            from .._fs import path_from_url
+            from .shared import FileUnion, SharedPublisher
+
+            return SharedPublisher(FileUnion(path_from_url(url, "publish location")), key_set)
         return FilePublisher.from_url(url)
     if url.startswith("s3://"):
         from .s3 import S3Publisher
 
+        if key_set is not None:
+            from .._aws import s3_client, split_s3_url
+            from .shared import S3Union, SharedPublisher
+
+            bucket, key = split_s3_url(url, "publish")
+            union = S3Union(s3_client(s3 or S3Options()), bucket, key, max_age=max_age, public_url=public_url)
+            return SharedPublisher(union, key_set)
         return S3Publisher.from_url(url, s3 or S3Options(), max_age=max_age, public_url=public_url)
     scheme = url.split("://", 1)[0]
     raise ConfigError(f"unsupported publish URL scheme {scheme!r} in {url!r} (supported: file://, s3://)")
@@ -91,5 +107,10 @@ def write_discovery(publisher: Publisher, settings: "Settings") -> bool:
     (discovery, with issuer and public_url); what every step that published calls."""
     if not (settings.discovery and settings.issuer and settings.public_url):
         return False
-    publisher.write_discovery(discovery_document(settings.issuer, settings.public_url, (settings.algorithm,)))
+    algorithms = {settings.algorithm}
+    document = getattr(publisher, "document", None)  # a document several key sets share: all theirs
+    if document is not None:
+        body = document()
+        algorithms |= {str(k.get("alg")) for k in (json.loads(body).get("keys", []) if body else [])}
+    publisher.write_discovery(discovery_document(settings.issuer, settings.public_url, algorithms))
     return True
