@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import random
 import statistics
 import time
@@ -19,8 +20,10 @@ import pytest
 
 from rotator.config import Policy
 from rotator.issuer import Signer
+from rotator.jose import verify_token as verify_any
+from rotator.keys import public_key_from_jwk
 from rotator.keystore import FileKeystore
-from rotator.publish import FilePublisher
+from rotator.publish import FilePublisher, open_publisher
 from rotator.reconcile import Rotator
 from rotator.state import KeyState
 from rotator.verifier import UnknownKey, parse_jwks, verify_token
@@ -185,3 +188,112 @@ def test_the_stored_state_stays_bounded(simulation: Outcome) -> None:
     """The stored state holds at most (W + audit retention) / P + 3 keys, so a step's cost
     cannot grow with the days simulated."""
     assert simulation.max_state_keys <= simulation.state_bound
+
+
+# -- two key sets, one JWKS ------------------------------------------------------------------
+
+# `make soak` runs the thirty days; the suite runs the short form (the same code, fewer days).
+SHARED_DAYS = float(os.environ.get("ROTATOR_SHARED_SIMULATION_DAYS", "2"))
+
+
+@dataclass(frozen=True)
+class SharedOutcome:
+    days: float
+    rotations: dict[str, int]
+    tokens: int
+    checks: int
+    false_rejections: int
+    guard_violations: int
+    most_keys: dict[str, int]  # per key type, the most the document held
+    budget: int
+
+
+@pytest.fixture(scope="module")
+def shared_simulation(tmp_path_factory: pytest.TempPathFactory) -> SharedOutcome:
+    """An ES256 and an RS256 key set at the default settings publishing into one JWKS, a step
+    of each every 5 minutes for SHARED_DAYS; tokens of both signed between ticks and verified
+    at random later instants against the document a verifier could hold then (up to M old);
+    after every tick, each set's active and pending keys checked in the served document."""
+    tmp_path = tmp_path_factory.mktemp("shared")
+    rng = random.Random(20261130)
+    policy = Policy()
+    clock = Clock()
+    doc = tmp_path / "pub" / "jwks.json"
+    rotators, signers = {}, {}
+    for name, alg in (("access", "ES256"), ("federation", "RS256")):
+        rotators[name] = Rotator(
+            FileKeystore(tmp_path / name), open_publisher(f"file://{doc}", key_set=name), policy, passphrase=PASSPHRASE,
+            clock=clock, scrypt_n=TEST_SCRYPT_N, storage_clock=False, algorithm=alg,
+        )
+        signers[name] = Signer(rotators[name].keystore, policy, passphrase=PASSPHRASE, clock=clock, watch=False, storage_clock=False)
+    history: list[tuple[float, bytes]] = []
+    tokens: list[tuple[str, str, float, int]] = []
+    activations = {name: 0 for name in rotators}
+    violations = 0
+    most: dict[str, int] = {}
+    ticks = int(SHARED_DAYS * 86400 / TICK)
+    for i in range(ticks + 1):
+        clock.now = T0 + i * TICK
+        for name, rotator in rotators.items():
+            result = rotator.step()
+            signers[name].reload()
+            activations[name] += sum(1 for e in result.events if e.name == "rotator.key_activated")
+        body = doc.read_bytes()
+        if not history or history[-1][1] != body:
+            history.append((clock.now, body))
+        entries = json.loads(body)["keys"]
+        served_kids = {k["kid"] for k in entries}
+        for rotator in rotators.values():
+            state = rotator.keystore.load()
+            assert state is not None
+            required = {k.kid for k in (*state.pending, *([state.active] if state.active else [])) if k.published}
+            violations += not required <= served_kids
+        for kty in {k["kty"] for k in entries}:
+            most[kty] = max(most.get(kty, 0), sum(1 for k in entries if k["kty"] == kty))
+        if i < ticks:
+            for name in rotators:
+                clock.now = T0 + i * TICK + rng.uniform(0, TICK)
+                token = signers[name].sign(subject="u", audience="api")
+                tokens.append((token, signers[name].schedule.key(clock.now).record.alg, clock.now, int(clock.now) + int(policy.token_lifetime)))
+    starts = [at for at, _ in history]
+    parsed = [{k["kid"]: public_key_from_jwk(k, k["alg"]) for k in json.loads(b)["keys"]} for _, b in history]
+    checks = false_rejections = 0
+    for token, alg, signed_at, exp in tokens:
+        window_end = exp + policy.leeway
+        for instant in (signed_at, window_end, rng.uniform(signed_at, window_end)):
+            for age in (0.0, policy.max_age, rng.uniform(0, policy.max_age)):
+                checks += 1
+                copy = parsed[bisect.bisect_right(starts, max(instant - age, T0)) - 1]
+                try:
+                    verify_any(token, copy, now=instant, leeway=policy.leeway, audience="api", algorithms=(alg,))
+                except Exception:
+                    false_rejections += 1
+    return SharedOutcome(
+        days=SHARED_DAYS, rotations={n: a - 1 for n, a in activations.items()}, tokens=len(tokens), checks=checks,
+        false_rejections=false_rejections, guard_violations=violations, most_keys=most, budget=100,
+    )
+
+
+@pytest.mark.slow
+def test_two_key_sets_in_one_jwks_never_reject_a_valid_token(shared_simulation: SharedOutcome, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ES256 and an RS256 set sharing one JWKS, each rotating every period: every token of
+    both verifies throughout its lifetime against any copy a verifier may hold (the run's
+    figures are printed)."""
+    o = shared_simulation
+    with capsys.disabled():
+        print(
+            f"\n[shared simulation] {o.days:g} days, rotations {o.rotations}, {o.tokens} tokens, {o.checks} verifications: "
+            f"{o.false_rejections} false rejections, {o.guard_violations} guard violations; most keys per type {o.most_keys} "
+            f"(budget {o.budget})"
+        )
+    assert all(r == round(o.days * 96) for r in o.rotations.values()), o.rotations
+    assert o.checks > 0 and o.false_rejections == 0
+
+
+@pytest.mark.slow
+def test_two_key_sets_in_one_jwks_keep_the_guard_and_the_budget(shared_simulation: SharedOutcome) -> None:
+    """After every tick the served document holds every set's active and pending keys, and
+    never more keys of a type than the budget."""
+    assert shared_simulation.guard_violations == 0
+    assert set(shared_simulation.most_keys) == {"EC", "RSA"}
+    assert all(0 < n <= shared_simulation.budget for n in shared_simulation.most_keys.values())
