@@ -196,7 +196,8 @@ def jwks(**kwargs: Any) -> None:
     """Print the published JWKS."""
     settings = settings_of(kwargs)
     publisher = publisher_of(settings)
-    body = publisher.read_back()
+    # A document several key sets share is printed whole, every set's keys.
+    body = getattr(publisher, "document", publisher.read_back)()
     if body is None:
         raise ConfigError(f"nothing published at {publisher.location}: run `rotator rotate` first")
     try:
