@@ -23,7 +23,7 @@ from ..clocks import host_clock_error
 from ..config import Policy
 from ..durations import format_time
 from ..errors import KeystoreError, NoActiveKey, RotatorError
-from ..jose import header_segment
+from ..jose import header_segment, signing_function
 from ..keys import PrivateKey, PublicKey, private_from_bytes, public_key_from_jwk
 from ..keystore import Keystore
 from ..lifecycle import activation_at
@@ -43,10 +43,11 @@ class SigningKey:
     record: KeyRecord
     private: PrivateKey
     header: str  # the encoded JWS header segment plus its trailing "."
+    sign: Callable[[bytes], str]  # the encoded signature of a signing input, by this key
 
     @classmethod
     def of(cls, record: KeyRecord, private: PrivateKey) -> "SigningKey":
-        return cls(record, private, header_segment(record.kid, record.alg) + ".")
+        return cls(record, private, header_segment(record.kid, record.alg) + ".", signing_function(record.alg, private))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .._fork import on_fork
 from ..config import Policy
 from ..durations import format_duration
 from ..errors import RefreshRefused
-from ..jose import InvalidToken, decode_header, payload_segment, signature, verified_claims
+from ..jose import InvalidToken, decode_header, payload_segment, verified_claims
 from ..keys import ALGORITHMS
 from ..keystore import Keystore
 from ..publish import Publisher
@@ -181,7 +181,7 @@ class Signer:
         if audience is not None:
             body["aud"] = audience
         signing_input = key.header + payload_segment(body)
-        return f"{signing_input}.{signature(key.record.alg, key.private, signing_input.encode('ascii'))}"
+        return f"{signing_input}.{key.sign(signing_input.encode('ascii'))}"
 
     def _lifetime(self, ttl: float | None) -> float:
         """A token's lifetime: ``ttl``, or token_lifetime when None; whole seconds, positive and

@@ -19,7 +19,7 @@ from ._decode import (
     verify_token,
 )
 from ._encode import header_segment, payload_segment
-from ._signatures import es256_signature, sign, signature, verify_signature
+from ._signatures import es256_signature, sign, signature, signing_function, verify_signature
 from . import errors
 from .errors import *  # noqa: F403 (the token errors, listed in errors.__all__)
 
@@ -39,6 +39,7 @@ __all__ = [
     "es256_signature",
     "sign",
     "signature",
+    "signing_function",
     "verify_signature",
     *errors.__all__,
 ]

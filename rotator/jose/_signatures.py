@@ -15,7 +15,7 @@ from .._b64 import b64url_encode
 from ..keys import PrivateKey, PublicKey, fits
 from .errors import BadSignature, UnsupportedAlgorithm
 
-__all__ = ["sign", "signature", "es256_signature", "verify_signature"]
+__all__ = ["sign", "signature", "signing_function", "es256_signature", "verify_signature"]
 
 # alg -> (ECDSA parameters, coordinate size, group order)
 _EC = {
@@ -52,6 +52,22 @@ def sign(alg: str, private: PrivateKey, signing_input: bytes) -> bytes:
 def signature(alg: str, private: PrivateKey, signing_input: bytes) -> str:
     """The encoded JWS signature segment."""
     return b64url_encode(sign(alg, private, signing_input))
+
+
+def signing_function(alg: str, private: PrivateKey) -> Callable[[bytes], str]:
+    """``signature`` for one key, with the algorithm's dispatch done once: what a signer keeps
+    beside each key, so signing a token costs the signature and its encoding only."""
+    if alg in _EC:
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        ecdsa, size, _ = _EC[alg]
+        raw_sign = private.sign
+
+        def ecdsa_signature(signing_input: bytes) -> str:
+            r, s = decode_dss_signature(raw_sign(signing_input, ecdsa))
+            return b64url_encode(r.to_bytes(size, "big") + s.to_bytes(size, "big"))
+
+        return ecdsa_signature
+    return lambda signing_input: signature(alg, private, signing_input)
 
 
 def es256_signature(private: ec.EllipticCurvePrivateKey, signing_input: bytes) -> str:
