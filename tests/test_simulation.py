@@ -14,7 +14,7 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -33,6 +33,29 @@ from .helpers import PASSPHRASE, T0, TEST_SCRYPT_N, Clock
 
 DAYS = 30
 TICK = 300.0
+
+
+def judge(
+    tokens: list[tuple[str, str, float, int]],
+    copy_at: Callable[[float], dict[str, Any]],
+    policy: Policy,
+    rng: random.Random,
+    verify: Callable[[str, str, dict[str, Any], float], object],
+) -> tuple[int, int]:
+    """Verify each token (token, tag, signed at, exp) at its signing instant, at exp + leeway
+    and at a random instant between, against the key set a verifier could hold then
+    (fetched at that instant, M before, or a random age up to M): (checks, false rejections)."""
+    checks = rejections = 0
+    for token, tag, signed_at, exp in tokens:
+        window_end = exp + policy.leeway
+        for instant in (signed_at, window_end, rng.uniform(signed_at, window_end)):
+            for age in (0.0, policy.max_age, rng.uniform(0, policy.max_age)):
+                checks += 1
+                try:
+                    verify(token, tag, copy_at(max(instant - age, T0)), instant)
+                except Exception:  # noqa: BLE001 (any refusal is a false rejection here)
+                    rejections += 1
+    return checks, rejections
 
 
 @dataclass(frozen=True)
@@ -99,16 +122,10 @@ def simulation(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     def copy_at(instant: float) -> dict[str, Any]:
         return parsed[bisect.bisect_right(starts, instant) - 1]
 
-    checks = false_rejections = 0
-    for token, kid, signed_at, exp in tokens:
-        window_end = exp + policy.leeway
-        for instant in (signed_at, window_end, rng.uniform(signed_at, window_end)):
-            for age in (0.0, policy.max_age, rng.uniform(0, policy.max_age)):
-                checks += 1
-                try:
-                    verify_token(token, copy_at(max(instant - age, T0)), now=instant, leeway=policy.leeway, audience="api")
-                except Exception:
-                    false_rejections += 1
+    checks, false_rejections = judge(
+        tokens, copy_at, policy, rng,
+        lambda token, _kid, keys, now: verify_token(token, keys, now=now, leeway=policy.leeway, audience="api"),
+    )
 
     removed = {
         k.kid: k.removed_at
@@ -257,17 +274,14 @@ def shared_simulation(tmp_path_factory: pytest.TempPathFactory) -> SharedOutcome
                 tokens.append((token, signers[name].schedule.key(clock.now).record.alg, clock.now, int(clock.now) + int(policy.token_lifetime)))
     starts = [at for at, _ in history]
     parsed = [{k["kid"]: public_key_from_jwk(k, k["alg"]) for k in json.loads(b)["keys"]} for _, b in history]
-    checks = false_rejections = 0
-    for token, alg, signed_at, exp in tokens:
-        window_end = exp + policy.leeway
-        for instant in (signed_at, window_end, rng.uniform(signed_at, window_end)):
-            for age in (0.0, policy.max_age, rng.uniform(0, policy.max_age)):
-                checks += 1
-                copy = parsed[bisect.bisect_right(starts, max(instant - age, T0)) - 1]
-                try:
-                    verify_any(token, copy, now=instant, leeway=policy.leeway, audience="api", algorithms=(alg,))
-                except Exception:
-                    false_rejections += 1
+
+    def shared_copy_at(instant: float) -> dict[str, Any]:
+        return parsed[bisect.bisect_right(starts, instant) - 1]
+
+    checks, false_rejections = judge(
+        tokens, shared_copy_at, policy, rng,
+        lambda token, alg, keys, now: verify_any(token, keys, now=now, leeway=policy.leeway, audience="api", algorithms=(alg,)),
+    )
     return SharedOutcome(
         days=SHARED_DAYS, rotations={n: a - 1 for n, a in activations.items()}, tokens=len(tokens), checks=checks,
         false_rejections=false_rejections, guard_violations=violations, most_keys=most, budget=100,
