@@ -524,8 +524,9 @@ def test_non_string_token(verifier: Verifier) -> None:
 
 def test_unknown_algorithms_are_refused_at_construction(server: JwksServer) -> None:
     """A verifier asked to allow an algorithm it does not implement refuses at construction."""
-    with pytest.raises(ValueError, match="only ES256"):
-        Verifier(server.url, allow_http=True, algorithms=("ES256", "RS256"))
+    for unknown in (("ES256", "HS256"), ("none",), ("RS512",), ()):
+        with pytest.raises(ValueError, match="each must be one of ES256, ES384, RS256, PS256, EdDSA"):
+            Verifier(server.url, allow_http=True, algorithms=unknown)
 
 
 def test_max_lifetime(server: JwksServer, key: SigningKey, clock: Clock) -> None:

@@ -114,9 +114,15 @@ def verify_token(
 ) -> dict[str, Any]:
     """Verify ``token`` against ``keys`` (kid -> key) and return its claims."""
     header, parts = decode_header(token, algorithms)
-    key = keys.get(header["kid"])
+    kid, alg = header["kid"], header["alg"]
+    key = keys.get(kid)
     if key is None:
         raise UnknownKey("token kid is not in the key set")
-    claims, _ = verified_claims(key, parts, header["alg"])
+    # A key set that says what each key is for (the verifier's KeySet): a key verifies only
+    # the algorithms its JWK names (strict pairing).
+    algs = getattr(keys, "algs", None)
+    if algs is not None and alg not in algs.get(kid, ()):
+        raise UnsupportedAlgorithm(f"alg {alg} is not one key {kid} is published for")
+    claims, _ = verified_claims(key, parts, alg)
     check_claims(claims, now=now, leeway=leeway, audience=audience, issuer=issuer, max_lifetime=max_lifetime)
     return claims

@@ -1,4 +1,5 @@
-"""Verify ES256 JWTs against a published JWKS.
+"""Verify JWTs against a published JWKS: ES256 by default, or the algorithms allowed
+(ES384, RS256, PS256, EdDSA), each key verifying only what its JWK is for.
 
 Imports only the standard library and ``cryptography``::
 

@@ -18,12 +18,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from ..keys import PublicKey
 
 from .._backoff import backoff
 from ..jose import KeysUnavailable, UnknownKey
 from ._http import FetchError, Response
-from ._jwks import parse_jwks
+from ._jwks import KeySet, parse_jwks
 
 __all__ = ["KeyCache", "CacheStats"]
 
@@ -34,7 +34,7 @@ _REFRESH_AHEAD = 0.8  # refresh in the background after this fraction of the fre
 
 @dataclass(frozen=True)
 class _Snapshot:
-    keys: dict[str, ec.EllipticCurvePublicKey]
+    keys: KeySet
     fetched_at: float  # last successful fetch or 304 renewal (monotonic)
     refresh_at: float
     fresh_until: float
@@ -84,7 +84,7 @@ class _Fetch:
 
 
 # A key to use now, or the fetch in flight to wait for before looking again.
-_KeyOrFetch = Union[ec.EllipticCurvePublicKey, _Fetch]
+_KeyOrFetch = Union[PublicKey, _Fetch]
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -104,6 +104,7 @@ class KeyCache:
     max_ttl: float
     default_ttl: float
     max_keys: int
+    algorithms: tuple[str, ...] = ("ES256",)
     retry_min: float = 1.0
     retry_max: float = 30.0
     # A fetch running longer than this is taken as failed, so that a new one may start
@@ -121,7 +122,7 @@ class KeyCache:
 
     # -- lookups -----------------------------------------------------------------------
 
-    def peek(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+    def peek(self, kid: str) -> PublicKey | None:
         """The key from a fresh snapshot, without fetching, waiting or locking; None sends the
         caller to ``get`` or ``aget`` (the async fast path: no coroutine for the common case)."""
         snap = self._snapshot
@@ -129,14 +130,19 @@ class KeyCache:
             return snap.keys.get(kid)
         return None
 
-    def get(self, kid: str) -> ec.EllipticCurvePublicKey:
+    def algs(self, kid: str) -> frozenset[str]:
+        """The algorithms ``kid`` may verify, by the current key set (empty: none)."""
+        snap = self._snapshot
+        return snap.keys.algs.get(kid, frozenset()) if snap is not None else frozenset()
+
+    def get(self, kid: str) -> PublicKey:
         found = self._begin(kid)
         if isinstance(found, _Fetch):
             found.done.wait(self.fetch_wait)
             return self._finish(kid)
         return found
 
-    async def aget(self, kid: str) -> ec.EllipticCurvePublicKey:
+    async def aget(self, kid: str) -> PublicKey:
         found = self._begin(kid)
         if isinstance(found, _Fetch):
             try:
@@ -205,7 +211,7 @@ class KeyCache:
             raise UnknownKey("token kid is not in the key set")
         return fetch
 
-    def _finish(self, kid: str) -> ec.EllipticCurvePublicKey:
+    def _finish(self, kid: str) -> PublicKey:
         key = self._lookup(kid, self._snapshot, self.clock(), may_fetch=False)
         assert not isinstance(key, _Fetch)
         return key
@@ -278,11 +284,11 @@ class KeyCache:
             self._stats.not_modified += 1
         else:
             try:
-                keys = parse_jwks(response.body, max_keys=self.max_keys)
+                keys = parse_jwks(response.body, max_keys=self.max_keys, algorithms=self.algorithms)
             except ValueError as e:
                 raise FetchError(f"JWKS from {self.url} rejected, old keys kept: {e}") from e
             if not keys:
-                raise FetchError(f"JWKS from {self.url} has no usable ES256 signing key, old keys kept")
+                raise FetchError(f"JWKS from {self.url} has no usable {'/'.join(self.algorithms)} signing key, old keys kept")
         self._snapshot = _Snapshot(keys, now, now + ttl * _REFRESH_AHEAD, now + ttl, response.etag)
         with self._lock:
             self._consecutive_failures = 0

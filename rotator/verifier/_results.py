@@ -8,7 +8,7 @@ import hashlib
 import threading
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from ..keys import PublicKey
 
 __all__ = ["CachedResult", "ResultCache", "copy_json"]
 
@@ -27,7 +27,7 @@ def copy_json(value: Any) -> Any:
 class CachedResult:
     __slots__ = ("signature", "kid", "key", "claims", "flat", "exp", "nbf", "drop_at")
 
-    def __init__(self, signature: str, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], drop_at: float):
+    def __init__(self, signature: str, kid: str, key: PublicKey, claims: dict[str, Any], drop_at: float):
         self.signature = signature
         self.kid = kid
         self.key = key
@@ -51,7 +51,7 @@ class ResultCache:
         self.lock = threading.Lock()
 
     def put(
-        self, signing_input: bytes, signature: str, kid: str, key: ec.EllipticCurvePublicKey, claims: dict[str, Any], now: float
+        self, signing_input: bytes, signature: str, kid: str, key: PublicKey, claims: dict[str, Any], now: float
     ) -> None:
         entry = CachedResult(signature, kid, key, copy_json(claims), now + self.ttl)
         entry.drop_at = min(entry.drop_at, entry.exp + self.leeway)

@@ -1,4 +1,4 @@
-"""Verifier: ES256 JWT verification against a JWKS fetched over HTTPS."""
+"""Verifier: JWT verification against a JWKS fetched over HTTPS (ES256 by default)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 from functools import partial
 from typing import Any, Callable, Collection, Container, Mapping
 
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..jose import check_claims, parse_header, split_token, verified_claims
+from ..jose import UnsupportedAlgorithm, check_claims, parse_header, split_token, verified_claims
+from ..keys import ALGORITHMS, PublicKey
 from ._http import check_url, fetch
 from ._jwks import MAX_JWKS_BYTES
 from ._keycache import CacheStats, KeyCache
@@ -40,8 +40,8 @@ def _check_options(
     jti_denylist: Container[str] | None,
 ) -> None:
     """ValueError naming the first option out of range."""
-    if not algorithms or any(a != "ES256" for a in algorithms):
-        raise ValueError(f"algorithms {algorithms!r}: only ES256 is supported")
+    if not algorithms or any(a not in ALGORITHMS for a in algorithms):
+        raise ValueError(f"algorithms {algorithms!r}: each must be one of {', '.join(ALGORITHMS)}")
     for name, value in (
         ("connect_timeout", connect_timeout),
         ("timeout", timeout),
@@ -66,7 +66,10 @@ def _check_options(
 
 
 class Verifier:
-    """Verify ES256 JWTs against the JWKS at ``jwks_url``.
+    """Verify JWTs against the JWKS at ``jwks_url``: of the ``algorithms`` allowed (ES256 by
+    default), each with a key whose JWK allows that algorithm (its ``alg``, or its type,
+    curve and size when it names none; RSA keys under 2048 bits or with an exponent other
+    than 65537 are skipped).
 
     One Verifier per JWKS URL, shared by every thread and coroutine of the process:
     it holds one key snapshot, read without locks, and runs at most one fetch at a time.
@@ -146,6 +149,7 @@ class Verifier:
             max_ttl=max_max_age,
             default_ttl=default_max_age,
             max_keys=max_keys,
+            algorithms=algorithms,
         )
         self._check_revocation, self.revocations = revocation_check(
             subject_not_before=subject_not_before,
@@ -158,7 +162,7 @@ class Verifier:
             leeway=leeway,
         )
         self._revocation_max_staleness = revocation_max_staleness
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, tuple[str, str]] = {}  # header segment -> (kid, alg)
         self._results = ResultCache(result_cache_size, result_cache_ttl, self.leeway) if result_cache_size else None
         # The hot path reads the entries directly (one dict lookup, no method call).
         self._result_entries: dict[bytes, CachedResult] = self._results.entries if self._results else {}
@@ -173,8 +177,8 @@ class Verifier:
                 hit = self._revalidate(hit[0], hit[1], self._keys.get(hit[1].kid))
             if hit is not None:
                 return hit  # type: ignore[return-value]
-        kid, parts = self._split(token)
-        return self._finish(kid, self._keys.get(kid), parts)
+        kid, alg, parts = self._split(token)
+        return self._finish(kid, alg, self._keys.get(kid), parts)
 
     async def averify(self, token: str) -> dict[str, Any]:
         """``verify`` for asyncio: a needed fetch is awaited, never blocking the event loop."""
@@ -187,8 +191,8 @@ class Verifier:
                 hit = self._revalidate(hit[0], hit[1], await keys.aget(hit[1].kid))
             if hit is not None:
                 return hit  # type: ignore[return-value]
-        kid, parts = self._split(token)
-        return self._finish(kid, keys.peek(kid) or await keys.aget(kid), parts)
+        kid, alg, parts = self._split(token)
+        return self._finish(kid, alg, keys.peek(kid) or await keys.aget(kid), parts)
 
     def refresh(self) -> None:
         """Fetch the JWKS now (or join the fetch in flight) and wait for it, within the timeout."""
@@ -212,16 +216,19 @@ class Verifier:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _split(self, token: str) -> tuple[str, list[str]]:
+    def _split(self, token: str) -> tuple[str, str, list[str]]:
         parts = split_token(token)
-        kid = self._headers.get(parts[0])
-        if kid is None:
-            kid = parse_header(parts[0], self.algorithms)["kid"]
-        return kid, parts
+        known = self._headers.get(parts[0])
+        if known is None:
+            header = parse_header(parts[0], self.algorithms)
+            return header["kid"], header["alg"], parts
+        return known[0], known[1], parts
 
-    def _finish(self, kid: str, key: ec.EllipticCurvePublicKey, parts: list[str]) -> dict[str, Any]:
+    def _finish(self, kid: str, alg: str, key: PublicKey, parts: list[str]) -> dict[str, Any]:
         header, _, signature_segment = parts
-        claims, signing_input = verified_claims(key, parts)
+        if alg not in self._keys.algs(kid):  # strict pairing: only what the key's JWK allows
+            raise UnsupportedAlgorithm(f"alg {alg} is not one key {kid} is published for")
+        claims, signing_input = verified_claims(key, parts, alg)
         now = self._now()
         check_claims(
             claims,
@@ -234,7 +241,7 @@ class Verifier:
         if self._check_revocation is not None:
             self._check_revocation(claims)
         if header not in self._headers and len(self._headers) < _HEADER_CACHE:
-            self._headers[header] = kid
+            self._headers[header] = (kid, alg)
         if self._results is not None:
             self._results.put(signing_input, signature_segment, kid, key, claims, now)
         return claims
@@ -264,7 +271,7 @@ class Verifier:
         key = self._keys.peek(entry.kid)
         return (digest, entry) if key is None else self._revalidate(digest, entry, key)
 
-    def _revalidate(self, digest: bytes, entry: CachedResult, key: ec.EllipticCurvePublicKey) -> dict[str, Any] | None:
+    def _revalidate(self, digest: bytes, entry: CachedResult, key: PublicKey) -> dict[str, Any] | None:
         """The cached claims if the entry still holds now: the key must still be published
         (a revoked key's results stop at once), the time checks and revocation hooks run
         again, and the caller gets its own copy. None sends the token down the full path,
