@@ -22,10 +22,13 @@ from ..jose.errors import *  # noqa: F403 (the token errors, listed in their __a
 from ._jwks import MAX_JWKS_BYTES, MAX_KEYS, load_jwks_file, parse_jwks
 from ._keycache import CacheStats
 from ._revocation import JtiDenylist
+from ._issuers import Issuers, discover
 from ._verifier import Verifier
 
 __all__ = [
     "Verifier",
+    "Issuers",
+    "discover",
     "JtiDenylist",
     "CacheStats",
     "verify_token",
