@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/verify_bench.py
 	$(BIN)/python bench/revocation_bench.py
 	$(BIN)/python bench/revocation_callgrind.py
+	$(BIN)/python bench/verify_callgrind.py
 	$(BIN)/python bench/sign_bench.py
 	$(BIN)/python bench/stampede_bench.py
 	$(BIN)/python bench/service_bench.py

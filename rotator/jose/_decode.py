@@ -91,13 +91,15 @@ def parse_claims(payload: bytes) -> dict[str, Any]:
     return claims
 
 
-def verified_claims(key: PublicKey, parts: list[str], alg: str = "ES256") -> tuple[dict[str, Any], bytes]:
+def verified_claims(
+    key: PublicKey, parts: list[str], alg: str = "ES256", fitted: bool = False
+) -> tuple[dict[str, Any], bytes]:
     """Check the ``alg`` signature of a split token, then decode its payload: (claims, signing input)."""
     header, payload_segment, signature_segment = parts
     signature = decode_segment(signature_segment, "signature")
     payload = decode_segment(payload_segment, "payload")  # also proves the signing input is ASCII
     signing_input = f"{header}.{payload_segment}".encode("ascii")
-    verify_signature(key, signing_input, signature, alg)
+    verify_signature(key, signing_input, signature, alg, fitted)
     return parse_claims(payload), signing_input
 
 

@@ -26,6 +26,7 @@ _EC = {
         0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
     ),
 }
+_ES256, _, _P256_ORDER = _EC["ES256"]
 _SHA256 = hashes.SHA256()
 _PKCS1 = padding.PKCS1v15()
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
@@ -106,15 +107,30 @@ _VERIFY: dict[str, Callable[[str, PublicKey, bytes, bytes], None]] = {
 }
 
 
-def verify_signature(key: PublicKey, signing_input: bytes, signature: bytes, alg: str = "ES256") -> None:
+def verify_signature(
+    key: PublicKey, signing_input: bytes, signature: bytes, alg: str = "ES256", fitted: bool = False
+) -> None:
     """Check a raw JWS signature; BadSignature when it does not verify, UnsupportedAlgorithm
     when ``alg`` is unknown or does not fit the key (its type, curve or size): no algorithm
     is ever tried on a key of another. High-S ECDSA signatures are accepted, as ECDSA and
-    RFC 7518 allow."""
+    RFC 7518 allow. ``fitted``: the caller read ``key`` for ``alg`` already (the verifier's
+    KeySet), so the fit is not checked again."""
+    if fitted and alg == "ES256":  # the verifier's common case, without the dispatch
+        if len(signature) != 64:
+            raise BadSignature(f"ES256 signature must be 64 bytes, got {len(signature)}")
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:], "big")
+        if not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
+            raise BadSignature("ES256 signature r or s out of range")
+        try:
+            key.verify(encode_dss_signature(r, s), signing_input, _ES256)  # type: ignore[call-arg,arg-type]
+        except InvalidSignature as e:
+            raise BadSignature("signature does not verify") from e
+        return
     check = _VERIFY.get(alg)
     if check is None:
         raise UnsupportedAlgorithm(f"alg {alg!r} is not supported")
-    if not fits(alg, key):
+    if not fitted and not fits(alg, key):
         raise UnsupportedAlgorithm(f"alg {alg} does not fit the key ({type(key).__name__})")
     try:
         check(alg, key, signing_input, signature)

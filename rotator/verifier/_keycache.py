@@ -28,6 +28,7 @@ from ._jwks import KeySet, parse_jwks
 __all__ = ["KeyCache", "CacheStats"]
 
 _NEGATIVE_CAP = 4096
+_NONE: frozenset[str] = frozenset()
 _REFRESH_AHEAD = 0.8  # refresh in the background after this fraction of the freshness lifetime
 
 
@@ -133,7 +134,7 @@ class KeyCache:
     def algs(self, kid: str) -> frozenset[str]:
         """The algorithms ``kid`` may verify, by the current key set (empty: none)."""
         snap = self._snapshot
-        return snap.keys.algs.get(kid, frozenset()) if snap is not None else frozenset()
+        return snap.keys.algs.get(kid, _NONE) if snap is not None else _NONE
 
     def get(self, kid: str) -> PublicKey:
         found = self._begin(kid)

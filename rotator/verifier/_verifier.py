@@ -228,7 +228,7 @@ class Verifier:
         header, _, signature_segment = parts
         if alg not in self._keys.algs(kid):  # strict pairing: only what the key's JWK allows
             raise UnsupportedAlgorithm(f"alg {alg} is not one key {kid} is published for")
-        claims, signing_input = verified_claims(key, parts, alg)
+        claims, signing_input = verified_claims(key, parts, alg, True)  # fitted: the KeySet read the key for alg
         now = self._now()
         check_claims(
             claims,
