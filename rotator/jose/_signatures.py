@@ -26,7 +26,6 @@ _EC = {
         0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
     ),
 }
-_ES256, _, _P256_ORDER = _EC["ES256"]
 _SHA256 = hashes.SHA256()
 _PKCS1 = padding.PKCS1v15()
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
@@ -76,35 +75,30 @@ def es256_signature(private: ec.EllipticCurvePrivateKey, signing_input: bytes) -
     return signature("ES256", private, signing_input)
 
 
-def _verify_ec(alg: str, key: PublicKey, signing_input: bytes, raw: bytes) -> None:
-    ecdsa, size, order = _EC[alg]
-    if len(raw) != 2 * size:
-        raise BadSignature(f"{alg} signature must be {2 * size} bytes, got {len(raw)}")
-    r = int.from_bytes(raw[:size], "big")
-    s = int.from_bytes(raw[size:], "big")
-    if not (0 < r < order and 0 < s < order):
-        raise BadSignature(f"{alg} signature r or s out of range")
-    assert isinstance(key, ec.EllipticCurvePublicKey)
-    key.verify(encode_dss_signature(r, s), signing_input, ecdsa)
+Verify = Callable[[PublicKey, bytes, bytes], None]  # key, signing input, raw signature
 
 
-def _verify_rsa(alg: str, key: PublicKey, signing_input: bytes, raw: bytes) -> None:
-    assert isinstance(key, rsa.RSAPublicKey)
-    if len(raw) != (key.key_size + 7) // 8:
-        raise BadSignature(f"{alg} signature must be {(key.key_size + 7) // 8} bytes for this key, got {len(raw)}")
-    key.verify(raw, signing_input, _PKCS1 if alg == "RS256" else _PSS, _SHA256)
+def _rsa_verifier(alg: str) -> Verify:
+    pad = _PKCS1 if alg == "RS256" else _PSS
+
+    def verify(key: PublicKey, signing_input: bytes, raw: bytes) -> None:
+        assert isinstance(key, rsa.RSAPublicKey)
+        if len(raw) != (key.key_size + 7) // 8:
+            raise BadSignature(f"{alg} signature must be {(key.key_size + 7) // 8} bytes for this key, got {len(raw)}")
+        key.verify(raw, signing_input, pad, _SHA256)
+
+    return verify
 
 
-def _verify_eddsa(alg: str, key: PublicKey, signing_input: bytes, raw: bytes) -> None:
+def _verify_eddsa(key: PublicKey, signing_input: bytes, raw: bytes) -> None:
     assert isinstance(key, ed25519.Ed25519PublicKey)
     if len(raw) != 64:
         raise BadSignature(f"EdDSA signature must be 64 bytes, got {len(raw)}")
     key.verify(raw, signing_input)
 
 
-_VERIFY: dict[str, Callable[[str, PublicKey, bytes, bytes], None]] = {
-    "ES256": _verify_ec, "ES384": _verify_ec, "RS256": _verify_rsa, "PS256": _verify_rsa, "EdDSA": _verify_eddsa,
-}
+# The other algorithms' checks; ECDSA's is written out in verify_signature, the hot path.
+_VERIFY: dict[str, Verify] = {"RS256": _rsa_verifier("RS256"), "PS256": _rsa_verifier("PS256"), "EdDSA": _verify_eddsa}
 
 
 def verify_signature(
@@ -115,24 +109,23 @@ def verify_signature(
     is ever tried on a key of another. High-S ECDSA signatures are accepted, as ECDSA and
     RFC 7518 allow. ``fitted``: the caller read ``key`` for ``alg`` already (the verifier's
     KeySet), so the fit is not checked again."""
-    if fitted and alg == "ES256":  # the verifier's common case, without the dispatch
-        if len(signature) != 64:
-            raise BadSignature(f"ES256 signature must be 64 bytes, got {len(signature)}")
-        r = int.from_bytes(signature[:32], "big")
-        s = int.from_bytes(signature[32:], "big")
-        if not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
-            raise BadSignature("ES256 signature r or s out of range")
-        try:
-            key.verify(encode_dss_signature(r, s), signing_input, _ES256)  # type: ignore[call-arg,arg-type]
-        except InvalidSignature as e:
-            raise BadSignature("signature does not verify") from e
-        return
-    check = _VERIFY.get(alg)
-    if check is None:
+    curve = _EC.get(alg)
+    if curve is None and alg not in _VERIFY:
         raise UnsupportedAlgorithm(f"alg {alg!r} is not supported")
     if not fitted and not fits(alg, key):
         raise UnsupportedAlgorithm(f"alg {alg} does not fit the key ({type(key).__name__})")
     try:
-        check(alg, key, signing_input, signature)
+        if curve is None:
+            _VERIFY[alg](key, signing_input, signature)
+            return
+        # ES256 and ES384, inline: a call per verify costs more than the rest of this check.
+        ecdsa, size, order = curve
+        if len(signature) != 2 * size:
+            raise BadSignature(f"{alg} signature must be {2 * size} bytes, got {len(signature)}")
+        r = int.from_bytes(signature[:size], "big")
+        s = int.from_bytes(signature[size:], "big")
+        if not (0 < r < order and 0 < s < order):
+            raise BadSignature(f"{alg} signature r or s out of range")
+        key.verify(encode_dss_signature(r, s), signing_input, ecdsa)  # type: ignore[call-arg,arg-type]
     except InvalidSignature as e:
         raise BadSignature("signature does not verify") from e
