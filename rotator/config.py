@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._aws import S3Options
     from .keystore import Keystore
     from .publish import Publisher
+    from .sealing import SealerOptions
 
 __all__ = ["Policy", "Settings", "load_settings", "read_config", "resolve"]
 
@@ -143,6 +144,12 @@ class Settings:
             return read_secret_file(self.passphrase_file, "passphrase file", ConfigError)
         return None
 
+
+    def sealer_options(self) -> "SealerOptions":
+        """What opens this key set's sealed private keys: the passphrase or KMS key."""
+        from .sealing import SealerOptions
+
+        return SealerOptions(self.resolved_passphrase(), self.insecure_plaintext_keys, self.kms_key_id, self.passphrase_source())
 
     def open_keystore(self) -> "Keystore":
         """The keystore these settings name."""

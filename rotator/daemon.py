@@ -75,13 +75,12 @@ class Daemon:
         )
         self._http: http.server.ThreadingHTTPServer | None = None
         self.sets: dict[str, KeySetRunner] = {
-            name: self._runner(settings) for name, settings in _as_sets(load_settings()).items()
+            name: self._runner(settings, make_rotator(settings)) for name, settings in _as_sets(load_settings()).items()
         }
 
-    def _runner(self, settings: Settings) -> KeySetRunner:
+    def _runner(self, settings: Settings, rotator: Rotator) -> KeySetRunner:
         return KeySetRunner(
-            settings, self._make_rotator(settings), self._scheduler, self.options,
-            clock=self.clock, log=self.log, on_step=self._stepped,
+            settings, rotator, self._scheduler, self.options, clock=self.clock, log=self.log, on_step=self._stepped
         )
 
     # The one key set's pieces, where there is one (tests and single-set callers).
@@ -154,10 +153,7 @@ class Daemon:
             if name in self.sets:
                 self.sets[name].replace(settings, rotators[name])
             else:
-                runner = KeySetRunner(
-                    settings, rotators[name], self._scheduler, self.options,
-                    clock=self.clock, log=self.log, on_step=self._stepped,
-                )
+                runner = self._runner(settings, rotators[name])
                 runner.follow_revocations()
                 self.sets = {**self.sets, name: runner}
                 log_event(self.log, "daemon.key_set_started", key_set=name)

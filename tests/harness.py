@@ -91,6 +91,9 @@ class FaultyPublisher:
             raise PublishError("injected: publish target answered 503")
         self.inner.record_revoked(kids)
 
+    def document(self) -> bytes | None:
+        return self.read_back()
+
     def read_back(self) -> bytes | None:
         self.reads += 1
         if self.stale_reads and len(self.history) >= 2:

@@ -13,8 +13,6 @@ from ..config import Settings
 from ..keysets import load_key_sets, select
 from ..durations import format_time
 from ..errors import RotatorError
-from ..keystore import Keystore
-from ..publish import Publisher
 from ..reconcile import Rotator, StepResult
 
 if TYPE_CHECKING:
@@ -28,8 +26,6 @@ __all__ = [
     "settings_of",
     "key_sets_of",
     "handle_errors",
-    "keystore_of",
-    "publisher_of",
     "rotator_of",
     "revocation_store",
     "iso",
@@ -135,18 +131,10 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def keystore_of(settings: Settings) -> Keystore:
-    return settings.open_keystore()
-
-
-def publisher_of(settings: Settings) -> Publisher:
-    return settings.open_publisher()
-
-
 def rotator_of(settings: Settings) -> Rotator:
     return Rotator(
-        keystore=keystore_of(settings),
-        publisher=publisher_of(settings),
+        keystore=settings.open_keystore(),
+        publisher=settings.open_publisher(),
         policy=settings.policy,
         passphrase=settings.resolved_passphrase(),
         allow_plaintext=settings.insecure_plaintext_keys,
@@ -161,7 +149,7 @@ def iso(ts: float | None) -> str:
     return "-" if ts is None else format_time(ts)
 
 
-def report(result: StepResult, settings: Settings) -> None:
+def report(result: StepResult, rotator: Rotator) -> None:
     for event in result.events:
         prefix = "warning: " if event in result.warnings else ""
         click.echo(f"{prefix}{event}")
@@ -171,7 +159,7 @@ def report(result: StepResult, settings: Settings) -> None:
     click.echo(
         f"active {active.kid if active else 'none'}; "
         f"pending {', '.join(k.kid for k in state.pending) or 'none'}; "
-        f"{len(published)} key(s) published at {publisher_of(settings).location}"
+        f"{len(published)} key(s) published at {rotator.publisher.location}"
     )
 
 

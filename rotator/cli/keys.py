@@ -21,7 +21,7 @@ from ..sealing import private_half_status
 from ..state import KeyRecord, State
 from ..stepping import observed_step
 from ..timeline import check_horizon, timeline
-from ._common import handle_errors, iso, keystore_of, policy_options, publisher_of, report, rotator_of, settings_of, store_options
+from ._common import handle_errors, iso, policy_options, report, rotator_of, settings_of, store_options
 
 __all__ = ["rotate", "retire_cmd", "recover", "revoke_cmd", "status", "jwks", "plan_cmd"]
 
@@ -46,7 +46,7 @@ def rotate(force: bool, metrics_file: str | None, **kwargs: Any) -> None:
         result = _step_with_metrics(rotator, settings, force, metrics_file)
     if result.published:
         write_discovery(rotator.publisher, settings)
-    report(result, settings)
+    report(result, rotator)
 
 
 def _step_with_metrics(rotator: Rotator, settings: Settings, force: bool, path: str) -> StepResult:
@@ -82,7 +82,7 @@ def retire_cmd(kid: str, **kwargs: Any) -> None:
     settings = settings_of(kwargs)
     rotator = rotator_of(settings)
     result = rotator.step(operation=lambda state, now: retire(state, kid, now, settings.policy))
-    report(result, settings)
+    report(result, rotator)
 
 
 @click.command()
@@ -120,7 +120,7 @@ def recover(dry_run: bool, yes: bool, other_lineage: bool, **kwargs: Any) -> Non
     result = rotator.step(recover=True, other_lineage=other_lineage)
     if result.published:
         write_discovery(rotator.publisher, settings)
-    report(result, settings)
+    report(result, rotator)
 
 
 @click.command(name="revoke", context_settings=_KID_COMMAND)
@@ -130,14 +130,15 @@ def recover(dry_run: bool, yes: bool, other_lineage: bool, **kwargs: Any) -> Non
 def revoke_cmd(kid: str, **kwargs: Any) -> None:
     """Emergency: remove KID from the JWKS now and destroy its private half."""
     settings = settings_of(kwargs)
-    result = rotator_of(settings).step(operation=lambda state, now: revoke(state, kid, now))
-    report(result, settings)
+    rotator = rotator_of(settings)
+    result = rotator.step(operation=lambda state, now: revoke(state, kid, now))
+    report(result, rotator)
 
 
 def _private_status(state: State, settings: Settings) -> dict[str, str]:
     """kid -> present | destroyed | damaged, test-decrypting where these settings open the key set."""
     try:
-        sealer = rotator_of(settings).sealer_for(state)
+        sealer = settings.sealer_options().open(state)
     except RotatorError:
         sealer = None
     return private_half_status(state, sealer)
@@ -169,7 +170,7 @@ def _key_row(key: KeyRecord, settings: Settings) -> dict[str, Any]:
 def status(as_json: bool, **kwargs: Any) -> None:
     """Show every key with its state and times (UTC)."""
     settings = settings_of(kwargs)
-    state = keystore_of(settings).load()
+    state = settings.open_keystore().load()
     if state is None:
         raise ConfigError(f"no key set at {settings.keystore}: run `rotator rotate` to create one")
     private = _private_status(state, settings)
@@ -195,9 +196,8 @@ def _status_order(state: State) -> list[KeyRecord]:
 def jwks(**kwargs: Any) -> None:
     """Print the published JWKS."""
     settings = settings_of(kwargs)
-    publisher = publisher_of(settings)
-    # A document several key sets share is printed whole, every set's keys.
-    body = getattr(publisher, "document", publisher.read_back)()
+    publisher = settings.open_publisher()
+    body = publisher.document()  # a document several key sets share is printed whole
     if body is None:
         raise ConfigError(f"nothing published at {publisher.location}: run `rotator rotate` first")
     try:

@@ -55,7 +55,10 @@ class Publisher(Protocol):
         """Add ``kids`` to the revoked list beside the JWKS; nothing ever leaves it."""
 
     def read_back(self) -> bytes | None:
-        """The document as a verifier would now fetch it (None: nothing published)."""
+        """This key set's JWKS as a verifier would now fetch it (None: nothing published)."""
+
+    def document(self) -> bytes | None:
+        """The whole served document: ``read_back`` unless several key sets share it."""
 
     def write_discovery(self, body: bytes) -> None:
         """Write the OpenID discovery document beside the JWKS."""
@@ -107,10 +110,7 @@ def write_discovery(publisher: Publisher, settings: "Settings") -> bool:
     (discovery, with issuer and public_url); what every step that published calls."""
     if not (settings.discovery and settings.issuer and settings.public_url):
         return False
-    algorithms = {settings.algorithm}
-    document = getattr(publisher, "document", None)  # a document several key sets share: all theirs
-    if document is not None:
-        body = document()
-        algorithms |= {str(k.get("alg")) for k in (json.loads(body).get("keys", []) if body else [])}
+    body = publisher.document()  # every key set's keys, where several share the document
+    algorithms = {settings.algorithm} | {str(k.get("alg")) for k in (json.loads(body).get("keys", []) if body else [])}
     publisher.write_discovery(discovery_document(settings.issuer, settings.public_url, algorithms))
     return True

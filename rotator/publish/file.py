@@ -101,6 +101,9 @@ class FilePublisher:
         except OSError as e:
             raise PublishError(f"cannot write discovery document beside {self.path}: {e.strerror}") from e
 
+    def document(self) -> bytes | None:
+        return self.read_back()
+
     def read_back(self) -> bytes | None:
         try:
             return self.path.read_bytes()

@@ -198,6 +198,9 @@ class S3Publisher:
         except (urllib.error.URLError, OSError) as e:
             raise PublishError(f"cannot fetch {self.public_url}: {getattr(e, 'reason', e)}") from e
 
+    def document(self) -> bytes | None:
+        return self.read_back()
+
     def read_back(self) -> bytes | None:
         if self.public_url is None:
             return self._read_s3()
