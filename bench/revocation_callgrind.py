@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.callgrind import main_thread_instructions  # noqa: E402
 
 VARIANTS = ("rotator", "rotator+revocation", "rotator+rc", "rotator+rc+revocation")
 ISS = "https://issuer.example"
@@ -78,20 +79,9 @@ def child(variant: str, n: int, out: str) -> None:
 
 
 def instructions(variant: str, n: int, work: Path) -> int:
-    """Instructions (Ir) of the main thread of one child run under callgrind. Other threads
-    (the replica's heartbeats, the JWKS server) run by the wall clock, which valgrind
-    stretches unevenly: counted apart (--separate-threads) and left out."""
-    profile = work / f"callgrind.{variant}.{n}.out"
-    subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}", "--separate-threads=yes",
-         "--trace-children=no", sys.executable, __file__, "--child", variant, str(n), str(work / "timing.json")],
-        check=True, capture_output=True, timeout=1800,
-    )
-    main_thread = Path(f"{profile}-01")
-    summary = re.search(r"^summary:\s+(\d+)", main_thread.read_text(errors="replace"), re.MULTILINE)
-    if summary is None:
-        raise RuntimeError(f"no summary line in {profile}")
-    return int(summary.group(1))
+    """Instructions of the main thread of one child run under callgrind."""
+    return main_thread_instructions(__file__, ["--child", variant, str(n), str(work / "timing.json")],
+                                    work / f"callgrind.{variant}.{n}.out")
 
 
 def per_verify_us(variant: str, n: int, work: Path) -> float:

@@ -18,8 +18,6 @@ Target: rotator >= 0.90 of the ceiling.
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.callgrind import main_thread_instructions  # noqa: E402
 
 ISS = "https://issuer.example"
 AUD = "orders-api"
@@ -62,17 +62,8 @@ def child(variant: str, n: int) -> None:
 
 
 def instructions(variant: str, n: int, work: Path) -> int:
-    """Instructions (Ir) of the main thread of one child run (the JWKS server's thread apart)."""
-    profile = work / f"callgrind.{variant}.{n}.out"
-    subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}", "--separate-threads=yes",
-         "--trace-children=no", sys.executable, __file__, "--child", variant, str(n)],
-        check=True, capture_output=True, timeout=1800,
-    )
-    summary = re.search(r"^summary:\s+(\d+)", Path(f"{profile}-01").read_text(errors="replace"), re.MULTILINE)
-    if summary is None:
-        raise RuntimeError(f"no summary line in {profile}")
-    return int(summary.group(1))
+    """Instructions of the main thread (the JWKS server's thread apart) of one child run."""
+    return main_thread_instructions(__file__, ["--child", variant, str(n)], work / f"callgrind.{variant}.{n}.out")
 
 
 def main() -> int:
