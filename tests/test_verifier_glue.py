@@ -7,13 +7,10 @@ import http.client
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
-import uvicorn
 
 from rotator.verifier import Verifier
 from rotator.verifier.asgi import CLAIMS_KEY, BearerAuth, bearer_claims
@@ -21,39 +18,7 @@ from rotator.verifier.wsgi import BearerAuth as WsgiBearerAuth
 
 from .helpers import AUD, ISS, claims_at, wait_for
 from .jwks_server import JwksServer, SigningKey
-from .ports import free_port
-
-
-def get(url: str, token: str | None = None, authorization: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    headers = {}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    if authorization is not None:
-        headers["Authorization"] = authorization
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
-
-
-class Uvicorn:
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "Uvicorn":
-        self.thread.start()
-        wait_for(lambda: self.server.started, timeout=10, what="uvicorn to start")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+from .web_server import Uvicorn, get
 
 
 async def hello(scope: Any, receive: Any, send: Any) -> None:

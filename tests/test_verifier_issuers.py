@@ -1,7 +1,8 @@
 """Several trusted issuers (rotator.verifier.Issuers) and issuers given by URL alone (OpenID
 discovery), against real local HTTPS servers: each issuer's tokens verify with its own key
 cache and algorithms; a token claiming another issuer than its key's is refused; an
-untrusted iss causes no fetch; a discovery document naming another issuer is refused."""
+untrusted iss causes no fetch; a discovery document naming another issuer is refused; the
+ASGI and WSGI glue, the result cache and revocation (a real redis-server) work the same."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ from typing import Any, Iterator
 import pytest
 
 from rotator._b64 import b64url_encode
-from rotator.jose import InvalidToken, WrongIssuer, header_segment, sign
+from rotator.jose import InvalidToken, Revoked, WrongIssuer, header_segment, sign
 from rotator.keys import generate_private_key, public_jwk, thumbprint
+from rotator.revocation import RevocationStore
 from rotator.verifier import Issuers, Verifier, discover
+from rotator.verifier.asgi import CLAIMS_KEY, BearerAuth
+from rotator.verifier.wsgi import BearerAuth as WsgiBearerAuth
 
 from .helpers import self_signed_cert
 from .jwks_server import JwksServer
+from .redis_server import RedisServer
+from .web_server import Uvicorn, Wsgiref, get
 
 AUD = "orders-api"
 
@@ -127,3 +133,91 @@ def test_discovery_finds_the_jwks_and_checks_the_issuer(issuers: tuple[Issuer, I
         discovery_server.fail_status = 302
         with pytest.raises(ValueError, match="HTTP 302"):
             discover(issuer_url, ssl_context=tls[1])
+
+
+# -- the glue, the result cache and revocation, with several issuers ---------------------------
+
+
+async def whoami(scope: Any, receive: Any, send: Any) -> None:
+    claims = scope[CLAIMS_KEY]
+    body = json.dumps({"iss": claims["iss"], "sub": claims["sub"]}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def whoami_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    claims = environ[CLAIMS_KEY]
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"iss": claims["iss"], "sub": claims["sub"]}).encode()]
+
+
+def test_the_asgi_and_wsgi_glue_take_several_issuers(issuers: tuple[Issuer, Issuer], tls: Any) -> None:
+    """BearerAuth under uvicorn and under wsgiref, given an Issuers: each trusted issuer's token
+    reaches the app with its claims, an untrusted iss is a 401 (no fetch), and one issuer's
+    JWKS host down is a 503 for its tokens only while the other's keep passing."""
+    a, b = issuers
+    both = Issuers({a.url: verifier_for(a, tls[1]), b.url: verifier_for(b, tls[1])})
+    with Uvicorn(BearerAuth(whoami, both)) as asgi, Wsgiref(WsgiBearerAuth(whoami_wsgi, both)) as wsgi:
+        for server in (asgi, wsgi):
+            for issuer in (a, b):
+                status, _, body = get(server.url("/orders"), issuer.token())
+                assert status == 200 and json.loads(body) == {"iss": issuer.url, "sub": "user-1"}
+            status, headers, _ = get(server.url("/orders"), a.token(iss="https://evil.example"))
+            assert status == 401 and 'error="invalid_token"' in headers["www-authenticate"]
+        assert (a.server.requests, b.server.requests) == (1, 1)
+
+        cold = Issuers({a.url: verifier_for(a, tls[1]), b.url: Verifier(
+            b.server.url, issuer=b.url, audience=AUD, algorithms=("RS256",), ssl_context=tls[1], timeout=0.5)})
+        b.server.fail_status = 500
+        with Uvicorn(BearerAuth(whoami, cold)) as cold_asgi:
+            assert get(cold_asgi.url("/orders"), a.token())[0] == 200
+            status, headers, _ = get(cold_asgi.url("/orders"), b.token())
+            assert status == 503 and headers["retry-after"] == "5"
+            assert any(problem.startswith(f"{b.url}: ") for problem in cold.health())
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis-issuers")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_result_cache_and_revocation_keep_each_issuer_to_itself(
+    issuers: tuple[Issuer, Issuer], tls: Any, redis_server: RedisServer
+) -> None:
+    """Two issuers, each with a result cache and its own revocation store (its own prefix on
+    one redis-server): the same subject name at both is two users. Revoking it at A voids
+    A's cached token at once and leaves B's accepted; denying B's jti voids B's only. The
+    same Issuers answers the same through averify."""
+    a, b = issuers
+    store_a = RevocationStore.from_url(redis_server.url, prefix="issuer-a:")
+    store_b = RevocationStore.from_url(redis_server.url, prefix="issuer-b:")
+    try:
+        options = {"result_cache_size": 64, "ssl_context": tls[1], "audience": AUD}
+        both = Issuers({
+            a.url: Verifier(a.server.url, issuer=a.url, algorithms=("ES256",), revocations=store_a, **options),
+            b.url: Verifier(b.server.url, issuer=b.url, algorithms=("RS256",), revocations=store_b, **options),
+        })
+        token_a, token_b = a.token(jti="a-1"), b.token(jti="b-1")
+        for _ in range(3):
+            assert both.verify(token_a)["iss"] == a.url and both.verify(token_b)["iss"] == b.url
+        for verifier in both.verifiers.values():  # each issuer's own cache holds its own token
+            assert verifier._results is not None and len(verifier._results.entries) == 1
+
+        store_a.revoke_subject("user-1")
+        with pytest.raises(Revoked):
+            both.verify(token_a)  # a cached accept: the replica is read on every hit
+        assert both.verify(token_b)["sub"] == "user-1"
+        assert asyncio.run(both.averify(token_b))["sub"] == "user-1"
+
+        store_b.deny("b-1", time.time() + 600)
+        with pytest.raises(Revoked):
+            asyncio.run(both.averify(token_b))
+        fresh_b = b.token(jti="b-2")
+        assert both.verify(fresh_b)["jti"] == "b-2"
+    finally:
+        store_a.close()
+        store_b.close()

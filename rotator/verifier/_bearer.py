@@ -17,17 +17,22 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
-
-if TYPE_CHECKING:
-    from ._verifier import Verifier
+from typing import Any, Generic, Protocol, TypeVar
 
 AppT = TypeVar("AppT")
 
-__all__ = ["BadRequest", "NoCredentials", "bearer_token", "well_formed", "Denial", "denial_for", "excluded", "is_preflight", "Guard"]
+__all__ = ["TokenVerifier", "BadRequest", "NoCredentials", "bearer_token", "well_formed", "Denial", "denial_for", "excluded", "is_preflight", "Guard"]
 
 # RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+class TokenVerifier(Protocol):
+    """What the glue needs of a verifier: a ``Verifier``, or an ``Issuers`` routing among several."""
+
+    def verify(self, token: str) -> dict[str, Any]: ...
+
+    async def averify(self, token: str) -> dict[str, Any]: ...
 
 
 class NoCredentials(Exception):
@@ -138,7 +143,7 @@ class Guard(Generic[AppT]):
     left open (exact, or a prefix ending in '/'), the realm and the 503 Retry-After."""
 
     def __init__(
-        self, app: AppT, verifier: "Verifier", *, exclude: tuple[str, ...] = (), realm: str = "api", retry_after: int = 5
+        self, app: AppT, verifier: TokenVerifier, *, exclude: tuple[str, ...] = (), realm: str = "api", retry_after: int = 5
     ) -> None:
         self.app = app
         self.verifier = verifier

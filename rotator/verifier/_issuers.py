@@ -29,8 +29,9 @@ _WELL_KNOWN = "/.well-known/openid-configuration"
 class Issuers:
     """Verify tokens of several issuers (see the module docstring): ``Issuers({iss: Verifier})``.
 
-    It has the Verifier's interface (``verify``, ``averify``, ``health``, ``stats``), so the
-    ASGI and WSGI glue take it as they take a Verifier."""
+    It has the Verifier's interface (``verify``, ``averify``, ``refresh``, ``health``,
+    ``stats``), so the ASGI and WSGI glue take it as they take a Verifier. ``health`` names
+    the issuer in front of each problem; ``stats`` is by issuer."""
 
     def __init__(self, verifiers: Mapping[str, Verifier]) -> None:
         if not verifiers:
@@ -53,6 +54,10 @@ class Issuers:
 
     async def averify(self, token: str) -> dict[str, Any]:
         return await self._route(token).averify(token)
+
+    def refresh(self) -> None:
+        for verifier in self.verifiers.values():
+            verifier.refresh()
 
     def health(self) -> list[str]:
         return [f"{iss}: {problem}" for iss, v in self.verifiers.items() for problem in v.health()]

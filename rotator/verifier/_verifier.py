@@ -204,11 +204,13 @@ class Verifier:
 
     def health(self) -> list[str]:
         """What a health check should report (empty: all is well): the last JWKS fetch error
-        while the key set is stale, and the revocation replica's problems (not confirmed
+        while no key set has been had yet or the one held is stale, and the revocation replica's problems (not confirmed
         current, a Redis that lost its dataset, malformed records skipped)."""
         out: list[str] = []
         stats = self._keys.stats()
-        if stats.fresh_for is not None and stats.fresh_for < 0 and stats.last_error:
+        if stats.fresh_for is None and stats.last_error:
+            out.append(f"no key set yet: {stats.last_error}")
+        elif stats.fresh_for is not None and stats.fresh_for < 0 and stats.last_error:
             out.append(f"key set stale for {-stats.fresh_for:.0f}s: {stats.last_error}")
         if self.revocations is not None and hasattr(self.revocations, "problems"):
             out.extend(self.revocations.problems(self._revocation_max_staleness))

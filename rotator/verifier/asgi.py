@@ -8,7 +8,8 @@ FastAPI/Starlette dependency. No framework is imported unless the dependency is 
                         issuer="https://auth.example.com", audience="orders-api")
     app = BearerAuth(app, verifier, exclude=("/healthz",))
 
-Verified claims are in ``scope["rotator.claims"]``. Verification awaits ``averify``:
+``verifier`` is a ``Verifier`` or an ``Issuers`` (several trusted issuers). Verified
+claims are in ``scope["rotator.claims"]``. Verification awaits ``averify``:
 a JWKS fetch never blocks the event loop.
 """
 
@@ -16,9 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from ._bearer import BadRequest, Guard, NoCredentials, bearer_token, denial_for, excluded, is_preflight
+from ._bearer import BadRequest, Guard, NoCredentials, TokenVerifier, bearer_token, denial_for, excluded, is_preflight
 from ..jose import VerifierError
-from ._verifier import Verifier
 
 __all__ = ["BearerAuth", "CLAIMS_KEY", "bearer_claims"]
 
@@ -77,7 +77,7 @@ class BearerAuth(Guard[ASGIApp]):
         await send({"type": "http.response.body", "body": denial.body})
 
 
-def bearer_claims(verifier: Verifier, *, realm: str = "api", retry_after: int = 5) -> Callable[..., Awaitable[dict[str, Any]]]:
+def bearer_claims(verifier: TokenVerifier, *, realm: str = "api", retry_after: int = 5) -> Callable[..., Awaitable[dict[str, Any]]]:
     """A FastAPI/Starlette dependency giving the verified claims (``Depends(bearer_claims(verifier))``).
 
     Uses the claims BearerAuth already put in the scope, or verifies the request's token

@@ -5,7 +5,8 @@
 
     app.wsgi_app = BearerAuth(app.wsgi_app, verifier, exclude=("/healthz",))   # Flask
 
-Verified claims are in ``environ["rotator.claims"]``.
+``verifier`` is a ``Verifier`` or an ``Issuers`` (several trusted issuers). Verified
+claims are in ``environ["rotator.claims"]``.
 """
 
 from __future__ import annotations
