@@ -5,8 +5,8 @@ For each algorithm, a key set of it is made in a temporary directory (a real rot
 then, signing the same claims:
 
   ceiling   cryptography's raw sign (verify) of the token's signing input, nothing else
-  rotator   rotator.issuer.Signer.sign (rotator.jose.verify_token, the token layer the
-            verifier uses, with the published key; claims checked as by the verifier)
+  rotator   rotator.issuer.Signer.sign (rotator.verifier.Verifier allowing that algorithm,
+            warm: the published JWKS fetched from a local HTTP server; iss, aud, exp checked)
   pyjwt     jwt.encode (jwt.decode with iss, aud and exp checks)
 """
 
@@ -21,12 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from rotator.config import Policy
 from rotator.issuer import Signer
-from rotator.jose import verify_token
 from rotator.keys import PrivateKey, private_from_bytes, public_key_from_jwk
 from rotator.keystore import FileKeystore
 from rotator.publish import FilePublisher
 from rotator.reconcile import Rotator
 from rotator.sealing import open_sealer
+from rotator.verifier import Verifier
+from tests.jwks_server import JwksServer
 
 from bench.interleaved import median_ops, report
 
@@ -70,6 +71,7 @@ def key_set(alg: str, directory: Path) -> dict[str, Any]:
     return {
         "signer": signer, "kid": active.kid, "private": private, "public": public_key_from_jwk(active.public, alg),
         "token": token, "pyjwt_key": pyjwt.PyJWK({**active.public, "alg": alg}).key,
+        "jwks": rotator.publisher.document(),
     }
 
 
@@ -90,17 +92,18 @@ def sign_contenders(alg: str, ks: dict[str, Any]) -> dict[str, Callable[[], Any]
     }
 
 
-def verify_contenders(alg: str, ks: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+def verify_contenders(alg: str, ks: dict[str, Any], jwks_url: str) -> dict[str, Callable[[], Any]]:
     import jwt as pyjwt
 
     raw_sign, raw_verify = _raw(alg, ks["private"])
     data = ks["token"].rpartition(".")[0].encode()
     signature = raw_sign(data)
-    keys = {ks["kid"]: ks["public"]}
     token = ks["token"]
+    verifier = Verifier(jwks_url, issuer=ISS, audience=AUD, algorithms=(alg,), allow_http=True)
+    verifier.refresh()
     return {
         "ceiling": lambda: raw_verify(data, signature),
-        "rotator": lambda: verify_token(token, keys, now=time.time(), audience=AUD, issuer=ISS, algorithms=(alg,)),
+        "rotator": lambda: verifier.verify(token),
         "pyjwt": lambda: pyjwt.decode(token, ks["pyjwt_key"], algorithms=[alg], audience=AUD, issuer=ISS),
     }
 
@@ -110,10 +113,16 @@ def run(kind: str, directory: Path, rounds: int, seconds: float) -> dict[str, di
     out: dict[str, dict[str, float]] = {}
     for alg in OTHER_ALGORITHMS:
         ks = key_set(alg, directory)
+        server = JwksServer([])
+        server.body_override = ks["jwks"]
         try:
-            fns = (sign_contenders if kind == "sign" else verify_contenders)(alg, ks)
+            if kind == "sign":
+                fns = sign_contenders(alg, ks)
+            else:
+                fns = verify_contenders(alg, ks, server.start().url)
             median = median_ops(fns, rounds, seconds)
         finally:
+            server.stop()
             ks["signer"].close()
         print()
         report(f"{kind} {alg}: {rounds} interleaved rounds x {seconds}s, median round", median, {})

@@ -18,7 +18,7 @@ Rounds are interleaved (every contender once per round, in a shuffled order) so 
 noise lands on all of them alike; the median round is reported as ops/s and as a ratio
 to the ceiling. Targets: rotator >= 0.80 of the ceiling and ahead of every peer;
 rotator+rc >= 20x pyjwt. Then a table for each other algorithm (ES384, RS256, PS256, EdDSA):
-rotator's token layer, PyJWT and the raw verify (bench/algorithms.py).
+rotator's Verifier allowing that algorithm, PyJWT and the raw verify (bench/algorithms.py).
 
     .venv/bin/python bench/verify_bench.py [--rounds 15] [--seconds 0.2]
 """

@@ -7,10 +7,13 @@ import binascii
 
 __all__ = ["b64url_encode", "b64url_decode"]
 
-_URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
+# The urlsafe alphabet to the standard one; '+', '/' and '=' (the standard alphabet's own and
+# padding) to '*', which the strict decoder refuses: one translation both maps and rejects.
+_URLSAFE_TO_STD = bytes.maketrans(b"-_+/=", b"+/***")
 _VALUE = {c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
 # Bits of the last character that must be zero when the text is 2 or 3 characters past a multiple of 4.
-_SPARE_BITS = {2: 0x0F, 3: 0x03}
+_SPARE_BITS = (0, 0, 0x0F, 0x03)
+_PADDING = (b"", b"", b"==", b"=")
 
 
 def b64url_encode(data: bytes) -> str:
@@ -23,13 +26,14 @@ def b64url_decode(text: str) -> bytes:
         raw = text.encode("ascii")
     except UnicodeEncodeError:
         raise ValueError("not unpadded base64url") from None
-    rem = len(raw) % 4
-    # '+', '/' and '=' would survive the translation below, so they are refused first.
-    if rem == 1 or b"+" in raw or b"/" in raw or b"=" in raw:
+    rem = len(raw) & 3
+    if rem == 1:
         raise ValueError("not unpadded base64url")
     if rem and (_VALUE.get(raw[-1], 0) & _SPARE_BITS[rem]):
         raise ValueError("non-canonical base64url")
     try:
-        return binascii.a2b_base64(raw.translate(_URLSAFE_TO_STD) + b"=" * (-rem % 4), strict_mode=True)
+        # strict_mode refuses any byte outside the standard alphabet: whitespace, and the
+        # '*' that '+', '/' and '=' became.
+        return binascii.a2b_base64(raw.translate(_URLSAFE_TO_STD) + _PADDING[rem], strict_mode=True)
     except binascii.Error:
         raise ValueError("not unpadded base64url") from None
