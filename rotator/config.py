@@ -202,6 +202,9 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     **{name: (f"ROTATOR_{name.upper()}", "duration") for name in _POLICY_FIELDS},
 }
 
+# Tables of the file read elsewhere: key sets (rotator.keysets) and the sidecar (rotator.authz).
+_TABLES = ("key_sets", "authz")
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -255,7 +258,7 @@ def _read_toml(path: str) -> dict[str, Any]:
             "use ROTATOR_KEYSTORE_PASSPHRASE or passphrase_file"
         )
     for key in data:
-        if key not in _SETTINGS and key != "key_sets":
+        if key not in _SETTINGS and key not in _TABLES:
             raise ConfigError(f"unknown setting {key!r} in config file {path}")
     return data
 
@@ -275,7 +278,7 @@ def load_settings(
     names key sets, the top-level values (see ``rotator.keysets`` for the sets)."""
     env = os.environ if env is None else env
     config_file, file_values = read_config(env, config_file)
-    file_values = {k: v for k, v in file_values.items() if k != "key_sets"}
+    file_values = {k: v for k, v in file_values.items() if k not in _TABLES}
     return resolve(cli, env, file_values, str(config_file))
 
 

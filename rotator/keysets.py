@@ -47,6 +47,7 @@ def load_key_sets(
     env = os.environ if env is None else env
     path, values = read_config(env, config_file)
     tables = values.pop("key_sets", None)
+    values.pop("authz", None)  # the sidecar's table: rotator.authz reads it
     if tables is None:
         sets = {DEFAULT: resolve(cli, env, values, str(path))}
     else:

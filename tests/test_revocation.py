@@ -716,7 +716,7 @@ def test_tables_apply_ignores_what_it_does_not_know() -> None:
 def test_revocation_unavailable_is_a_503_in_the_service_glue() -> None:
     """In the ASGI/WSGI glue, RevocationUnavailable is a 503 with Retry-After and Revoked is a
     401."""
-    from rotator.verifier._bearer import denial_for
+    from rotator.verifier.bearer import denial_for
 
     denial = denial_for(RevocationUnavailable("not confirmed current"), "api", 5)
     assert denial.status == 503 and ("retry-after", "5") in denial.headers

@@ -187,7 +187,7 @@ def test_an_excluded_prefix_never_covers_a_path_that_is_not_plain(path: str) -> 
     """Whatever a server decodes before the middleware sees it: the decoded path, or the raw one."""
     from urllib.parse import unquote
 
-    from rotator.verifier._bearer import excluded
+    from rotator.verifier.bearer import excluded
 
     assert not excluded(unquote(path), ("/public/",), raw=path)
     assert not excluded(unquote(path), ("/public/",))  # a server that gives no raw path

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from ._bearer import BadRequest, Guard, NoCredentials, TokenVerifier, bearer_token, denial_for, excluded, is_preflight
+from .bearer import BadRequest, Guard, NoCredentials, TokenVerifier, bearer_token, denial_for, excluded, is_preflight
 from ..jose import VerifierError
 
 __all__ = ["BearerAuth", "CLAIMS_KEY", "bearer_claims"]

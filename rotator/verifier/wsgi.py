@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from ._bearer import BadRequest, Guard, NoCredentials, bearer_token, denial_for, excluded, is_preflight
+from .bearer import BadRequest, Guard, NoCredentials, bearer_token, denial_for, excluded, is_preflight
 from ..jose import VerifierError
 
 __all__ = ["BearerAuth", "CLAIMS_KEY"]

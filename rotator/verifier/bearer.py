@@ -21,7 +21,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 AppT = TypeVar("AppT")
 
-__all__ = ["TokenVerifier", "BadRequest", "NoCredentials", "bearer_token", "well_formed", "Denial", "denial_for", "excluded", "is_preflight", "Guard"]
+__all__ = [
+    "TokenVerifier", "BadRequest", "NoCredentials", "bearer_token", "well_formed", "Denial", "denial_for", "plain_path",
+    "excluded", "is_preflight", "Guard",
+]
 
 # RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -103,7 +106,7 @@ def denial_for(error: Exception, realm: str, retry_after: int, token: str | None
     return Denial(status, (_JSON, ("www-authenticate", challenge)), json.dumps({"error": code}).encode(), code)
 
 
-def _plain(path: str, raw: str | bytes | None) -> bool:
+def plain_path(path: str, raw: str | bytes | None) -> bool:
     """Whether a request path means what it says to every downstream: absolute, with no
     empty, dot or dot-parameter (``..;``) segment, no backslash, and no encoded slash,
     backslash, dot or percent sign in the bytes the client sent. A path that is not plain
@@ -124,12 +127,12 @@ def _plain(path: str, raw: str | bytes | None) -> bool:
 
 def excluded(path: str, prefixes: tuple[str, ...], raw: str | bytes | None = None) -> bool:
     """Whether ``path`` is one of the excluded paths, or below one that ends in '/'; never when
-    the path is not plain (dot segments, '//', encoded slashes and dots: see ``_plain``).
+    the path is not plain (dot segments, '//', encoded slashes and dots: see ``plain_path``).
     ``raw`` is the request target as the client sent it, where the server gives it (ASGI
     ``raw_path`` bytes, WSGI ``RAW_URI`` or ``REQUEST_URI``); a query string is ignored."""
     if not any(path == p or (p.endswith("/") and path.startswith(p)) for p in prefixes):
         return False
-    return _plain(path, raw)
+    return plain_path(path, raw)
 
 
 def is_preflight(method: str, has_request_method: bool) -> bool:

@@ -1,0 +1,143 @@
+"""The decision: may this request pass? One function for every protocol the sidecar speaks
+(nginx, Traefik and Envoy over HTTP, Envoy over gRPC), so they never disagree.
+
+- no bearer credentials: 401 with a bare ``WWW-Authenticate`` challenge (RFC 6750 3.1);
+- malformed credentials: 400 ``invalid_request``;
+- a token the verifier refuses (expired, revoked, another issuer, ...): 401 ``invalid_token``;
+- a rule the token does not satisfy (a scope, a claim value), or a claim that cannot go
+  into its header: 403 (``insufficient_scope`` for a scope);
+- keys or revocations unavailable: 503, never an allow;
+- otherwise 200, with the mapped claims as headers for the upstream.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ..jose import VerifierError
+from ..verifier.bearer import BadRequest, NoCredentials, TokenVerifier, bearer_token, denial_for, plain_path
+from ._settings import AuthzSettings, Rule
+
+__all__ = ["Decision", "Authorizer", "REASONS", "RESULTS"]
+
+RESULTS = {200: "allow", 400: "bad_request", 401: "deny", 403: "forbidden", 503: "unavailable"}
+# Every reason a decision can carry (the metrics' label values, fixed in advance).
+REASONS = (
+    "ok", "no_credentials", "invalid_request", "invalid_token", "malformed", "unsupported_alg", "forbidden_header", "unknown_kid",
+    "bad_signature", "expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "missing_claim", "lifetime",
+    "revoked", "insufficient_scope", "claim_mismatch", "claim_header", "path_not_plain", "keys_unavailable",
+    "revocation_unavailable", "no_original_request",
+)
+_NO_STORE = ("cache-control", "no-store")
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]  # allow: for the upstream (and cache-control); deny: for the client
+    body: bytes = b""
+
+    @property
+    def result(self) -> str:
+        return RESULTS[self.status]
+
+
+def _scopes(claims: Mapping[str, Any]) -> set[str]:
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return set(scope.split())
+    found = claims.get("scp", scope)
+    return {s for s in found if isinstance(s, str)} if isinstance(found, list) else set()
+
+
+def _header_value(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int)):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    return None
+
+
+class Authorizer:
+    """Decides for one worker: its verifier (one issuer or several), the rules and the claim headers."""
+
+    def __init__(self, settings: AuthzSettings, verifier: TokenVerifier, *, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.verifier = verifier
+        self.clock = clock
+        self._rules: tuple[Rule, ...] = settings.rules
+        self._headers = settings.headers
+        self._cap = settings.max_header_bytes
+        self._bound = settings.decision_max_age
+        if settings.revocation_url is not None:
+            self._bound = min(self._bound, settings.revocation_max_staleness)
+
+    async def decide(self, authorization: list[str], method: str | None, path: str | None) -> Decision:
+        """``authorization``: the request's Authorization header values; ``method`` and ``path``
+        of the original request (None: the proxy did not say)."""
+        token = None
+        try:
+            token = bearer_token(authorization)
+            claims = await self.verifier.averify(token)
+        except (NoCredentials, BadRequest, VerifierError) as e:
+            return self._denial(e, token)
+        return self.allow(claims, method, path)
+
+    def allow(self, claims: Mapping[str, Any], method: str | None, path: str | None) -> Decision:
+        """The decision for a verified token: the rules, then the claim headers."""
+        if self._rules:
+            if method is None or path is None:
+                return Decision(400, "no_original_request", (_NO_STORE,), b'{"error":"invalid_request"}')
+            path = path.split("?", 1)[0]
+            if not plain_path(path, path):  # dot segments, '//', encoded characters: read alike by no two servers
+                return self._forbidden("path_not_plain", "")
+            for rule in self._rules:
+                if rule.matches(method, path):
+                    missing = [s for s in rule.scopes if s not in _scopes(claims)]
+                    if missing:
+                        return self._forbidden("insufficient_scope", " ".join(rule.scopes))
+                    for name, wanted in rule.claims:
+                        got = claims.get(name)
+                        if got != wanted and not (isinstance(got, list) and wanted in got):
+                            return self._forbidden("claim_mismatch", "")
+                    break
+        headers: list[tuple[str, str]] = []
+        for claim, header in self._headers:
+            value = claims.get(claim)
+            if value is None:
+                continue
+            text = _header_value(value)
+            if text is None or len(text) > self._cap or not all(" " <= c <= "~" for c in text):
+                return self._forbidden("claim_header", "")
+            headers.append((header, text))
+        headers.append(self._cache_control(claims))
+        return Decision(200, "ok", tuple(headers))
+
+    def _cache_control(self, claims: Mapping[str, Any]) -> tuple[str, str]:
+        if self._bound <= 0:
+            return _NO_STORE
+        left = math.floor(min(float(claims["exp"]) - self.clock(), self._bound))
+        return ("cache-control", f"private, max-age={left}") if left > 0 else _NO_STORE
+
+    def _forbidden(self, reason: str, scope: str) -> Decision:
+        challenge = f'Bearer realm="{self.settings.realm}"'
+        if reason == "insufficient_scope":
+            challenge += f', error="insufficient_scope", scope="{scope}"'
+        body = b'{"error":"insufficient_scope"}' if reason == "insufficient_scope" else b'{"error":"forbidden"}'
+        return Decision(403, reason, (("www-authenticate", challenge), ("content-type", "application/json"), _NO_STORE), body)
+
+    def _denial(self, error: Exception, token: str | None) -> Decision:
+        denial = denial_for(error, self.settings.realm, 5, token)
+        if isinstance(error, NoCredentials):
+            reason = "no_credentials"
+        elif denial.status == 400:
+            reason = "invalid_request"
+        else:
+            reason = error.code if isinstance(error, VerifierError) and error.code in REASONS else "invalid_token"
+        return Decision(denial.status, reason, (*denial.headers, _NO_STORE), denial.body)

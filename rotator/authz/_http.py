@@ -1,0 +1,92 @@
+"""The HTTP check endpoint, an ASGI app (served by uvicorn in each worker):
+
+- ``/auth/nginx``: nginx ``auth_request``; the original request in ``X-Original-Method`` and
+  ``X-Original-URI``, which the nginx configuration sets (overriding any client copy);
+- ``/auth/traefik``: Traefik ``forwardAuth``; the original request in ``X-Forwarded-Method``
+  and ``X-Forwarded-Uri``, which Traefik sets;
+- ``{envoy_prefix}/<original path>``: Envoy's HTTP ``ext_authz`` service, which sends the
+  original method, and the original path behind ``path_prefix``;
+- ``/healthz`` (200 when this worker has a key set of every issuer and confirmed
+  revocations, else 503 naming why) and ``/metrics`` (every worker's decisions).
+
+Allow is 200 with the mapped claim headers; the rest is in ``_decide``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Awaitable, Callable, MutableMapping
+
+from ._decide import Authorizer, Decision
+from ._metrics import SharedMetrics
+
+__all__ = ["CheckApp"]
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+_BODY_END = {"type": "http.response.body", "body": b""}
+
+
+def _encoded(headers: tuple[tuple[str, str], ...], body: bytes) -> list[tuple[bytes, bytes]]:
+    out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    out.append((b"content-length", str(len(body)).encode()))
+    return out
+
+
+class CheckApp:
+    def __init__(self, authorizer: Authorizer, metrics: SharedMetrics, health: Callable[[], list[str]]) -> None:
+        self.authorizer = authorizer
+        self.metrics = metrics
+        self.health = health
+        self.envoy_prefix = authorizer.settings.envoy_prefix + "/"
+        self._original = {
+            "/auth/nginx": (b"x-original-method", b"x-original-uri"),
+            "/auth/traefik": (b"x-forwarded-method", b"x-forwarded-uri"),
+        }
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        names = self._original.get(path)
+        if names is not None or path.startswith(self.envoy_prefix):
+            await self._check(scope, send, names)
+        elif path == "/healthz":
+            problems = self.health()
+            body = json.dumps({"status": "ok" if not problems else "unhealthy", "problems": problems}).encode()
+            await self._send(send, 503 if problems else 200, (("content-type", "application/json"),), body)
+        elif path == "/metrics":
+            body = self.metrics.render().encode()
+            await self._send(send, 200, (("content-type", "text/plain; version=0.0.4"),), body)
+        else:
+            await self._send(send, 404, (), b"")
+
+    async def _check(self, scope: MutableMapping[str, Any], send: Send, names: tuple[bytes, bytes] | None) -> None:
+        started = time.perf_counter()
+        authorization: list[str] = []
+        method = original = None
+        if names is None:  # Envoy: the original method, and the original path behind the prefix
+            method = scope["method"]
+            raw = scope.get("raw_path") or scope["path"].encode()
+            original = raw.decode("latin-1")[len(self.envoy_prefix) - 1:]
+            if scope.get("query_string"):
+                original += "?" + scope["query_string"].decode("latin-1")
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization.append(value.decode("latin-1"))
+            elif names is not None:
+                if name == names[0]:
+                    method = value.decode("latin-1")
+                elif name == names[1]:
+                    original = value.decode("latin-1")
+        decision = await self.authorizer.decide(authorization, method, original)
+        await self._answer(send, decision)
+        self.metrics.record(decision, time.perf_counter() - started)
+
+    async def _answer(self, send: Send, decision: Decision) -> None:
+        await self._send(send, decision.status, decision.headers, decision.body)
+
+    @staticmethod
+    async def _send(send: Send, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": _encoded(headers, body)})
+        await send({"type": "http.response.body", "body": body} if body else _BODY_END)

@@ -1,0 +1,257 @@
+"""The sidecar's settings: the ``[authz]`` table of the settings file, and ``ROTATOR_AUTHZ_*``
+variables for a single issuer and the listening addresses. Revocation uses the file's own
+``revocation_url``, ``revocation_prefix`` and ``revocation_password_file``.
+
+    [authz]
+    listen = "127.0.0.1:9191"
+    workers = 0                       # one per core
+    result_cache_size = 100000
+    decision_max_age = "0s"           # off: proxies do not cache decisions
+
+    [[authz.issuers]]
+    issuer = "https://auth.example.com"
+    jwks_url = "https://auth.example.com/.well-known/jwks.json"   # none: OpenID discovery
+    audience = "orders-api"
+    algorithms = ["ES256"]
+
+    [authz.headers]                   # claim = header sent to the upstream on allow
+    sub = "X-Auth-Subject"
+
+    [[authz.rules]]                   # the first rule whose path and method match applies
+    path = "/admin/"
+    methods = ["POST", "DELETE"]
+    scopes = ["orders:admin"]
+    claims = { tenant = "acme" }
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..config import load_settings, read_config
+from ..durations import parse_duration
+from ..errors import ConfigError
+from ..keys import ALGORITHMS
+
+__all__ = ["AuthzSettings", "IssuerSettings", "Rule", "load_authz", "parse_listen"]
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+_CLAIM_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# Headers no claim may set: hop-by-hop, framing, and what proxies route or authenticate by.
+_RESERVED = {
+    "authorization", "connection", "content-length", "content-type", "cookie", "host", "keep-alive",
+    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "set-cookie",
+}
+_TABLE_KEYS = {
+    "listen", "grpc_listen", "workers", "envoy_prefix", "result_cache_size", "decision_max_age",
+    "max_header_bytes", "revocation_max_staleness", "realm", "issuers", "headers", "rules",
+}
+_ISSUER_KEYS = {"issuer", "jwks_url", "audience", "algorithms", "leeway", "max_lifetime", "allow_http"}
+_RULE_KEYS = {"path", "methods", "scopes", "claims"}
+_ENV = {
+    "listen": "ROTATOR_AUTHZ_LISTEN",
+    "grpc_listen": "ROTATOR_AUTHZ_GRPC_LISTEN",
+    "workers": "ROTATOR_AUTHZ_WORKERS",
+}
+
+
+@dataclass(frozen=True)
+class IssuerSettings:
+    issuer: str
+    jwks_url: str | None  # None: OpenID discovery from the issuer URL
+    audience: tuple[str, ...]
+    algorithms: tuple[str, ...] = ("ES256",)
+    leeway: float = 60.0
+    max_lifetime: float | None = None
+    allow_http: bool = False  # http:// JWKS and discovery URLs, on loopback hosts only
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Requests whose path is ``path`` or below it (a prefix ending in '/') and whose method
+    is one of ``methods`` (empty: any) need every scope of ``scopes`` and every claim value."""
+
+    path: str
+    methods: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    claims: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.methods and method not in self.methods:
+            return False
+        return path == self.path or (self.path.endswith("/") and path.startswith(self.path))
+
+
+@dataclass(frozen=True)
+class AuthzSettings:
+    issuers: tuple[IssuerSettings, ...]
+    listen: tuple[str, int] = ("127.0.0.1", 9191)
+    grpc_listen: tuple[str, int] | None = None
+    workers: int = 0  # 0: one per core
+    envoy_prefix: str = "/envoy"
+    result_cache_size: int = 100_000
+    decision_max_age: float = 0.0
+    max_header_bytes: int = 1024
+    revocation_max_staleness: float = 30.0
+    realm: str = "api"
+    headers: tuple[tuple[str, str], ...] = ()  # (claim, header)
+    rules: tuple[Rule, ...] = ()
+    revocation_url: str | None = None
+    revocation_prefix: str = "rotator:"
+    revocation_password_file: str | None = None
+    source: str = field(default="", compare=False)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0))
+
+
+def parse_listen(value: Any, name: str) -> tuple[str, int]:
+    """``HOST:PORT`` ('[::1]:PORT' for IPv6); ConfigError naming ``name`` otherwise."""
+    text = str(value)
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"invalid {name} {text!r}: expected HOST:PORT, such as 127.0.0.1:9191")
+    return host, int(port)
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{what} must be a string or a list of strings")
+    return tuple(value)
+
+
+def _count(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not str(value).strip().isdigit() or not low <= int(str(value).strip()) <= high:
+        raise ConfigError(f"invalid {what} {value!r}: expected a whole number from {low} to {high}")
+    return int(str(value).strip())
+
+
+def _issuer(table: Any, where: str) -> IssuerSettings:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(table) - _ISSUER_KEYS
+    if unknown:
+        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r} in {where}")
+    issuer = table.get("issuer")
+    if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")):
+        raise ConfigError(f"{where} needs issuer, the exact iss its tokens carry (an https URL)")
+    if "audience" not in table:
+        raise ConfigError(f"{where} ({issuer}) needs audience: the sidecar accepts only tokens meant for its services")
+    algorithms = _strings(table.get("algorithms", ["ES256"]), f"{where} algorithms")
+    for alg in algorithms:
+        if alg not in ALGORITHMS:
+            raise ConfigError(f"{where} algorithm {alg!r} is not one of {', '.join(ALGORITHMS)}")
+    jwks_url = table.get("jwks_url")
+    if jwks_url is not None and not isinstance(jwks_url, str):
+        raise ConfigError(f"{where} jwks_url must be a string")
+    max_lifetime = table.get("max_lifetime")
+    return IssuerSettings(
+        issuer=issuer,
+        jwks_url=jwks_url,
+        audience=_strings(table["audience"], f"{where} audience"),
+        algorithms=algorithms,
+        leeway=parse_duration(table.get("leeway", "60s"), name="leeway", source=where),
+        max_lifetime=None if max_lifetime is None else parse_duration(max_lifetime, name="max_lifetime", source=where),
+        allow_http=table.get("allow_http") is True,
+    )
+
+
+def _rule(table: Any, where: str) -> Rule:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(table) - _RULE_KEYS
+    if unknown:
+        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r} in {where}")
+    path = table.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigError(f"{where} needs path, an absolute path or a prefix ending in '/'")
+    claims = table.get("claims", {})
+    if not isinstance(claims, Mapping) or not all(isinstance(v, str) for v in claims.values()):
+        raise ConfigError(f"{where} claims must be a table of claim = string value")
+    return Rule(
+        path=path,
+        methods=tuple(m.upper() for m in _strings(table.get("methods", []), f"{where} methods")) if table.get("methods") else (),
+        scopes=_strings(table["scopes"], f"{where} scopes") if table.get("scopes") else (),
+        claims=tuple(sorted(claims.items())),
+    )
+
+
+def _headers(table: Any, source: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[authz.headers] in {source} must be a table of claim = header name")
+    out = []
+    for claim, header in table.items():
+        if not _CLAIM_NAME.fullmatch(claim):
+            raise ConfigError(f"[authz.headers] claim {claim!r} is not a plain claim name")
+        if not isinstance(header, str) or not _HEADER_NAME.fullmatch(header) or header.lower() in _RESERVED:
+            raise ConfigError(f"[authz.headers] {claim} = {header!r}: not a header name the sidecar may set")
+        out.append((claim, header))
+    if len({h.lower() for _, h in out}) != len(out):
+        raise ConfigError("[authz.headers] names one header for two claims")
+    return tuple(out)
+
+
+def load_authz(env: Mapping[str, str] | None = None, config_file: str | None = None) -> AuthzSettings:
+    """The sidecar's settings from the file's ``[authz]`` table and the environment
+    (ROTATOR_AUTHZ_LISTEN, _GRPC_LISTEN, _WORKERS; a single issuer by ROTATOR_AUTHZ_ISSUER,
+    _JWKS_URL, _AUDIENCE when the file names none). ConfigError, one line, on anything wrong."""
+    env = os.environ if env is None else env
+    path, values = read_config(env, config_file)
+    source = path or "the environment"
+    table = values.get("authz", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"authz in {source} must be a table ([authz])")
+    unknown = set(table) - _TABLE_KEYS
+    if unknown:
+        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r} in [authz] of {source}")
+    raw_issuers = table.get("issuers", [])
+    if not isinstance(raw_issuers, list):
+        raise ConfigError(f"authz.issuers in {source} must be an array of tables ([[authz.issuers]])")
+    issuers = [_issuer(t, f"[[authz.issuers]] #{i + 1} of {source}") for i, t in enumerate(raw_issuers)]
+    if not issuers and env.get("ROTATOR_AUTHZ_ISSUER"):
+        issuers.append(_issuer({
+            "issuer": env["ROTATOR_AUTHZ_ISSUER"],
+            **({"jwks_url": env["ROTATOR_AUTHZ_JWKS_URL"]} if env.get("ROTATOR_AUTHZ_JWKS_URL") else {}),
+            **({"audience": env["ROTATOR_AUTHZ_AUDIENCE"].split(",")} if env.get("ROTATOR_AUTHZ_AUDIENCE") else {}),
+        }, "ROTATOR_AUTHZ_ISSUER"))
+    if not issuers:
+        raise ConfigError(f"rotator authz needs at least one issuer: [[authz.issuers]] in {source}, or ROTATOR_AUTHZ_ISSUER")
+    if len({i.issuer for i in issuers}) != len(issuers):
+        raise ConfigError(f"[[authz.issuers]] in {source} names one issuer twice")
+    found = {name: env[var] for name, var in _ENV.items() if env.get(var)}
+    merged = {**table, **found}
+    # The revocation settings are the file's own (the same Redis the CLI writes to).
+    base = load_settings(env=env, config_file=path)
+    prefix = merged.get("envoy_prefix", "/envoy")
+    if not isinstance(prefix, str) or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", prefix):
+        raise ConfigError(f"invalid envoy_prefix {prefix!r}: expected a path such as /envoy")
+    realm = merged.get("realm", "api")
+    if not isinstance(realm, str) or not re.fullmatch(r"[A-Za-z0-9 ._-]{1,64}", realm):
+        raise ConfigError(f"invalid realm {realm!r}: letters, digits, spaces and ._- only")
+    return AuthzSettings(
+        issuers=tuple(issuers),
+        listen=parse_listen(merged.get("listen", "127.0.0.1:9191"), "listen"),
+        grpc_listen=parse_listen(merged["grpc_listen"], "grpc_listen") if merged.get("grpc_listen") else None,
+        workers=_count(merged.get("workers", 0), "workers", 0, 256),
+        envoy_prefix=prefix,
+        result_cache_size=_count(merged.get("result_cache_size", 100_000), "result_cache_size", 0, 10_000_000),
+        decision_max_age=parse_duration(merged.get("decision_max_age", "0s"), name="decision_max_age", source=source),
+        max_header_bytes=_count(merged.get("max_header_bytes", 1024), "max_header_bytes", 16, 8192),
+        revocation_max_staleness=parse_duration(
+            merged.get("revocation_max_staleness", "30s"), name="revocation_max_staleness", source=source
+        ),
+        realm=realm,
+        headers=_headers(merged.get("headers", {}), source),
+        rules=tuple(_rule(t, f"[[authz.rules]] #{i + 1} of {source}") for i, t in enumerate(merged.get("rules", []))),
+        revocation_url=base.revocation_url,
+        revocation_prefix=base.revocation_prefix,
+        revocation_password_file=base.revocation_password_file,
+        source=source,
+    )

@@ -1,0 +1,187 @@
+"""``rotator authz``'s main process: it forks the workers and keeps them running.
+
+- Workers are forked (the shared metrics region is mapped first) and each reports on a pipe
+  when it serves; systemd hears READY=1 when every worker of the first generation does.
+- A worker that exits is started again in its slot, after a backoff while it keeps failing.
+- SIGHUP reloads: the settings are read again (a bad file is logged in one line and the
+  running workers are kept), a new generation starts, and each old worker is stopped once
+  its successor serves, so the port is never without a ready worker.
+- SIGTERM or SIGINT stops every worker (uvicorn finishes the requests in flight) and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .._backoff import backoff
+from ..errors import ConfigError
+from ..sdnotify import Notifier
+from ._metrics import SharedMetrics
+from ._settings import AuthzSettings
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("rotator.authz")
+
+
+@dataclass
+class _Worker:
+    slot: int
+    generation: int
+    pid: int
+    ready_fd: int
+    ready: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    def __init__(self, settings: AuthzSettings, reload: Callable[[], AuthzSettings], notifier: Notifier | None = None):
+        self.settings = settings
+        self.reload = reload
+        self.notifier = notifier or Notifier()
+        self.count = settings.worker_count
+        # Two slots per worker: during a reload the old and the new generation overlap.
+        self.metrics = SharedMetrics(2 * self.count)
+        self.workers: dict[int, _Worker] = {}  # pid -> worker
+        self.generation = 0
+        self.failures = 0
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.pending: list[tuple[float, int]] = []  # (when, slot): workers to start again
+        self._selector = selectors.DefaultSelector()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> None:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_fd)
+            code = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                from ._worker import serve
+
+                serve(self.settings, self.metrics, slot, lambda: None if os.write(write_fd, b"R") else None)
+            except BaseException as e:  # noqa: BLE001 (a worker reports, then exits non-zero)
+                if not isinstance(e, KeyboardInterrupt):
+                    log.error("worker %d failed: %s: %s", os.getpid(), type(e).__name__, e)
+                    code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        worker = _Worker(slot, self.generation, pid, read_fd)
+        self.workers[pid] = worker
+        self._selector.register(read_fd, selectors.EVENT_READ, worker)
+
+    def _slots(self, generation: int) -> range:
+        half = generation % 2
+        return range(half * self.count, (half + 1) * self.count)
+
+    def _ready(self, worker: _Worker) -> None:
+        worker.ready = True
+        self.failures = 0
+        if worker.generation != self.generation:
+            return
+        # Its predecessor in the other generation, if any, can go.
+        old_slot = worker.slot - self.count if worker.slot >= self.count else worker.slot + self.count
+        for other in list(self.workers.values()):
+            if other.slot == old_slot and other.generation != self.generation:
+                os.kill(other.pid, signal.SIGTERM)
+        current = [w for w in self.workers.values() if w.generation == self.generation]
+        if len(current) == self.count and all(w.ready for w in current):
+            self.notifier.notify("READY=1", f"STATUS=serving with {self.count} workers")
+            log.info("rotator authz serving on %s:%d with %d workers", *self.settings.listen, self.count)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            self._selector.unregister(worker.ready_fd)
+            os.close(worker.ready_fd)
+            if self.stopping or worker.generation != self.generation:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            self.failures += 1
+            delay = backoff(self.failures, 0.5, 30.0)
+            log.error("worker %d exited (%s); starting another in %.1fs", pid, code, delay)
+            self.pending.append((time.monotonic() + delay, worker.slot))
+
+    # -- the main loop -------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        try:
+            settings = self.reload()
+        except ConfigError as e:
+            log.error("reload refused, the running workers keep the old settings: %s", e)
+            return
+        if settings.worker_count != self.count or settings.listen != self.settings.listen:
+            log.error("reload refused: a new listen address or worker count needs a restart")
+            return
+        self.settings = settings
+        self.generation += 1
+        log.info("reloading: starting generation %d", self.generation)
+        for slot in self._slots(self.generation):
+            self._spawn(slot)
+
+    def run(self) -> int:
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        os.set_blocking(wake_read, False)
+        signal.set_wakeup_fd(wake_write)
+        received: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, lambda signum, _frame: received.append(signum))
+        self._selector.register(wake_read, selectors.EVENT_READ, None)
+        for slot in self._slots(self.generation):
+            self._spawn(slot)
+        while self.workers or not self.stopping:
+            now = time.monotonic()
+            for due, slot in [p for p in self.pending if p[0] <= now and not self.stopping]:
+                self.pending.remove((due, slot))
+                self._spawn(slot)
+            if self.stopping and now > self.stop_deadline:
+                for pid in self.workers:
+                    os.kill(pid, signal.SIGKILL)  # past the grace: uvicorn did not finish
+            for key, _ in self._selector.select(timeout=0.2 if self.pending or self.stopping else 1.0):
+                if key.data is None:
+                    try:
+                        os.read(wake_read, 512)
+                    except BlockingIOError:
+                        pass
+                    continue
+                try:
+                    data = os.read(key.fd, 1)
+                except OSError:
+                    data = b""
+                if data and not key.data.ready:
+                    self._ready(key.data)
+            while received:
+                signum = received.pop(0)
+                if signum == signal.SIGCHLD:
+                    self._reap()
+                elif signum == signal.SIGHUP and not self.stopping:
+                    self._reload()
+                elif signum in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
+                    self.stopping = True
+                    self.stop_deadline = time.monotonic() + 15.0
+                    self.notifier.notify("STOPPING=1")
+                    for pid in self.workers:
+                        os.kill(pid, signal.SIGTERM)
+            self._reap()
+        return 0
