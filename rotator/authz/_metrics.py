@@ -82,5 +82,13 @@ class SharedMetrics:
         lines.append(f'rotator_authz_decision_seconds_bucket{{le="+Inf"}} {int(cumulative)}')
         lines.append(f"rotator_authz_decision_seconds_sum {totals[_SLOT - 1]:.6f}")
         lines.append(f"rotator_authz_decision_seconds_count {int(cumulative)}")
+        lines += [
+            "# HELP rotator_authz_worker_decisions_total Decisions by worker slot (two per worker: a reload's generations alternate).",
+            "# TYPE rotator_authz_worker_decisions_total counter",
+        ]
+        values = self._values
+        for w in range(self.workers):
+            count = sum(values[w * _SLOT + i] for i in range(_PAIRS))
+            lines.append(f'rotator_authz_worker_decisions_total{{slot="{w}"}} {int(count)}')
         lines.extend(extra)
         return "\n".join(lines) + "\n"

@@ -1,0 +1,189 @@
+"""Real processes for the sidecar's tests: `rotator authz` itself, Debian's nginx running the
+shipped configuration, and a backend that echoes what reached it."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .helpers import wait_for
+from .ports import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ROTATOR = str(Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "rotator")
+NGINX_EXAMPLE = ROOT / "examples" / "authz" / "nginx.conf"
+
+
+def request(port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One request on a new connection (so the kernel may pick any worker)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def bearer(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **extra}
+
+
+class Authz:
+    """`rotator authz --config FILE` as a process; ready when its port answers /healthz."""
+
+    def __init__(self, tmp: Path, config: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.grpc_port = free_port()
+        self.path = tmp / "authz.toml"
+        self.path.write_text(config.replace("{port}", str(self.port)).replace("{grpc_port}", str(self.grpc_port)))
+        self.log = tmp / "authz.log"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> "Authz":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([ROTATOR, "authz", "--config", str(self.path)], stdout=log, stderr=log, env=self.env)
+        if wait:
+            wait_for(self.ready, timeout=30, what=f"rotator authz to serve; its log: {self.log}")
+        return self
+
+    def ready(self) -> bool:
+        try:
+            return request(self.port, "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def metrics(self) -> str:
+        return request(self.port, "/metrics")[2].decode()
+
+    def decisions(self, result: str, reason: str) -> int:
+        found = re.search(rf'rotator_authz_decisions_total{{result="{result}",reason="{reason}"}} (\d+)', self.metrics())
+        return int(found.group(1)) if found else 0
+
+    def worker_pids(self) -> list[int]:
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def __enter__(self) -> "Authz":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class Backend:
+    """The protected service: answers 200 with the X-Auth-* headers that reached it, as JSON."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                seen = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-auth-")}
+                body = json.dumps({"path": self.path, "headers": seen}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_DELETE = do_GET  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+
+    def __enter__(self) -> "Backend":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Nginx:
+    """Debian's nginx running examples/authz/nginx.conf, its three addresses changed."""
+
+    def __init__(self, tmp: Path, authz_port: int, backend_port: int) -> None:
+        self.port = free_port()
+        self.prefix = tmp / "nginx"
+        self.prefix.mkdir()
+        conf = NGINX_EXAMPLE.read_text()
+        for old, new in (("127.0.0.1:9191", f"127.0.0.1:{authz_port}"), ("127.0.0.1:8080", f"127.0.0.1:{backend_port}"),
+                         ("127.0.0.1:8000", f"127.0.0.1:{self.port}")):
+            assert old in conf, f"the shipped nginx.conf no longer has {old}"
+            conf = conf.replace(old, new)
+        self.conf = self.prefix / "nginx.conf"
+        self.conf.write_text(conf.replace("worker_processes auto;", "worker_processes 1;"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Nginx":
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        globals_ = f"daemon off; pid {self.prefix}/nginx.pid; error_log {self.prefix}/error.log warn;"
+        self.proc = subprocess.Popen([nginx, "-p", str(self.prefix), "-c", str(self.conf), "-g", globals_],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._listening, timeout=10, what="nginx to listen")
+        return self
+
+    def _listening(self) -> bool:
+        try:
+            request(self.port, "/_nginx_probe")
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self) -> "Nginx":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def wait_until(predicate: Any, timeout: float, step: float = 0.02) -> float | None:
+    """The time.monotonic() at which ``predicate`` first held, or None by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(step)
+    return None
