@@ -1,0 +1,200 @@
+"""The sidecar's decision and settings (rotator.authz) with real Verifiers against a local
+JWKS server, then `rotator authz` as a process: the Envoy HTTP and Traefik endpoints, a
+worker killed and replaced, and SIGHUP reloads good and bad."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from rotator.authz import Authorizer, AuthzSettings, IssuerSettings, Rule, load_authz
+from rotator.errors import ConfigError
+from rotator.verifier import Verifier
+
+from .authz_harness import Authz, bearer, request
+from .helpers import AUD, ISS, claims_at, wait_for
+from .jwks_server import JwksServer, SigningKey
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    return SigningKey()
+
+
+@pytest.fixture
+def jwks(key: SigningKey) -> Iterator[JwksServer]:
+    with JwksServer([key]) as server:
+        yield server
+
+
+def authorizer(jwks: JwksServer, **options: Any) -> Authorizer:
+    settings = AuthzSettings(issuers=(IssuerSettings(ISS, jwks.url, (AUD,), allow_http=True),), **options)
+    return Authorizer(settings, Verifier(jwks.url, issuer=ISS, audience=AUD, allow_http=True, timeout=0.5))
+
+
+def decide(a: Authorizer, token: str | None, method: str | None = "GET", path: str | None = "/orders") -> Any:
+    return asyncio.run(a.decide([f"Bearer {token}"] if token else [], method, path))
+
+
+# -- the decision --------------------------------------------------------------------------------
+
+
+def test_claim_headers_are_capped_and_refused_with_control_characters(jwks: JwksServer, key: SigningKey) -> None:
+    """Mapped claims become headers (a list of strings joined by spaces, a number as text);
+    a value over the cap, or holding a control character or non-ASCII, refuses the request
+    (403 claim_header) rather than send a header the upstream might misread."""
+    a = authorizer(jwks, headers=(("sub", "X-Auth-Subject"), ("roles", "X-Auth-Roles"), ("level", "X-Auth-Level")),
+                   max_header_bytes=32)
+    d = decide(a, key.sign(claims_at(time.time(), roles=["a", "b"], level=3)))
+    assert d.status == 200 and dict(d.headers) == {
+        "X-Auth-Subject": "user-1", "X-Auth-Roles": "a b", "X-Auth-Level": "3", "cache-control": "no-store"}
+    for bad in ("user\r\nX-Admin: 1", "user\x00", "x" * 33, "usér"):
+        d = decide(a, key.sign(claims_at(time.time(), sub=bad)))
+        assert (d.status, d.reason) == (403, "claim_header"), bad
+    assert decide(a, key.sign(claims_at(time.time(), roles={"a": 1}))).reason == "claim_header"
+
+
+def test_decision_caching_is_off_by_default_and_bounded_when_on(jwks: JwksServer, key: SigningKey) -> None:
+    """Off: every answer says no-store. On: an allow's max-age is the least of the setting, the
+    token's remaining life and (with revocation) the staleness bound; denials never cache."""
+    now = time.time()
+    token = key.sign(claims_at(now, exp=int(now) + 100))
+    assert ("cache-control", "no-store") in decide(authorizer(jwks), token).headers
+    capped = dict(decide(authorizer(jwks, decision_max_age=600.0), token).headers)["cache-control"]
+    assert capped.startswith("private, max-age=") and 90 <= int(capped.rsplit("=", 1)[1]) <= 100
+    assert dict(decide(authorizer(jwks, decision_max_age=20.0), token).headers)["cache-control"] == "private, max-age=20"
+    revoking = authorizer(jwks, decision_max_age=600.0, revocation_url="redis://127.0.0.1:1/0", revocation_max_staleness=5.0)
+    assert dict(decide(revoking, token).headers)["cache-control"] == "private, max-age=5"
+    assert ("cache-control", "no-store") in decide(authorizer(jwks, decision_max_age=600.0), None).headers
+
+
+def test_rules_need_the_original_request_and_a_plain_path(jwks: JwksServer, key: SigningKey) -> None:
+    """With rules, a check that does not say which request it is answers 400, and a path
+    with dot segments or encoded characters is refused (403) rather than matched."""
+    a = authorizer(jwks, rules=(Rule("/admin/", scopes=("admin",)),))
+    token = key.sign(claims_at(time.time()))
+    assert decide(a, token, method=None).reason == "no_original_request"
+    for path in ("/public/../admin/x", "/admin%2fx", "//admin/x", "/a/./admin"):
+        assert (decide(a, token, path=path).status, decide(a, token, path=path).reason) == (403, "path_not_plain")
+    assert decide(a, token, path="/admin/x").reason == "insufficient_scope"
+    assert decide(a, token, path="/orders?x=/admin/").status == 200
+
+
+def test_keys_unavailable_is_503_never_allow(key: SigningKey) -> None:
+    """A JWKS host that answers 500 from the start: 503 keys_unavailable with Retry-After."""
+    with JwksServer([key]) as down:
+        down.fail_status = 500
+        d = decide(authorizer(down), key.sign(claims_at(time.time())))
+    assert (d.status, d.reason) == (503, "keys_unavailable") and ("retry-after", "5") in d.headers
+
+
+def test_settings_errors_are_one_line(tmp_path: Path) -> None:
+    """Each wrong setting is refused with one line naming it."""
+    cases = {
+        "[authz]\n": "needs at least one issuer",
+        '[[authz.issuers]]\nissuer = "https://a.example"\n': "needs audience",
+        '[authz]\nlisten = "9191"\n[[authz.issuers]]\nissuer = "https://a.example"\naudience = "x"\n': "invalid listen",
+        '[authz.headers]\nsub = "Authorization"\n[[authz.issuers]]\nissuer = "https://a.example"\naudience = "x"\n': "not a header name",
+        '[authz]\nbogus = 1\n[[authz.issuers]]\nissuer = "https://a.example"\naudience = "x"\n': "unknown setting 'bogus'",
+        '[[authz.issuers]]\nissuer = "https://a.example"\naudience = "x"\nalgorithms = ["HS256"]\n': "algorithm 'HS256'",
+        '[[authz.rules]]\npath = "admin"\n[[authz.issuers]]\nissuer = "https://a.example"\naudience = "x"\n': "needs path",
+    }
+    for text, fragment in cases.items():
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=fragment) as caught:
+            load_authz(env={}, config_file=str(path))
+        assert "\n" not in str(caught.value)
+    ok = load_authz(env={"ROTATOR_AUTHZ_ISSUER": ISS, "ROTATOR_AUTHZ_AUDIENCE": AUD, "ROTATOR_AUTHZ_WORKERS": "3"})
+    assert ok.issuers[0].issuer == ISS and ok.worker_count == 3 and ok.issuers[0].jwks_url is None
+
+
+# -- the process ---------------------------------------------------------------------------------
+
+CONFIG = """
+[authz]
+listen = "127.0.0.1:{port}"
+workers = 2
+
+[[authz.issuers]]
+issuer = "{iss}"
+jwks_url = "{jwks}"
+audience = "{aud}"
+allow_http = true
+
+[authz.headers]
+sub = "X-Auth-Subject"
+
+[[authz.rules]]
+path = "/admin/"
+methods = ["DELETE"]
+scopes = ["{scope}"]
+"""
+
+
+def config(jwks: JwksServer, scope: str = "admin") -> str:
+    return CONFIG.replace("{iss}", ISS).replace("{jwks}", jwks.url).replace("{aud}", AUD).replace("{scope}", scope)
+
+
+def test_envoy_http_and_traefik_endpoints(tmp_path: Path, jwks: JwksServer, key: SigningKey) -> None:
+    """Envoy's HTTP service sends the original method and the original path behind the
+    prefix; Traefik's forwardAuth sends X-Forwarded-Method and X-Forwarded-Uri. Both are
+    judged by the same rules, and an allow carries the claim header."""
+    token = key.sign(claims_at(time.time(), scope="orders:read"))
+    with Authz(tmp_path, config(jwks)) as authz:
+        status, headers, _ = request(authz.port, "/envoy/admin/users?page=2", bearer(token), method="DELETE")
+        assert status == 403 and 'error="insufficient_scope"' in headers["www-authenticate"]
+        status, headers, _ = request(authz.port, "/envoy/admin/users", bearer(token), method="GET")
+        assert status == 200 and headers["x-auth-subject"] == "user-1"
+        forwarded = {"X-Forwarded-Method": "DELETE", "X-Forwarded-Uri": "/admin/users"}
+        assert request(authz.port, "/auth/traefik", bearer(token, **forwarded))[0] == 403
+        assert request(authz.port, "/auth/traefik", bearer(token, **{**forwarded, "X-Forwarded-Method": "GET"}))[0] == 200
+        assert request(authz.port, "/auth/traefik", bearer(token))[0] == 400  # Traefik always says: a bare call is not Traefik
+        assert request(authz.port, "/elsewhere", bearer(token))[0] == 404
+
+
+def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(tmp_path: Path, jwks: JwksServer, key: SigningKey) -> None:
+    """SIGKILL one worker: the supervisor starts another, and the checks keep being answered."""
+    token = key.sign(claims_at(time.time()))
+    with Authz(tmp_path, config(jwks)) as authz:
+        workers = authz.worker_pids()
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        replaced = wait_for(lambda: len(set(authz.worker_pids()) - set(workers)) == 1 and len(authz.worker_pids()) == 2,
+                            timeout=20, what="a new worker")
+        assert replaced
+        wait_for(lambda: all(request(authz.port, "/envoy/orders", bearer(token))[0] == 200 for _ in range(20)),
+                 timeout=20, what="every check answered 200")
+        assert "exited (-9)" in authz.logs()
+
+
+def test_sighup_reloads_without_a_failed_check_and_keeps_the_old_settings_when_bad(
+    tmp_path: Path, jwks: JwksServer, key: SigningKey
+) -> None:
+    """SIGHUP after the rule's scope changed: the new generation applies it and no check in
+    between fails to be answered; SIGHUP with a broken file logs one line and keeps serving
+    the settings it had."""
+    token = key.sign(claims_at(time.time(), scope="admin"))
+    with Authz(tmp_path, config(jwks)) as authz:
+        assert request(authz.port, "/envoy/admin/x", bearer(token), method="DELETE")[0] == 200
+        authz.path.write_text(config(jwks, scope="superuser").replace("{port}", str(authz.port)))
+        assert authz.proc is not None
+        authz.proc.send_signal(signal.SIGHUP)
+        statuses = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            statuses.append(request(authz.port, "/envoy/admin/x", bearer(token), method="DELETE")[0])
+            if statuses[-1] == 403 and len(authz.worker_pids()) == 2:
+                break
+        assert set(statuses) <= {200, 403} and statuses[-1] == 403, statuses
+        authz.path.write_text("[authz\n")
+        authz.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in authz.logs(), timeout=10, what="the refusal logged")
+        assert request(authz.port, "/envoy/admin/x", bearer(token), method="DELETE")[0] == 403
+        assert authz.stop() == 0
