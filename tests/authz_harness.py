@@ -102,11 +102,15 @@ class Backend:
     """The protected service: answers 200 with the X-Auth-* headers that reached it, as JSON."""
 
     def __init__(self) -> None:
+        backend = self
+        self.subjects: set[str] = set()  # every X-Auth-Subject that reached it
+
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802
                 seen = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-auth-")}
+                backend.subjects.add(seen.get("x-auth-subject", ""))
                 body = json.dumps({"path": self.path, "headers": seen}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -7,15 +7,17 @@ with no wrongful denial."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from .authz_harness import ROTATOR, Authz, Backend, Nginx, bearer, request
+from .authz_harness import ROOT, ROTATOR, Authz, Backend, Nginx, bearer, request
 from .helpers import AUD, ISS, claims_at
 from .jwks_server import JwksServer, SigningKey
 from .redis_server import RedisServer
@@ -148,3 +150,35 @@ def test_revocations_unconfirmed_answer_503_never_allow(stack: Stack) -> None:
     while stack.get("/orders", bearer(token))[0] != 200:
         assert time.monotonic() < deadline, "no recovery after SIGCONT"
         time.sleep(0.1)
+
+
+
+def test_a_key_rotation_mid_load_denies_nothing(tmp_path: Path) -> None:
+    """wrk through nginx with two workers while a new key is published (JWKS max-age 2 s)
+    and, one max-age plus a second after the publication (rotator's schedule leaves at least
+    that), the tokens switch to it. Every response is 200: none wrongly denied."""
+    old, new = SigningKey(), SigningKey()
+    with JwksServer([old], max_age=2) as jwks, Backend() as backend:
+        config = (CONFIG.replace('revocation_url = "{redis}"\nrevocation_prefix = "authz:"\n', "")
+                  .replace('revocation_max_staleness = "2s"', "")
+                  .replace("allow_http = true", 'allow_http = true\nmin_max_age = "1s"')
+                  .replace("{iss}", ISS).replace("{jwks}", jwks.url).replace("{aud}", AUD))
+        with Authz(tmp_path, config) as authz, Nginx(tmp_path, authz.port, backend.port) as nginx:
+            now = time.time()
+            before, after = tmp_path / "before", tmp_path / "after"
+            before.write_text("\n".join(old.sign(claims_at(now, sub=f"old-{i}")) for i in range(500)))
+            after.write_text("\n".join(new.sign(claims_at(now, sub=f"new-{i}")) for i in range(500)))
+            jwks.keys.append(new)
+            switch_at = math.ceil(time.time() + 2 + 1)  # the publication, plus max-age, plus a second
+            duration = switch_at - int(time.time()) + 3
+            out = subprocess.run(
+                ["wrk", "-t1", "-c8", f"-d{duration}s", "-s", str(ROOT / "bench" / "service_bench.lua"),
+                 f"http://127.0.0.1:{nginx.port}/"],
+                env={**os.environ, "TOKENS": str(before), "TOKENS_AFTER": str(after), "SWITCH_AT": str(switch_at)},
+                capture_output=True, text=True, timeout=duration + 30,
+            ).stdout
+    assert "Non-2xx" not in out and "Socket errors" not in out, out
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    assert requests > 100, out
+    # Both keys' tokens reached the backend: the switch happened inside the run.
+    assert any(s.startswith("old-") for s in backend.subjects) and any(s.startswith("new-") for s in backend.subjects)

@@ -12,5 +12,6 @@ from __future__ import annotations
 
 from ._decide import Authorizer, Decision
 from ._settings import AuthzSettings, IssuerSettings, Rule, load_authz
+from ._supervisor import Supervisor
 
-__all__ = ["Authorizer", "Decision", "AuthzSettings", "IssuerSettings", "Rule", "load_authz"]
+__all__ = ["Authorizer", "Decision", "AuthzSettings", "IssuerSettings", "Rule", "load_authz", "Supervisor"]

@@ -88,7 +88,7 @@ class SharedMetrics:
         ]
         values = self._values
         for w in range(self.workers):
-            count = sum(values[w * _SLOT + i] for i in range(_PAIRS))
+            count = sum(values[w * _SLOT:w * _SLOT + _PAIRS].tolist())
             lines.append(f'rotator_authz_worker_decisions_total{{slot="{w}"}} {int(count)}')
         lines.extend(extra)
         return "\n".join(lines) + "\n"

@@ -49,7 +49,12 @@ _TABLE_KEYS = {
     "listen", "grpc_listen", "workers", "envoy_prefix", "result_cache_size", "decision_max_age",
     "max_header_bytes", "revocation_max_staleness", "realm", "issuers", "headers", "rules",
 }
-_ISSUER_KEYS = {"issuer", "jwks_url", "audience", "algorithms", "leeway", "max_lifetime", "allow_http"}
+_ISSUER_KEYS = {
+    "issuer", "jwks_url", "audience", "algorithms", "leeway", "max_lifetime", "allow_http", "min_max_age",
+    "max_stale", "unknown_kid_cooldown",
+}
+# The key cache's timings, as the Verifier takes them (README, "How keys are fetched").
+_CACHE_DEFAULTS = {"min_max_age": 30.0, "max_stale": 3600.0, "unknown_kid_cooldown": 30.0}
 _RULE_KEYS = {"path", "methods", "scopes", "claims"}
 _ENV = {
     "listen": "ROTATOR_AUTHZ_LISTEN",
@@ -67,6 +72,7 @@ class IssuerSettings:
     leeway: float = 60.0
     max_lifetime: float | None = None
     allow_http: bool = False  # http:// JWKS and discovery URLs, on loopback hosts only
+    cache: tuple[tuple[str, float], ...] = ()  # min_max_age, max_stale, unknown_kid_cooldown where set
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,7 @@ def _issuer(table: Any, where: str) -> IssuerSettings:
         leeway=parse_duration(table.get("leeway", "60s"), name="leeway", source=where),
         max_lifetime=None if max_lifetime is None else parse_duration(max_lifetime, name="max_lifetime", source=where),
         allow_http=table.get("allow_http") is True,
+        cache=tuple((name, parse_duration(table[name], name=name, source=where)) for name in _CACHE_DEFAULTS if name in table),
     )
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger("rotator.authz")
 def _verifier(issuer: IssuerSettings, settings: AuthzSettings, revocations: Any) -> Verifier:
     options: dict[str, Any] = dict(
         audience=issuer.audience, algorithms=issuer.algorithms, leeway=issuer.leeway, max_lifetime=issuer.max_lifetime,
-        result_cache_size=settings.result_cache_size, allow_http=issuer.allow_http,
+        result_cache_size=settings.result_cache_size, allow_http=issuer.allow_http, **dict(issuer.cache),
     )
     if revocations is not None:
         options.update(revocations=revocations, revocation_max_staleness=settings.revocation_max_staleness)

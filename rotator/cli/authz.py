@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
@@ -23,8 +22,7 @@ __all__ = ["authz"]
 def authz(config_file: str | None, check: bool, log_format: str) -> None:
     """Answer proxies' per-request checks (nginx auth_request, Traefik forwardAuth, Envoy
     ext_authz over HTTP and gRPC) until SIGTERM; SIGHUP reloads the settings."""
-    from ..authz import load_authz
-    from ..authz._supervisor import Supervisor
+    from ..authz import Supervisor, load_authz
 
     settings = load_authz(config_file=config_file)
     if check:
