@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def units(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("name", ["rotator.service", "rotator-rotate.service", "rotator-rotate.timer"])
+@pytest.mark.parametrize("name", ["rotator.service", "rotator-rotate.service", "rotator-rotate.timer", "rotator-authz.service"])
 def test_every_directive_has_its_reason_on_the_line_above(name: str) -> None:
     """Every directive in the systemd units has its reason in a comment on the line above."""
     lines = (UNITS / name).read_text().splitlines()
@@ -48,7 +49,7 @@ def test_every_directive_has_its_reason_on_the_line_above(name: str) -> None:
 
 def test_systemd_analyze_verify_passes(units: Path) -> None:
     """systemd-analyze verify accepts the units without a warning."""
-    names = ["rotator.service", "rotator-rotate.service", "rotator-rotate.timer"]
+    names = ["rotator.service", "rotator-rotate.service", "rotator-rotate.timer", "rotator-authz.service"]
     result = subprocess.run([analyze(), "verify", *names], cwd=units, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
 
@@ -61,7 +62,7 @@ def test_systemd_analyze_verify_catches_a_missing_executable(tmp_path: Path) -> 
     assert result.returncode != 0 and "/nonexistent/rotator" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["rotator.service", "rotator-rotate.service"])
+@pytest.mark.parametrize("name", ["rotator.service", "rotator-rotate.service", "rotator-authz.service"])
 def test_security_exposure_at_most_2(units: Path, name: str) -> None:
     """systemd-analyze security rates each service's exposure at most 2."""
     result = subprocess.run(
@@ -143,3 +144,59 @@ def test_rotator_works_without_writable_executable_memory(tmp_path: Path) -> Non
     finally:
         daemon.terminate()
         assert daemon.wait(timeout=30) == 0
+
+
+def test_authz_works_without_writable_executable_memory(tmp_path: Path) -> None:
+    """rotator-authz.service's MemoryDenyWriteExecute=yes, imposed with prctl(PR_SET_MDWE) on the
+    supervisor (its workers inherit it): the workers start (uvicorn with httptools and uvloop,
+    grpcio), serve /healthz, and allow a valid token over HTTP and over gRPC."""
+    import grpc
+    from envoy.service.auth.v3 import attribute_context_pb2 as attributes
+    from envoy.service.auth.v3 import external_auth_pb2 as ext
+    from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
+
+    from .authz_harness import request
+    from .helpers import AUD, ISS, claims_at, wait_for
+    from .jwks_server import JwksServer, SigningKey
+    from .ports import free_port
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_GET_MDWE, 0, 0, 0, 0) >= 0, "this kernel has no PR_SET_MDWE (Linux 6.3+ needed)"
+    port, grpc_port = free_port(), free_port()
+    key = SigningKey()
+    wrapper = (
+        "import ctypes, runpy, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"assert libc.prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) == 0, ctypes.get_errno()\n"
+        "sys.argv = ['rotator'] + sys.argv[1:]\n"
+        "runpy.run_module('rotator.cli', run_name='__main__')\n"
+    )
+    with JwksServer([key]) as jwks:
+        config = tmp_path / "authz.toml"
+        config.write_text(
+            f'[authz]\nlisten = "127.0.0.1:{port}"\ngrpc_listen = "127.0.0.1:{grpc_port}"\nworkers = 1\n'
+            f'[[authz.issuers]]\nissuer = "{ISS}"\njwks_url = "{jwks.url}"\naudience = "{AUD}"\nallow_http = true\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROTATOR_")}
+        log = tmp_path / "authz.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-c", wrapper, "authz", "--config", str(config)], env=env,
+                                    stdout=out, stderr=out)
+        try:
+            def healthy() -> bool:
+                try:
+                    return request(port, "/healthz")[0] == 200
+                except OSError:
+                    assert proc.poll() is None, log.read_text()
+                    return False
+
+            wait_for(healthy, timeout=30, what="rotator authz to serve under MDWE")
+            token = key.sign(claims_at(time.time()))
+            assert request(port, "/envoy/orders", {"Authorization": f"Bearer {token}"})[0] == 200
+            http = attributes.AttributeContext.HttpRequest(method="GET", path="/", headers={"authorization": f"Bearer {token}"})
+            check = ext.CheckRequest(attributes=attributes.AttributeContext(request=attributes.AttributeContext.Request(http=http)))
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                assert ext_grpc.AuthorizationStub(channel).Check(check, timeout=10).status.code == 0
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=30) == 0, log.read_text()
