@@ -127,8 +127,10 @@ def warm(url: str, token: str, requests: int = 1) -> None:
             assert response.status == 200
 
 
-def wrk(url: str, seconds: float, connections: int, tokens: Path, after: Path | None = None, switch_at: int = 0) -> dict[str, float]:
-    env = {**os.environ, "TOKENS": str(tokens), "TOKENS_AFTER": str(after or ""), "SWITCH_AT": str(switch_at)}
+def wrk(url: str, seconds: float, connections: int, tokens: Path, after: Path | None = None, switch_at: int = 0,
+        path: str = "/orders") -> dict[str, float]:
+    env = {**os.environ, "TOKENS": str(tokens), "TOKENS_AFTER": str(after or ""), "SWITCH_AT": str(switch_at),
+           "REQUEST_PATH": path}
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(ROOT / "bench" / "service_bench.lua"), url],
         env=env, capture_output=True, text=True, timeout=seconds + 60, check=True, preexec_fn=_pin(0),

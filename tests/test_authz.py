@@ -18,7 +18,7 @@ from rotator.errors import ConfigError
 from rotator.verifier import Verifier
 
 from .authz_harness import Authz, bearer, request
-from .helpers import AUD, ISS, claims_at, wait_for
+from .helpers import AUD, ISS, Clock, claims_at, wait_for
 from .jwks_server import JwksServer, SigningKey
 
 
@@ -52,8 +52,7 @@ def test_claim_headers_are_capped_and_refused_with_control_characters(jwks: Jwks
     a = authorizer(jwks, headers=(("sub", "X-Auth-Subject"), ("roles", "X-Auth-Roles"), ("level", "X-Auth-Level")),
                    max_header_bytes=32)
     d = decide(a, key.sign(claims_at(time.time(), roles=["a", "b"], level=3)))
-    assert d.status == 200 and dict(d.headers) == {
-        "X-Auth-Subject": "user-1", "X-Auth-Roles": "a b", "X-Auth-Level": "3", "cache-control": "no-store"}
+    assert d.status == 200 and dict(d.headers) == {"X-Auth-Subject": "user-1", "X-Auth-Roles": "a b", "X-Auth-Level": "3"}
     for bad in ("user\r\nX-Admin: 1", "user\x00", "x" * 33, "usér"):
         d = decide(a, key.sign(claims_at(time.time(), sub=bad)))
         assert (d.status, d.reason) == (403, "claim_header"), bad
@@ -61,11 +60,12 @@ def test_claim_headers_are_capped_and_refused_with_control_characters(jwks: Jwks
 
 
 def test_decision_caching_is_off_by_default_and_bounded_when_on(jwks: JwksServer, key: SigningKey) -> None:
-    """Off: every answer says no-store. On: an allow's max-age is the least of the setting, the
-    token's remaining life and (with revocation) the staleness bound; denials never cache."""
+    """Off: an allow carries no Cache-Control (no proxy caches an auth answer unless told to).
+    On: an allow's max-age is the least of the setting, the token's remaining life and (with
+    revocation) the staleness bound. Denials always say no-store."""
     now = time.time()
     token = key.sign(claims_at(now, exp=int(now) + 100))
-    assert ("cache-control", "no-store") in decide(authorizer(jwks), token).headers
+    assert "cache-control" not in dict(decide(authorizer(jwks), token).headers)
     capped = dict(decide(authorizer(jwks, decision_max_age=600.0), token).headers)["cache-control"]
     assert capped.startswith("private, max-age=") and 90 <= int(capped.rsplit("=", 1)[1]) <= 100
     assert dict(decide(authorizer(jwks, decision_max_age=20.0), token).headers)["cache-control"] == "private, max-age=20"
@@ -84,6 +84,29 @@ def test_rules_need_the_original_request_and_a_plain_path(jwks: JwksServer, key:
         assert (decide(a, token, path=path).status, decide(a, token, path=path).reason) == (403, "path_not_plain")
     assert decide(a, token, path="/admin/x").reason == "insufficient_scope"
     assert decide(a, token, path="/orders?x=/admin/").status == 200
+
+
+def test_a_kept_allow_is_asked_again_every_time(jwks: JwksServer, key: SigningKey) -> None:
+    """An allow is kept by its exact Authorization value and reused only while the verifier
+    says the token would still be accepted: once its key leaves the JWKS (refreshed) or its
+    time is up, the next check decides in full and denies."""
+    clock = Clock(time.time())
+    settings = AuthzSettings(issuers=(IssuerSettings(ISS, jwks.url, (AUD,), allow_http=True),), result_cache_size=16)
+    verifier = Verifier(jwks.url, issuer=ISS, audience=AUD, allow_http=True, result_cache_size=16, clock=clock)
+    a = Authorizer(settings, verifier, clock=clock)
+    token = key.sign(claims_at(clock.now, exp=int(clock.now) + 120))
+    first = decide(a, token)
+    assert first.status == 200 and a.reuse([f"Bearer {token}"], "GET", "/orders") is first
+    clock.advance(121 + verifier.leeway)
+    assert a.reuse([f"Bearer {token}"], "GET", "/orders") is None
+    assert decide(a, token).reason == "expired"
+    fresh = key.sign(claims_at(clock.now))
+    assert decide(a, fresh).status == 200 and a.reuse([f"Bearer {fresh}"], None, None) is not None
+    other = SigningKey()
+    jwks.keys = [other]
+    verifier.refresh()
+    assert a.reuse([f"Bearer {fresh}"], None, None) is None
+    assert decide(a, fresh).reason == "unknown_kid"
 
 
 def test_keys_unavailable_is_503_never_allow(key: SigningKey) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..jose import VerifierError
@@ -34,16 +33,26 @@ REASONS = (
 _NO_STORE = ("cache-control", "no-store")
 
 
-@dataclass(frozen=True)
 class Decision:
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]  # allow: for the upstream (and cache-control); deny: for the client
-    body: bytes = b""
+    """An answer: its HTTP status, the reason (a metrics label, from REASONS), its headers
+    (on allow, for the upstream, and cache-control; otherwise for the client) and body."""
+
+    __slots__ = ("status", "reason", "headers", "body", "encoded", "metric")
+
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...], body: bytes = b"") -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.encoded: Any = None  # the HTTP layer's encoding of the headers, made once
+        self.metric: int | None = None  # its counter's place in the shared metrics, found once
 
     @property
     def result(self) -> str:
         return RESULTS[self.status]
+
+    def __repr__(self) -> str:
+        return f"Decision({self.status}, {self.reason!r}, {self.headers!r})"
 
 
 def _scopes(claims: Mapping[str, Any]) -> set[str]:
@@ -77,17 +86,58 @@ class Authorizer:
         self._bound = settings.decision_max_age
         if settings.revocation_url is not None:
             self._bound = min(self._bound, settings.revocation_max_staleness)
+        # Allows by the exact Authorization value (and the request, with rules), each with the
+        # verifier's result-cache entry it rests on, asked on every reuse whether it still
+        # holds (key, time, revocation: the verifier's own hit checks). Not with decision
+        # caching, whose max-age is computed per answer.
+        self._memo: dict[str, tuple[Any, Any, Decision]] = {}
+        self._memo_size = settings.result_cache_size if self._bound <= 0 else 0
+
+    @property
+    def needs_request(self) -> bool:
+        """Whether the decision looks at the original method and path (only rules do)."""
+        return bool(self._rules)
+
+    def reuse(self, authorization: list[str], method: str | None, path: str | None) -> Decision | None:
+        """The answer kept for this exact request, if its token would still be accepted now
+        (asked of the verifier each time), or a denial when the token was revoked since;
+        None: decide in full (``decide``). Synchronous: no coroutine for the common case."""
+        if not self._memo or len(authorization) != 1:
+            return None
+        memo_key = authorization[0] if not self._rules else f"{method} {path} {authorization[0]}"
+        hit = self._memo.get(memo_key)
+        if hit is None:
+            return None
+        verifier, entry, decision = hit
+        try:
+            if verifier.still_holds(entry):
+                return decision
+        except VerifierError as e:
+            return self._denial(e, None)
+        self._memo.pop(memo_key, None)
+        return None
 
     async def decide(self, authorization: list[str], method: str | None, path: str | None) -> Decision:
         """``authorization``: the request's Authorization header values; ``method`` and ``path``
         of the original request (None: the proxy did not say)."""
+        kept = self.reuse(authorization, method, path)
+        if kept is not None:
+            return kept
         token = None
         try:
             token = bearer_token(authorization)
             claims = await self.verifier.averify(token)
         except (NoCredentials, BadRequest, VerifierError) as e:
             return self._denial(e, token)
-        return self.allow(claims, method, path)
+        decision = self.allow(claims, method, path)
+        if self._memo_size and decision.status == 200 and len(authorization) == 1:
+            found = self.verifier.result_of(token)
+            if found is not None:
+                memo = self._memo
+                if len(memo) >= self._memo_size:
+                    memo.pop(next(iter(memo)))  # the oldest
+                memo[authorization[0] if not self._rules else f"{method} {path} {authorization[0]}"] = (*found, decision)
+        return decision
 
     def allow(self, claims: Mapping[str, Any], method: str | None, path: str | None) -> Decision:
         """The decision for a verified token: the rules, then the claim headers."""
@@ -113,15 +163,14 @@ class Authorizer:
             if value is None:
                 continue
             text = _header_value(value)
-            if text is None or len(text) > self._cap or not all(" " <= c <= "~" for c in text):
+            if text is None or len(text) > self._cap or not (text.isascii() and text.isprintable()):
                 return self._forbidden("claim_header", "")
             headers.append((header, text))
-        headers.append(self._cache_control(claims))
+        if self._bound > 0:
+            headers.append(self._cache_control(claims))
         return Decision(200, "ok", tuple(headers))
 
     def _cache_control(self, claims: Mapping[str, Any]) -> tuple[str, str]:
-        if self._bound <= 0:
-            return _NO_STORE
         left = math.floor(min(float(claims["exp"]) - self.clock(), self._bound))
         return ("cache-control", f"private, max-age={left}") if left > 0 else _NO_STORE
 

@@ -7,7 +7,8 @@
 - ``{envoy_prefix}/<original path>``: Envoy's HTTP ``ext_authz`` service, which sends the
   original method, and the original path behind ``path_prefix``;
 - ``/healthz`` (200 when this worker has a key set of every issuer and confirmed
-  revocations, else 503 naming why) and ``/metrics`` (every worker's decisions).
+  revocations, else 503 naming why), ``/livez`` (200: the process answers) and
+  ``/metrics`` (every worker's decisions).
 
 Allow is 200 with the mapped claim headers; the rest is in ``_decide``.
 """
@@ -51,6 +52,8 @@ class CheckApp:
         names = self._original.get(path)
         if names is not None or path.startswith(self.envoy_prefix):
             await self._check(scope, send, names)
+        elif path == "/livez":  # the process answers: a liveness probe, and the benchmark's no-op
+            await self._send(send, 200, (), b"")
         elif path == "/healthz":
             problems = self.health()
             body = json.dumps({"status": "ok" if not problems else "unhealthy", "problems": problems}).encode()
@@ -65,7 +68,7 @@ class CheckApp:
         started = time.perf_counter()
         authorization: list[str] = []
         method = original = None
-        if names is None:  # Envoy: the original method, and the original path behind the prefix
+        if names is None and self.authorizer.needs_request:  # Envoy: the method, and the path behind the prefix
             method = scope["method"]
             raw = scope.get("raw_path") or scope["path"].encode()
             original = raw.decode("latin-1")[len(self.envoy_prefix) - 1:]
@@ -79,12 +82,18 @@ class CheckApp:
                     method = value.decode("latin-1")
                 elif name == names[1]:
                     original = value.decode("latin-1")
-        decision = await self.authorizer.decide(authorization, method, original)
+        decision = self.authorizer.reuse(authorization, method, original) or await self.authorizer.decide(
+            authorization, method, original
+        )
         await self._answer(send, decision)
         self.metrics.record(decision, time.perf_counter() - started)
 
     async def _answer(self, send: Send, decision: Decision) -> None:
-        await self._send(send, decision.status, decision.headers, decision.body)
+        encoded = decision.encoded
+        if encoded is None:
+            encoded = decision.encoded = _encoded(decision.headers, decision.body)
+        await send({"type": "http.response.start", "status": decision.status, "headers": encoded})
+        await send({"type": "http.response.body", "body": decision.body} if decision.body else _BODY_END)
 
     @staticmethod
     async def _send(send: Send, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:

@@ -9,6 +9,7 @@ worker takes over its slot, so the counters never go backwards.
 from __future__ import annotations
 
 import mmap
+from bisect import bisect_left
 from typing import Iterable
 
 from ._decide import REASONS, RESULTS, Decision
@@ -17,6 +18,7 @@ __all__ = ["SharedMetrics", "BUCKETS"]
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _STATUSES = tuple(RESULTS)
+_REASONS = len(REASONS)
 _PAIRS = len(_STATUSES) * len(REASONS)
 _SLOT = _PAIRS + len(BUCKETS) + 2  # the pairs, the finite buckets, +Inf, the latency sum
 _STATUS_INDEX = {s: i for i, s in enumerate(_STATUSES)}
@@ -36,13 +38,11 @@ class SharedMetrics:
 
     def record(self, decision: Decision, seconds: float) -> None:
         values, base = self._values, self._base
-        values[base + _STATUS_INDEX[decision.status] * len(REASONS) + _REASON_INDEX[decision.reason]] += 1
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                values[base + _PAIRS + i] += 1
-                break
-        else:
-            values[base + _PAIRS + len(BUCKETS)] += 1
+        index = decision.metric
+        if index is None:  # once per Decision: a reused allow keeps it
+            index = decision.metric = _STATUS_INDEX[decision.status] * _REASONS + _REASON_INDEX[decision.reason]
+        values[base + index] += 1
+        values[base + _PAIRS + bisect_left(BUCKETS, seconds)] += 1  # past the last bound: +Inf
         values[base + _SLOT - 1] += seconds
 
     def totals(self) -> list[float]:

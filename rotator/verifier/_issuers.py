@@ -15,9 +15,10 @@ import ssl
 from typing import Any, Mapping
 
 from .._strict import strict_json
-from ..jose import WrongIssuer, decode_segment, parse_claims, split_token
+from ..jose import InvalidToken, WrongIssuer, decode_segment, parse_claims, split_token
 from ._http import FetchError, check_url, fetch
 from ._keycache import CacheStats
+from ._results import CachedResult
 from ._verifier import Verifier
 
 __all__ = ["Issuers", "discover"]
@@ -54,6 +55,13 @@ class Issuers:
 
     async def averify(self, token: str) -> dict[str, Any]:
         return await self._route(token).averify(token)
+
+    def result_of(self, token: str) -> "tuple[Verifier, CachedResult] | None":
+        """The issuer's Verifier and its result-cache entry for an accepted ``token``."""
+        try:
+            return self._route(token).result_of(token)
+        except InvalidToken:
+            return None
 
     def refresh(self) -> None:
         for verifier in self.verifiers.values():

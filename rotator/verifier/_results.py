@@ -25,9 +25,10 @@ def copy_json(value: Any) -> Any:
 
 
 class CachedResult:
-    __slots__ = ("signature", "kid", "key", "claims", "flat", "exp", "nbf", "drop_at")
+    __slots__ = ("signature", "kid", "key", "claims", "flat", "exp", "nbf", "drop_at", "digest")
 
-    def __init__(self, signature: str, kid: str, key: PublicKey, claims: dict[str, Any], drop_at: float):
+    def __init__(self, signature: str, kid: str, key: PublicKey, claims: dict[str, Any], drop_at: float, digest: bytes = b""):
+        self.digest = digest  # its key in the cache
         self.signature = signature
         self.kid = kid
         self.key = key
@@ -53,9 +54,9 @@ class ResultCache:
     def put(
         self, signing_input: bytes, signature: str, kid: str, key: PublicKey, claims: dict[str, Any], now: float
     ) -> None:
-        entry = CachedResult(signature, kid, key, copy_json(claims), now + self.ttl)
-        entry.drop_at = min(entry.drop_at, entry.exp + self.leeway)
         digest = hashlib.sha256(signing_input).digest()
+        entry = CachedResult(signature, kid, key, copy_json(claims), now + self.ttl, digest)
+        entry.drop_at = min(entry.drop_at, entry.exp + self.leeway)
         entries = self.entries
         with self.lock:  # writers only; readers take single dict operations without it
             if len(entries) >= self.size:

@@ -274,17 +274,47 @@ class Verifier:
         return (digest, entry) if key is None else self._revalidate(digest, entry, key)
 
     def _revalidate(self, digest: bytes, entry: CachedResult, key: PublicKey) -> dict[str, Any] | None:
-        """The cached claims if the entry still holds now: the key must still be published
-        (a revoked key's results stop at once), the time checks and revocation hooks run
-        again, and the caller gets its own copy. None sends the token down the full path,
-        which gives the precise reason."""
+        """The cached claims if the entry still holds now (``_holds``), the caller's own copy.
+        None sends the token down the full path, which gives the precise reason."""
+        if not self._holds(digest, entry, key):
+            return None
+        return dict(entry.claims) if entry.flat else copy_json(entry.claims)
+
+    def _holds(self, digest: bytes, entry: CachedResult, key: PublicKey | None) -> bool:
+        """Whether a cached result still holds now: the key must still be published (a
+        revoked key's results stop at once) and the time checks pass again (an entry that
+        fails either is dropped); then the revocation hooks run, raising Revoked."""
         now = self._now()
         if now >= entry.drop_at or (entry.nbf is not None and now + self.leeway < entry.nbf):
             self._results.drop(digest)  # type: ignore[union-attr]
-            return None
+            return False
         if key is not entry.key and key != entry.key:
             self._results.drop(digest)  # type: ignore[union-attr]
-            return None
+            return False
         if self._check_revocation is not None:
             self._check_revocation(entry.claims)
-        return dict(entry.claims) if entry.flat else copy_json(entry.claims)
+        return True
+
+    # -- for callers that keep their own answers (the sidecar) ---------------------------------
+
+    def result_of(self, token: str) -> "tuple[Verifier, CachedResult] | None":
+        """This verifier and the result-cache entry an accepted ``token`` left (None: no
+        cache, or not there). A caller that keeps an answer derived from the token must ask
+        ``still_holds`` before each reuse."""
+        if self._results is None or not token.isascii():
+            return None
+        signing_input, _, signature_segment = token.rpartition(".")
+        entry = self._result_entries.get(_sha256(signing_input.encode("ascii")).digest())
+        if entry is None or not hmac.compare_digest(signature_segment, entry.signature):
+            return None
+        return self, entry
+
+    def still_holds(self, entry: "CachedResult") -> bool:
+        """Whether the accepted token behind ``entry`` would still be accepted now, by the very
+        checks of a result-cache hit (``_holds``), without waiting on a fetch: False when its
+        key is not in a fresh snapshot or its time is up; Revoked or RevocationUnavailable as
+        ``verify`` raises them."""
+        key = self._keys.peek(entry.kid)
+        if key is None:
+            return False
+        return self._holds(entry.digest, entry, key)

@@ -37,6 +37,10 @@ class TokenVerifier(Protocol):
 
     async def averify(self, token: str) -> dict[str, Any]: ...
 
+    def health(self) -> list[str]: ...
+
+    def result_of(self, token: str) -> Any: ...
+
 
 class NoCredentials(Exception):
     """The request carries no bearer credentials: no Authorization header, or another scheme."""
