@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/sign_bench.py
 	$(BIN)/python bench/stampede_bench.py
 	$(BIN)/python bench/service_bench.py
+	sh scripts/bench-deps.sh
+	$(BIN)/python bench/authz_bench.py
 
 # The chaos soak, long form: 10 minutes against SeaweedFS; writes soak-report.json.
 # Then the SIGHUP-burst test 20 times (the suite runs it 3 times), and thirty simulated days

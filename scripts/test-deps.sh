@@ -4,6 +4,7 @@
 # faketime (package faketime) to run a rotator process with a wrong clock;
 # wrk (package wrk), the load generator of bench/service_bench.py;
 # redis-server (package redis-server), the revocation store's server in tests;
+# nginx (package nginx), in front of `rotator authz` in its tests (auth_request);
 # valgrind (package valgrind), whose callgrind counts instructions in `make bench`;
 # promtool (package prometheus), which checks and unit-tests the shipped alert rules;
 # node and npm (packages nodejs, npm), which run Node's jose, an interop oracle, installed
@@ -24,6 +25,7 @@ command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v valgrind >/dev/null 2>&1 || missing="$missing valgrind"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"

@@ -5,6 +5,7 @@ Speed is judged by the benchmarks themselves (ratios against peers in one run), 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,18 @@ def test_revocation_bench_reports_load_and_check_cost() -> None:
     assert "replica load: 4,000 records in" in result.stdout, result.stdout
     assert "revocation check: +" in result.stdout
     assert sum(line.startswith(("PASS", "MISS")) for line in result.stdout.splitlines()) == 2
+
+
+def test_authz_bench_reports_every_comparison() -> None:
+    """A short run of bench/authz_bench.py (no Go peer: building it is for `make bench`): the
+    check against the no-op, nginx with and without auth_request, and gRPC are reported,
+    every request answered 200."""
+    result = subprocess.run(
+        [sys.executable, "bench/authz_bench.py", "--rounds", "1", "--duration", "1", "--peer", "none", "--distinct", "200"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode in (0, 1), result.stdout + result.stderr  # 1: the target missed in this tiny run
+    assert re.search(r"^direct, one token +check, result cache +[\d,]+ +/livez no-op +[\d,]+ +\d\.\d\d$", result.stdout, re.M), result.stdout
+    assert re.search(r"^through nginx, one token +auth_request +[\d,]+ +unprotected +[\d,]+ +\d\.\d\d$", result.stdout, re.M)
+    assert re.search(r"^gRPC Check .*: [\d,]+ checks/s", result.stdout, re.M)
+    assert sum(line.startswith(("PASS", "MISS")) for line in result.stdout.splitlines()) == 1
