@@ -1,6 +1,8 @@
 # The image the Helm chart runs (helm/rotator, image.repository "rotator").
 #   docker build -t <registry>/rotator:0.1.0 .
 # Slim Python base, rotator installed into a venv, running as an unprivileged user.
+# One image for every mode: `rotator run` (the default command), `rotator rotate` (the
+# CronJob) and the verification sidecar, `rotator authz --config /etc/rotator/rotator.toml`.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -8,7 +10,7 @@ COPY pyproject.toml README.md ./
 COPY rotator ./rotator
 RUN python -m venv /opt/rotator \
  && /opt/rotator/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/rotator/bin/pip install --no-cache-dir '.[redis]'
+ && /opt/rotator/bin/pip install --no-cache-dir '.[redis,authz]'
 
 FROM python:3.11-slim
 COPY --from=build /opt/rotator /opt/rotator
