@@ -57,6 +57,19 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         {"name": "b", "keystore": "s3://my-rotator-bucket/keystore/b", "publish": "s3://my-rotator-bucket/jwks/b.json"},
     ]}},
 }
+SCENARIOS["authz"] = {
+    "mode": "authz",
+    "revocation": {"url": "redis://redis.auth.svc:6379/0", "prefix": "auth:", "password": {"existingSecret": "redis-auth"}},
+    "authz": {
+        "issuers": [
+            {"issuer": "https://auth.example.com", "audience": "orders-api",
+             "jwksUrl": "https://auth.example.com/.well-known/jwks.json", "algorithms": ["ES256", "RS256"]},
+            {"issuer": "https://login.partner.example", "audience": ["orders-api", "billing"]},
+        ],
+        "headers": {"sub": "X-Auth-Subject", "scope": "X-Auth-Scope"},
+        "rules": [{"path": "/admin/", "methods": ["POST"], "scopes": ["orders:admin"], "claims": {"tenant": "acme", "tier": "gold"}}],
+    },
+}
 KEY_SET_SCENARIOS = ("deployment-key-sets", "cronjob-key-sets")
 
 
@@ -424,3 +437,34 @@ def test_the_notes_revocation_recipe_works_in_each_mode(mode: str, tmp_path: Pat
         assert any(b"alice" in k for k in client.scan_iter("auth:*")), list(client.scan_iter("*"))
     finally:
         server.stop()
+
+
+def test_authz_mode_runs_the_sidecar_with_its_settings_probes_and_no_keystore_secret(tmp_path: Path) -> None:
+    """mode authz: a Deployment running `rotator authz` (readiness /healthz, liveness /livez,
+    rolling with none unavailable) and a Service with the HTTP and gRPC ports; the pod mounts
+    no keystore passphrase; the rendered [authz] table is what rotator's own loader reads."""
+    from rotator.authz import load_authz
+
+    docs = by_kind(manifests(SCENARIOS["authz"]))
+    deployment, service = docs["Deployment"], docs["Service"]
+    container = pod_spec(deployment)["containers"][0]
+    assert container["args"] == ["authz", "--config", "/etc/rotator/rotator.toml"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 9191, "grpc": 9192}
+    assert "passphrase" not in json.dumps(pod_spec(deployment)) and "CronJob" not in docs
+    assert any(e["name"] == "ROTATOR_REVOCATION_PASSWORD_FILE" for e in container["env"])
+    path = tmp_path / "rotator.toml"
+    path.write_text(docs["ConfigMap"]["data"]["rotator.toml"])
+    settings = load_authz(env={}, config_file=str(path))
+    assert settings.listen == ("0.0.0.0", 9191) and settings.grpc_listen == ("0.0.0.0", 9192) and settings.workers == 1
+    assert [(i.issuer, i.audience, i.jwks_url, i.algorithms) for i in settings.issuers] == [
+        ("https://auth.example.com", ("orders-api",), "https://auth.example.com/.well-known/jwks.json", ("ES256", "RS256")),
+        ("https://login.partner.example", ("orders-api", "billing"), None, ("ES256",)),
+    ]
+    assert dict(settings.headers) == {"sub": "X-Auth-Subject", "scope": "X-Auth-Scope"}
+    assert settings.rules[0].claims == (("tenant", "acme"), ("tier", "gold")) and settings.rules[0].methods == ("POST",)
+    assert settings.revocation_url == "redis://redis.auth.svc:6379/0" and settings.revocation_prefix == "auth:"
+    notes = render(SCENARIOS["authz"])["rotator/templates/NOTES.txt"]
+    assert "http://auth-rotator:9191/auth/nginx" in notes and "auth-rotator:9192" in notes

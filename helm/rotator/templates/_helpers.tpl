@@ -65,7 +65,7 @@ containers:
       - name: ROTATOR_LOG_FORMAT
         value: {{ .logFormat | quote }}
       {{- end }}
-      {{- if not .root.Values.secrets.kmsKeyId }}
+      {{- if and (not .root.Values.secrets.kmsKeyId) (ne .root.Values.mode "authz") }}
       - name: ROTATOR_KEYSTORE_PASSPHRASE_FILE
         value: /var/run/secrets/rotator/passphrase
       {{- end }}
@@ -93,7 +93,7 @@ containers:
         readOnly: true
       - name: tmp
         mountPath: /tmp
-      {{- if not .root.Values.secrets.kmsKeyId }}
+      {{- if and (not .root.Values.secrets.kmsKeyId) (ne .root.Values.mode "authz") }}
       - name: passphrase
         mountPath: /var/run/secrets/rotator
         readOnly: true
@@ -110,7 +110,7 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 16Mi
-  {{- if not .root.Values.secrets.kmsKeyId }}
+  {{- if and (not .root.Values.secrets.kmsKeyId) (ne .root.Values.mode "authz") }}
   - name: passphrase
     secret:
       secretName: {{ .root.Values.secrets.passphrase.existingSecret }}
