@@ -221,3 +221,24 @@ def test_sighup_reloads_without_a_failed_check_and_keeps_the_old_settings_when_b
         wait_for(lambda: "reload refused" in authz.logs(), timeout=10, what="the refusal logged")
         assert request(authz.port, "/envoy/admin/x", bearer(token), method="DELETE")[0] == 403
         assert authz.stop() == 0
+
+
+def test_check_says_what_the_settings_mean_and_refuses_bad_ones_in_one_line(tmp_path: Path, jwks: JwksServer) -> None:
+    """`rotator authz --check` reads the settings and prints what they mean, starting nothing;
+    a wrong file is one line on stderr and exit code 2."""
+    from click.testing import CliRunner
+
+    from rotator.cli import main
+
+    good = tmp_path / "good.toml"
+    good.write_text(config(jwks).replace("{port}", "9191"))
+    result = CliRunner().invoke(main, ["authz", "--check", "--config", str(good)], env={"ROTATOR_CONFIG": None})
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        f"rotator authz: 1 issuer(s) ({ISS}), 1 rule(s), 1 claim header(s), listen 127.0.0.1:9191, 2 worker(s), revocation off"
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[authz]\nworkers = "many"\n' + config(jwks).split("[authz]", 1)[1].split("workers = 2", 1)[1])
+    result = CliRunner().invoke(main, ["authz", "--check", "--config", str(bad)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "invalid workers 'many'" in result.output

@@ -112,7 +112,7 @@ def serve(settings: AuthzSettings, metrics: SharedMetrics, slot: int, on_ready: 
         app = CheckApp(authorizer, metrics, health)
         config = uvicorn.Config(
             app, http="httptools", loop="none", lifespan="off", access_log=False, log_level="warning",
-            timeout_graceful_shutdown=10, server_header=False, date_header=False,
+            timeout_graceful_shutdown=10, server_header=False, date_header=False, proxy_headers=False,
         )
         server = uvicorn.Server(config)
 

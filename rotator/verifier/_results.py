@@ -5,6 +5,7 @@ a lock (single dict operations); writers take ``lock``."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import threading
 from typing import Any
 
@@ -65,6 +66,16 @@ class ResultCache:
                 for d in stale:
                     entries.pop(d, None)
             entries[digest] = entry
+
+    def entry_for(self, token: str) -> CachedResult | None:
+        """The entry of ``token``: its signing input's, holding its very signature."""
+        if not token.isascii():
+            return None
+        signing_input, _, signature_segment = token.rpartition(".")
+        entry = self.entries.get(hashlib.sha256(signing_input.encode("ascii")).digest())
+        if entry is None or not hmac.compare_digest(signature_segment, entry.signature):
+            return None
+        return entry
 
     def drop(self, digest: bytes) -> None:
         with self.lock:

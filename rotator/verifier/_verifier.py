@@ -1,4 +1,8 @@
-"""Verifier: JWT verification against a JWKS fetched over HTTPS (ES256 by default)."""
+"""Verifier: JWT verification against a JWKS fetched over HTTPS (ES256 by default).
+
+``Verifier`` is one class, past the project's usual size, on purpose: its hot paths (a
+full verify, a result-cache hit, the sidecar's reuse check) read its own attributes with
+no layer between, and every call saved shows in bench/verify_callgrind.py's count."""
 
 from __future__ import annotations
 
@@ -301,13 +305,8 @@ class Verifier:
         """This verifier and the result-cache entry an accepted ``token`` left (None: no
         cache, or not there). A caller that keeps an answer derived from the token must ask
         ``still_holds`` before each reuse."""
-        if self._results is None or not token.isascii():
-            return None
-        signing_input, _, signature_segment = token.rpartition(".")
-        entry = self._result_entries.get(_sha256(signing_input.encode("ascii")).digest())
-        if entry is None or not hmac.compare_digest(signature_segment, entry.signature):
-            return None
-        return self, entry
+        entry = self._results.entry_for(token) if self._results is not None else None
+        return (self, entry) if entry is not None else None
 
     def still_holds(self, entry: "CachedResult") -> bool:
         """Whether the accepted token behind ``entry`` would still be accepted now, by the very
