@@ -191,3 +191,24 @@ def wait_until(predicate: Any, timeout: float, step: float = 0.02) -> float | No
             return time.monotonic()
         time.sleep(step)
     return None
+
+
+def authz_config(jwks_url: str, *, redis_url: str | None = None, grpc: bool = False, authz: str = "",
+                 issuer: str = "", tables: str = "") -> str:
+    """A settings file for `rotator authz` (the Authz class fills in {port} and {grpc_port}):
+    two workers, one issuer (ISS, AUD) whose JWKS is at ``jwks_url`` over loopback http,
+    revocation on ``redis_url`` with a 2 s staleness bound if given; ``authz`` adds lines to
+    the [authz] table, ``issuer`` to the issuer's, ``tables`` appends headers and rules."""
+    from .helpers import AUD, ISS
+
+    head = f'revocation_url = "{redis_url}"\nrevocation_prefix = "authz:"\n' if redis_url else ""
+    lines = ['listen = "127.0.0.1:{port}"', "workers = 2"]
+    if grpc:
+        lines.append('grpc_listen = "127.0.0.1:{grpc_port}"')
+    if redis_url:
+        lines.append('revocation_max_staleness = "2s"')
+    return (
+        f"{head}\n[authz]\n" + "\n".join(lines) + (f"\n{authz}" if authz else "")
+        + f'\n\n[[authz.issuers]]\nissuer = "{ISS}"\njwks_url = "{jwks_url}"\naudience = "{AUD}"\nallow_http = true\n'
+        + (f"{issuer}\n" if issuer else "") + f"\n{tables}"
+    )

@@ -17,7 +17,7 @@ from rotator.authz import Authorizer, AuthzSettings, IssuerSettings, Rule, load_
 from rotator.errors import ConfigError
 from rotator.verifier import Verifier
 
-from .authz_harness import Authz, bearer, request
+from .authz_harness import Authz, authz_config, bearer, request
 from .helpers import AUD, ISS, Clock, claims_at, wait_for
 from .jwks_server import JwksServer, SigningKey
 
@@ -140,17 +140,7 @@ def test_settings_errors_are_one_line(tmp_path: Path) -> None:
 
 # -- the process ---------------------------------------------------------------------------------
 
-CONFIG = """
-[authz]
-listen = "127.0.0.1:{port}"
-workers = 2
-
-[[authz.issuers]]
-issuer = "{iss}"
-jwks_url = "{jwks}"
-audience = "{aud}"
-allow_http = true
-
+TABLES = """
 [authz.headers]
 sub = "X-Auth-Subject"
 
@@ -162,7 +152,7 @@ scopes = ["{scope}"]
 
 
 def config(jwks: JwksServer, scope: str = "admin") -> str:
-    return CONFIG.replace("{iss}", ISS).replace("{jwks}", jwks.url).replace("{aud}", AUD).replace("{scope}", scope)
+    return authz_config(jwks.url, tables=TABLES.replace("{scope}", scope))
 
 
 def test_envoy_http_and_traefik_endpoints(tmp_path: Path, jwks: JwksServer, key: SigningKey) -> None:

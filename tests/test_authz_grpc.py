@@ -16,26 +16,12 @@ from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from google.rpc import code_pb2
 
-from .authz_harness import Authz
-from .helpers import AUD, ISS, claims_at
+from .authz_harness import Authz, authz_config
+from .helpers import claims_at
 from .jwks_server import JwksServer, SigningKey
 from .redis_server import RedisServer
 
-CONFIG = """
-revocation_url = "{redis}"
-
-[authz]
-listen = "127.0.0.1:{port}"
-grpc_listen = "127.0.0.1:{grpc_port}"
-workers = 2
-revocation_max_staleness = "2s"
-
-[[authz.issuers]]
-issuer = "{iss}"
-jwks_url = "{jwks}"
-audience = "{aud}"
-allow_http = true
-
+TABLES = """
 [authz.headers]
 sub = "X-Auth-Subject"
 tenant = "X-Auth-Tenant"
@@ -54,7 +40,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SigningK
     redis = RedisServer(tmp / "redis").start()
     try:
         with JwksServer([key]) as jwks:
-            config = CONFIG.replace("{redis}", redis.url).replace("{iss}", ISS).replace("{jwks}", jwks.url).replace("{aud}", AUD)
+            config = authz_config(jwks.url, redis_url=redis.url, grpc=True, tables=TABLES)
             with Authz(tmp, config) as authz, grpc.insecure_channel(f"127.0.0.1:{authz.grpc_port}") as channel:
                 yield key, redis, ext_grpc.AuthorizationStub(channel)
     finally:

@@ -17,26 +17,12 @@ from typing import Iterator
 
 import pytest
 
-from .authz_harness import ROOT, ROTATOR, Authz, Backend, Nginx, bearer, request
-from .helpers import AUD, ISS, claims_at
+from .authz_harness import ROOT, ROTATOR, Authz, Backend, Nginx, authz_config, bearer, request
+from .helpers import claims_at
 from .jwks_server import JwksServer, SigningKey
 from .redis_server import RedisServer
 
-CONFIG = """
-revocation_url = "{redis}"
-revocation_prefix = "authz:"
-
-[authz]
-listen = "127.0.0.1:{port}"
-workers = 2
-revocation_max_staleness = "2s"
-
-[[authz.issuers]]
-issuer = "{iss}"
-jwks_url = "{jwks}"
-audience = "{aud}"
-allow_http = true
-
+TABLES = """
 [authz.headers]
 sub = "X-Auth-Subject"
 scope = "X-Auth-Scope"
@@ -69,7 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     redis = RedisServer(tmp / "redis").start()
     try:
         with JwksServer([key]) as jwks, Backend() as backend:
-            config = CONFIG.replace("{redis}", redis.url).replace("{iss}", ISS).replace("{jwks}", jwks.url).replace("{aud}", AUD)
+            config = authz_config(jwks.url, redis_url=redis.url, tables=TABLES)
             with Authz(tmp, config) as authz, Nginx(tmp, authz.port, backend.port) as nginx:
                 yield Stack(key, jwks, redis, authz, nginx)
     finally:
@@ -159,10 +145,7 @@ def test_a_key_rotation_mid_load_denies_nothing(tmp_path: Path) -> None:
     that), the tokens switch to it. Every response is 200: none wrongly denied."""
     old, new = SigningKey(), SigningKey()
     with JwksServer([old], max_age=2) as jwks, Backend() as backend:
-        config = (CONFIG.replace('revocation_url = "{redis}"\nrevocation_prefix = "authz:"\n', "")
-                  .replace('revocation_max_staleness = "2s"', "")
-                  .replace("allow_http = true", 'allow_http = true\nmin_max_age = "1s"')
-                  .replace("{iss}", ISS).replace("{jwks}", jwks.url).replace("{aud}", AUD))
+        config = authz_config(jwks.url, issuer='min_max_age = "1s"', tables=TABLES)
         with Authz(tmp_path, config) as authz, Nginx(tmp_path, authz.port, backend.port) as nginx:
             now = time.time()
             before, after = tmp_path / "before", tmp_path / "after"

@@ -15,6 +15,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -54,33 +55,48 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline = 0.0
         self.pending: list[tuple[float, int]] = []  # (when, slot): workers to start again
+        # The listening socket of each worker position, kept open here across restarts and
+        # reloads: a successor inherits it, so connections waiting in its queue are never
+        # reset when a worker stops (as closing a SO_REUSEPORT socket would).
+        self.sockets: dict[int, socket.socket] = {}
+        self._channels: dict[int, socket.socket] = {}
         self._selector = selectors.DefaultSelector()
 
     # -- workers -----------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
-        read_fd, write_fd = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        position = slot % self.count
+        inherited = self.sockets.get(position)
         pid = os.fork()
         if pid == 0:  # the worker
-            os.close(read_fd)
+            ours.close()
             code = 0
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 signal.set_wakeup_fd(-1)
+                for other, sock in self.sockets.items():
+                    if other != position:
+                        sock.close()
                 from ._worker import serve
 
-                serve(self.settings, self.metrics, slot, lambda: None if os.write(write_fd, b"R") else None)
+                def ready(created: socket.socket | None) -> None:
+                    # A socket the worker made goes to the supervisor, which keeps it open.
+                    socket.send_fds(theirs, [b"R"], [created.fileno()] if created is not None else [])
+
+                serve(self.settings, self.metrics, slot, inherited, ready)
             except BaseException as e:  # noqa: BLE001 (a worker reports, then exits non-zero)
                 if not isinstance(e, KeyboardInterrupt):
                     log.error("worker %d failed: %s: %s", os.getpid(), type(e).__name__, e)
                     code = 1
             finally:
                 os._exit(code)
-        os.close(write_fd)
-        worker = _Worker(slot, self.generation, pid, read_fd)
+        theirs.close()
+        worker = _Worker(slot, self.generation, pid, ours.fileno())
+        self._channels[ours.fileno()] = ours
         self.workers[pid] = worker
-        self._selector.register(read_fd, selectors.EVENT_READ, worker)
+        self._selector.register(ours.fileno(), selectors.EVENT_READ, worker)
 
     def _slots(self, generation: int) -> range:
         half = generation % 2
@@ -113,7 +129,7 @@ class Supervisor:
             if worker is None:
                 continue
             self._selector.unregister(worker.ready_fd)
-            os.close(worker.ready_fd)
+            self._channels.pop(worker.ready_fd).close()
             if self.stopping or worker.generation != self.generation:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -166,9 +182,15 @@ class Supervisor:
                         pass
                     continue
                 try:
-                    data = os.read(key.fd, 1)
+                    data, fds, _, _ = socket.recv_fds(self._channels[key.fd], 16, 1)
                 except OSError:
-                    data = b""
+                    data, fds = b"", []
+                position = key.data.slot % self.count
+                for fd in fds:
+                    if position in self.sockets:
+                        os.close(fd)
+                    else:
+                        self.sockets[position] = socket.socket(fileno=fd)
                 if data and not key.data.ready:
                     self._ready(key.data)
             while received:

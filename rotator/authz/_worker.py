@@ -26,6 +26,7 @@ from ._settings import AuthzSettings, IssuerSettings
 __all__ = ["build", "wait_ready", "serve", "listening_socket"]
 
 log = logging.getLogger("rotator.authz")
+_DRAIN = 0.5  # seconds between a stopping worker's last accept and closing its idle connections
 
 
 def _verifier(issuer: IssuerSettings, settings: AuthzSettings, revocations: Any) -> Verifier:
@@ -97,8 +98,12 @@ def listening_socket(address: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def serve(settings: AuthzSettings, metrics: SharedMetrics, slot: int, on_ready: Callable[[], None]) -> None:
-    """The worker's life: build, wait until ready, bind, serve until SIGTERM."""
+def serve(
+    settings: AuthzSettings, metrics: SharedMetrics, slot: int, inherited: socket.socket | None,
+    on_ready: Callable[[socket.socket | None], None],
+) -> None:
+    """The worker's life: build, wait until ready, bind (or take the socket its predecessor
+    at this position served on), serve until SIGTERM. ``on_ready`` gets the socket it made."""
     import uvicorn
     import uvloop
 
@@ -108,13 +113,24 @@ def serve(settings: AuthzSettings, metrics: SharedMetrics, slot: int, on_ready: 
     authorizer, health, close = build(settings)
     try:
         wait_ready(health, authorizer.verifier)
-        sock = listening_socket(settings.listen)
+        sock = inherited if inherited is not None else listening_socket(settings.listen)
         app = CheckApp(authorizer, metrics, health)
         config = uvicorn.Config(
             app, http="httptools", loop="none", lifespan="off", access_log=False, log_level="warning",
             timeout_graceful_shutdown=10, server_header=False, date_header=False, proxy_headers=False,
         )
-        server = uvicorn.Server(config)
+
+        class Draining(uvicorn.Server):
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                # Stop accepting first, then give connections accepted a moment ago the time
+                # to deliver their request before idle ones are closed: a reload or a stop
+                # never cuts a check that had already reached this worker.
+                for listener in self.servers:
+                    listener.close()
+                await asyncio.sleep(_DRAIN)
+                await super().shutdown(sockets)
+
+        server = Draining(config)
 
         async def main() -> None:
             grpc_server = None
@@ -128,7 +144,7 @@ def serve(settings: AuthzSettings, metrics: SharedMetrics, slot: int, on_ready: 
                 host, port = settings.grpc_listen
                 grpc_server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
                 await grpc_server.start()
-            on_ready()
+            on_ready(None if sock is inherited else sock)
             try:
                 await server.serve(sockets=[sock])
             finally:
