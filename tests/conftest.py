@@ -16,6 +16,7 @@ from rotator.reconcile import Rotator
 
 from .daemon_harness import RunningDaemon
 from .helpers import PASSPHRASE, TEST_SCRYPT_N, Clock
+from .jwks_server import JwksServer, SigningKey
 
 
 @pytest.fixture
@@ -78,3 +79,16 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    """A fresh ES256 signing key (a module may define its own ``key``)."""
+    return SigningKey()
+
+
+@pytest.fixture
+def jwks(key: SigningKey) -> Iterator[JwksServer]:
+    """A local JWKS server publishing ``key``, stopped after the test."""
+    with JwksServer([key]) as server:
+        yield server

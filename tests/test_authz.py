@@ -9,7 +9,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -20,17 +20,6 @@ from rotator.verifier import Verifier
 from .authz_harness import Authz, authz_config, bearer, request
 from .helpers import AUD, ISS, Clock, claims_at, wait_for
 from .jwks_server import JwksServer, SigningKey
-
-
-@pytest.fixture
-def key() -> SigningKey:
-    return SigningKey()
-
-
-@pytest.fixture
-def jwks(key: SigningKey) -> Iterator[JwksServer]:
-    with JwksServer([key]) as server:
-        yield server
 
 
 def authorizer(jwks: JwksServer, **options: Any) -> Authorizer:

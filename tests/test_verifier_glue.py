@@ -7,7 +7,7 @@ import http.client
 import json
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
@@ -26,17 +26,6 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
     body = json.dumps({"sub": claims["sub"] if claims else None}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
-
-
-@pytest.fixture
-def key() -> SigningKey:
-    return SigningKey()
-
-
-@pytest.fixture
-def jwks(key: SigningKey) -> Iterator[JwksServer]:
-    with JwksServer([key]) as server:
-        yield server
 
 
 def verifier_for(jwks: JwksServer, **options: Any) -> Verifier:
