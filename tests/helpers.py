@@ -153,3 +153,9 @@ def ec_private(data: bytes) -> ec.EllipticCurvePrivateKey:
     key = private_from_bytes(data, "ES256")
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return key
+
+
+def result_entries(verifier: Verifier) -> dict[bytes, Any]:
+    """The verifier's result cache, entry by entry (the verifier must have one)."""
+    assert verifier._results is not None
+    return verifier._results.entries

@@ -42,7 +42,7 @@ from rotator.verifier import (
     parse_jwks,
 )
 
-from .helpers import Clock, load_vectors
+from .helpers import Clock, load_vectors, result_entries
 from .jwks_server import JwksServer, SigningKey
 
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -588,7 +588,7 @@ def test_result_cache_hit_gives_each_caller_its_own_copy(cached: Verifier, key: 
     first["profile"]["tier"] = "root"
     second = cached.verify(token)
     assert second["roles"] == ["reader"] and second["profile"] == {"tier": "gold"}
-    assert len(cached._result_entries) == 1
+    assert len(result_entries(cached)) == 1
 
 
 def test_result_cache_does_not_vouch_for_another_signature(cached: Verifier, key: SigningKey, clock: Clock) -> None:
@@ -617,7 +617,7 @@ def test_result_cache_never_caches_failures(cached: Verifier, key: SigningKey, c
     token = key.sign(claims_at(clock.now, nbf=int(clock.now) + 120))
     with pytest.raises(NotYetValid):
         cached.verify(token)
-    assert not cached._result_entries
+    assert not result_entries(cached)
     clock.advance(120)
     assert cached.verify(token)["sub"] == "user-1"
 
@@ -627,7 +627,7 @@ def test_result_cache_is_bounded(server: JwksServer, key: SigningKey, clock: Clo
     v = Verifier(server.url, issuer=ISS, audience=AUD, allow_http=True, clock=clock, result_cache_size=10)
     for i in range(50):
         v.verify(key.sign(claims_at(clock.now, jti=f"t{i}")))
-    assert len(v._result_entries) <= 10
+    assert len(result_entries(v)) <= 10
 
 
 def test_result_cache_drops_results_of_a_key_no_longer_published(clock: Clock) -> None:

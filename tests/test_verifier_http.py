@@ -14,7 +14,7 @@ import pytest
 
 from rotator.verifier import BadSignature, KeysUnavailable, UnknownKey, Verifier
 
-from .helpers import AUD, ISS, Clock, claims_at, self_signed_cert, wait_for
+from .helpers import AUD, ISS, Clock, claims_at, result_entries, self_signed_cert, wait_for
 from .jwks_server import JwksServer, SigningKey
 
 
@@ -393,7 +393,7 @@ def test_result_cache_under_concurrent_use(server: JwksServer, key: SigningKey) 
     results = run_together(16, lambda i: [verifier.verify(tokens[(i * 7 + n) % 40])["jti"] for n in range(400)])
     for i, got in enumerate(results):
         assert got == [f"t{(i * 7 + n) % 40}" for n in range(400)], got if isinstance(got, Exception) else "mismatch"
-    assert len(verifier._result_entries) <= 8
+    assert len(result_entries(verifier)) <= 8
 
 
 # -- HTTPS ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from rotator.verifier import Issuers, Verifier, discover
 from rotator.verifier.asgi import CLAIMS_KEY, BearerAuth
 from rotator.verifier.wsgi import BearerAuth as WsgiBearerAuth
 
-from .helpers import self_signed_cert
+from .helpers import result_entries, self_signed_cert
 from .jwks_server import JwksServer
 from .redis_server import RedisServer
 from .web_server import Uvicorn, Wsgiref, get
@@ -205,7 +205,7 @@ def test_result_cache_and_revocation_keep_each_issuer_to_itself(
         for _ in range(3):
             assert both.verify(token_a)["iss"] == a.url and both.verify(token_b)["iss"] == b.url
         for verifier in both.verifiers.values():  # each issuer's own cache holds its own token
-            assert verifier._results is not None and len(verifier._results.entries) == 1
+            assert len(result_entries(verifier)) == 1
 
         store_a.revoke_subject("user-1")
         with pytest.raises(Revoked):

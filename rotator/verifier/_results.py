@@ -28,7 +28,7 @@ def copy_json(value: Any) -> Any:
 class CachedResult:
     __slots__ = ("signature", "kid", "key", "claims", "flat", "exp", "nbf", "drop_at", "digest")
 
-    def __init__(self, signature: str, kid: str, key: PublicKey, claims: dict[str, Any], drop_at: float, digest: bytes = b""):
+    def __init__(self, signature: str, kid: str, key: PublicKey, claims: dict[str, Any], drop_at: float, digest: bytes):
         self.digest = digest  # its key in the cache
         self.signature = signature
         self.kid = kid
@@ -68,7 +68,8 @@ class ResultCache:
             entries[digest] = entry
 
     def entry_for(self, token: str) -> CachedResult | None:
-        """The entry of ``token``: its signing input's, holding its very signature."""
+        """The entry of ``token``: its signing input's, holding its very signature (read
+        without the lock, as the module docstring says)."""
         if not token.isascii():
             return None
         signing_input, _, signature_segment = token.rpartition(".")

@@ -6,8 +6,6 @@ no layer between, and every call saved shows in bench/verify_callgrind.py's coun
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ssl
 import time
 from functools import partial
@@ -25,7 +23,6 @@ from ._revocation import JtiDenylist, revocation_check
 __all__ = ["Verifier"]
 
 _HEADER_CACHE = 256
-_sha256 = hashlib.sha256
 
 
 def _check_options(
@@ -169,7 +166,6 @@ class Verifier:
         self._headers: dict[str, tuple[str, str]] = {}  # header segment -> (kid, alg)
         self._results = ResultCache(result_cache_size, result_cache_ttl, self.leeway) if result_cache_size else None
         # The hot path reads the entries directly (one dict lookup, no method call).
-        self._result_entries: dict[bytes, CachedResult] = self._results.entries if self._results else {}
 
     # -- public API --------------------------------------------------------------------
 
@@ -177,8 +173,8 @@ class Verifier:
         """The token's claims (a copy), or InvalidToken / KeysUnavailable."""
         if self._results is not None:
             hit = self._from_cache(token)
-            if hit.__class__ is tuple:  # cached, but its key needs a lookup that may fetch
-                hit = self._revalidate(hit[0], hit[1], self._keys.get(hit[1].kid))
+            if hit.__class__ is CachedResult:  # cached, but its key needs a lookup that may fetch
+                hit = self._revalidate(hit, self._keys.get(hit.kid))
             if hit is not None:
                 return hit  # type: ignore[return-value]
         kid, alg, parts = self._split(token)
@@ -189,10 +185,10 @@ class Verifier:
         keys = self._keys
         if self._results is not None:
             hit = self._from_cache(token)
-            if hit.__class__ is tuple:
+            if hit.__class__ is CachedResult:
                 # The key lookup may wait on a fetch (the set expired while idle, or the kid
                 # left it): await it like the full path does, never block the loop.
-                hit = self._revalidate(hit[0], hit[1], await keys.aget(hit[1].kid))
+                hit = self._revalidate(hit, await keys.aget(hit.kid))
             if hit is not None:
                 return hit  # type: ignore[return-value]
         kid, alg, parts = self._split(token)
@@ -208,8 +204,9 @@ class Verifier:
 
     def health(self) -> list[str]:
         """What a health check should report (empty: all is well): the last JWKS fetch error
-        while no key set has been had yet or the one held is stale, and the revocation replica's problems (not confirmed
-        current, a Redis that lost its dataset, malformed records skipped)."""
+        while no key set has been had yet or the one held is stale, and the revocation
+        replica's problems (not confirmed current, a Redis that lost its dataset, malformed
+        records skipped)."""
         out: list[str] = []
         stats = self._keys.stats()
         if stats.fresh_for is None and stats.last_error:
@@ -252,12 +249,12 @@ class Verifier:
             self._results.put(signing_input, signature_segment, kid, key, claims, now)
         return claims
 
-    def _from_cache(self, token: Any) -> dict[str, Any] | tuple[bytes, CachedResult] | None:
+    def _from_cache(self, token: Any) -> dict[str, Any] | CachedResult | None:
         """A repeat of an accepted token (same signing input, byte-identical signature), without
         waiting: its claims when the entry holds and its key is in a fresh snapshot; the entry
-        (digest, result) when the key needs a lookup that may fetch (the caller finishes with
-        ``_revalidate``, sync or awaited); None on a miss or an entry that no longer holds
-        (the full path gives the precise reason).
+        when the key needs a lookup that may fetch (the caller finishes with ``_revalidate``,
+        sync or awaited); None on a miss or an entry that no longer holds (the full path
+        gives the precise reason).
 
         Entries are keyed by the SHA-256 of the signing input and hold the signature they
         were verified with; a token that reuses a cached signing input with any other
@@ -266,34 +263,29 @@ class Verifier:
         """
         if token.__class__ is not str:
             return None
-        signing_input, _, signature_segment = token.rpartition(".")
-        try:
-            digest = _sha256(signing_input.encode("ascii")).digest()
-        except UnicodeEncodeError:
-            return None
-        entry = self._result_entries.get(digest)
-        if entry is None or not signature_segment.isascii() or not hmac.compare_digest(signature_segment, entry.signature):
+        entry = self._results.entry_for(token)  # type: ignore[union-attr]
+        if entry is None:
             return None
         key = self._keys.peek(entry.kid)
-        return (digest, entry) if key is None else self._revalidate(digest, entry, key)
+        return entry if key is None else self._revalidate(entry, key)
 
-    def _revalidate(self, digest: bytes, entry: CachedResult, key: PublicKey) -> dict[str, Any] | None:
+    def _revalidate(self, entry: CachedResult, key: PublicKey) -> dict[str, Any] | None:
         """The cached claims if the entry still holds now (``_holds``), the caller's own copy.
         None sends the token down the full path, which gives the precise reason."""
-        if not self._holds(digest, entry, key):
+        if not self._holds(entry, key):
             return None
         return dict(entry.claims) if entry.flat else copy_json(entry.claims)
 
-    def _holds(self, digest: bytes, entry: CachedResult, key: PublicKey | None) -> bool:
+    def _holds(self, entry: CachedResult, key: PublicKey | None) -> bool:
         """Whether a cached result still holds now: the key must still be published (a
         revoked key's results stop at once) and the time checks pass again (an entry that
         fails either is dropped); then the revocation hooks run, raising Revoked."""
         now = self._now()
         if now >= entry.drop_at or (entry.nbf is not None and now + self.leeway < entry.nbf):
-            self._results.drop(digest)  # type: ignore[union-attr]
+            self._results.drop(entry.digest)  # type: ignore[union-attr]
             return False
         if key is not entry.key and key != entry.key:
-            self._results.drop(digest)  # type: ignore[union-attr]
+            self._results.drop(entry.digest)  # type: ignore[union-attr]
             return False
         if self._check_revocation is not None:
             self._check_revocation(entry.claims)
@@ -316,4 +308,4 @@ class Verifier:
         key = self._keys.peek(entry.kid)
         if key is None:
             return False
-        return self._holds(entry.digest, entry, key)
+        return self._holds(entry, key)
