@@ -17,18 +17,22 @@ import time
 from typing import Any, Callable, Mapping
 
 from ..jose import VerifierError
+from ..jose import errors as _token_errors
 from ..verifier.bearer import BadRequest, NoCredentials, TokenVerifier, bearer_token, denial_for, plain_path
 from ._settings import AuthzSettings, Rule
 
 __all__ = ["Decision", "Authorizer", "REASONS", "RESULTS"]
 
 RESULTS = {200: "allow", 400: "bad_request", 401: "deny", 403: "forbidden", 503: "unavailable"}
-# Every reason a decision can carry (the metrics' label values, fixed in advance).
+# Every reason a decision can carry (the metrics' label values, fixed in advance): the
+# sidecar's own, and the code of every token error (rotator.jose.errors, their one home).
+_TOKEN_CODES = tuple(dict.fromkeys(
+    cls.code for cls in (getattr(_token_errors, name) for name in _token_errors.__all__)
+    if issubclass(cls, VerifierError) and cls is not VerifierError
+))
 REASONS = (
-    "ok", "no_credentials", "invalid_request", "invalid_token", "malformed", "unsupported_alg", "forbidden_header", "unknown_kid",
-    "bad_signature", "expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "missing_claim", "lifetime",
-    "revoked", "insufficient_scope", "claim_mismatch", "claim_header", "path_not_plain", "keys_unavailable",
-    "revocation_unavailable", "no_original_request",
+    "ok", "no_credentials", "invalid_request", *_TOKEN_CODES,
+    "insufficient_scope", "claim_mismatch", "claim_header", "path_not_plain", "no_original_request",
 )
 _NO_STORE = ("cache-control", "no-store")
 
@@ -46,10 +50,6 @@ class Decision:
         self.body = body
         self.encoded: Any = None  # the HTTP layer's encoding of the headers, made once
         self.metric: int | None = None  # its counter's place in the shared metrics, found once
-
-    @property
-    def result(self) -> str:
-        return RESULTS[self.status]
 
     def __repr__(self) -> str:
         return f"Decision({self.status}, {self.reason!r}, {self.headers!r})"
@@ -104,7 +104,7 @@ class Authorizer:
         None: decide in full (``decide``). Synchronous: no coroutine for the common case."""
         if not self._memo or len(authorization) != 1:
             return None
-        memo_key = authorization[0] if not self._rules else f"{method} {path} {authorization[0]}"
+        memo_key = self._memo_key(authorization[0], method, path)
         hit = self._memo.get(memo_key)
         if hit is None:
             return None
@@ -117,12 +117,17 @@ class Authorizer:
         self._memo.pop(memo_key, None)
         return None
 
+    def _memo_key(self, authorization: str, method: str | None, path: str | None) -> str:
+        return authorization if not self._rules else f"{method} {path} {authorization}"
+
     async def decide(self, authorization: list[str], method: str | None, path: str | None) -> Decision:
         """``authorization``: the request's Authorization header values; ``method`` and ``path``
         of the original request (None: the proxy did not say)."""
-        kept = self.reuse(authorization, method, path)
-        if kept is not None:
-            return kept
+        return self.reuse(authorization, method, path) or await self.decide_in_full(authorization, method, path)
+
+    async def decide_in_full(self, authorization: list[str], method: str | None, path: str | None) -> Decision:
+        """``decide`` for a request ``reuse`` found nothing kept for: verify, then apply the
+        rules; an allow is kept for reuse."""
         token = None
         try:
             token = bearer_token(authorization)
@@ -136,7 +141,7 @@ class Authorizer:
                 memo = self._memo
                 if len(memo) >= self._memo_size:
                     memo.pop(next(iter(memo)))  # the oldest
-                memo[authorization[0] if not self._rules else f"{method} {path} {authorization[0]}"] = (*found, decision)
+                memo[self._memo_key(authorization[0], method, path)] = (*found, decision)
         return decision
 
     def allow(self, claims: Mapping[str, Any], method: str | None, path: str | None) -> Decision:

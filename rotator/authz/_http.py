@@ -19,7 +19,7 @@ import json
 import time
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from ._decide import Authorizer, Decision
+from ._decide import Authorizer
 from ._metrics import SharedMetrics
 
 __all__ = ["CheckApp"]
@@ -53,16 +53,16 @@ class CheckApp:
         if names is not None or path.startswith(self.envoy_prefix):
             await self._check(scope, send, names)
         elif path == "/livez":  # the process answers: a liveness probe, and the benchmark's no-op
-            await self._send(send, 200, (), b"")
+            await _send(send, 200, _encoded((), b""), b"")
         elif path == "/healthz":
             problems = self.health()
             body = json.dumps({"status": "ok" if not problems else "unhealthy", "problems": problems}).encode()
-            await self._send(send, 503 if problems else 200, (("content-type", "application/json"),), body)
+            await _send(send, 503 if problems else 200, _encoded((("content-type", "application/json"),), body), body)
         elif path == "/metrics":
             body = self.metrics.render().encode()
-            await self._send(send, 200, (("content-type", "text/plain; version=0.0.4"),), body)
+            await _send(send, 200, _encoded((("content-type", "text/plain; version=0.0.4"),), body), body)
         else:
-            await self._send(send, 404, (), b"")
+            await _send(send, 404, _encoded((), b""), b"")
 
     async def _check(self, scope: MutableMapping[str, Any], send: Send, names: tuple[bytes, bytes] | None) -> None:
         started = time.perf_counter()
@@ -82,20 +82,18 @@ class CheckApp:
                     method = value.decode("latin-1")
                 elif name == names[1]:
                     original = value.decode("latin-1")
-        decision = self.authorizer.reuse(authorization, method, original) or await self.authorizer.decide(
+        # The kept answer without a coroutine; only a request with none kept awaits the verifier.
+        decision = self.authorizer.reuse(authorization, method, original) or await self.authorizer.decide_in_full(
             authorization, method, original
         )
-        await self._answer(send, decision)
+        encoded = decision.encoded
+        if encoded is None:  # once per Decision: a reused allow keeps its encoding
+            encoded = decision.encoded = _encoded(decision.headers, decision.body)
+        await _send(send, decision.status, encoded, decision.body)
         self.metrics.record(decision, time.perf_counter() - started)
 
-    async def _answer(self, send: Send, decision: Decision) -> None:
-        encoded = decision.encoded
-        if encoded is None:
-            encoded = decision.encoded = _encoded(decision.headers, decision.body)
-        await send({"type": "http.response.start", "status": decision.status, "headers": encoded})
-        await send({"type": "http.response.body", "body": decision.body} if decision.body else _BODY_END)
 
-    @staticmethod
-    async def _send(send: Send, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": _encoded(headers, body)})
-        await send({"type": "http.response.body", "body": body} if body else _BODY_END)
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """One answer, its headers ``_encoded``."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body} if body else _BODY_END)
