@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from ..config import load_settings, read_config
@@ -53,8 +53,8 @@ _ISSUER_KEYS = {
     "issuer", "jwks_url", "audience", "algorithms", "leeway", "max_lifetime", "allow_http", "min_max_age",
     "max_stale", "unknown_kid_cooldown",
 }
-# The key cache's timings, as the Verifier takes them (README, "How keys are fetched").
-_CACHE_DEFAULTS = {"min_max_age": 30.0, "max_stale": 3600.0, "unknown_kid_cooldown": 30.0}
+# The key cache's timings, passed to the Verifier where set (README, "How keys are fetched").
+_CACHE_OPTIONS = ("min_max_age", "max_stale", "unknown_kid_cooldown")
 _RULE_KEYS = {"path", "methods", "scopes", "claims"}
 _ENV = {
     "listen": "ROTATOR_AUTHZ_LISTEN",
@@ -115,6 +115,9 @@ class AuthzSettings:
         return self.workers or len(os.sched_getaffinity(0))
 
 
+_DEFAULTS = {f.name: f.default for f in fields(AuthzSettings)}
+
+
 def parse_listen(value: Any, name: str) -> tuple[str, int]:
     """``HOST:PORT`` ('[::1]:PORT' for IPv6); ConfigError naming ``name`` otherwise."""
     text = str(value)
@@ -139,43 +142,47 @@ def _count(value: Any, what: str, low: int, high: int) -> int:
     return int(str(value).strip())
 
 
-def _issuer(table: Any, where: str) -> IssuerSettings:
+def _table(table: Any, keys: set[str], where: str) -> Mapping[str, Any]:
+    """``table`` if it is a table of only ``keys``; ConfigError naming the first other key."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table")
-    unknown = set(table) - _ISSUER_KEYS
+    unknown = set(table) - keys
     if unknown:
         raise ConfigError(f"unknown setting {sorted(unknown)[0]!r} in {where}")
+    return table
+
+
+def _issuer(table: Any, where: str) -> IssuerSettings:
+    table = _table(table, _ISSUER_KEYS, where)
     issuer = table.get("issuer")
     if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")):
         raise ConfigError(f"{where} needs issuer, the exact iss its tokens carry (an https URL)")
     if "audience" not in table:
         raise ConfigError(f"{where} ({issuer}) needs audience: the sidecar accepts only tokens meant for its services")
-    algorithms = _strings(table.get("algorithms", ["ES256"]), f"{where} algorithms")
-    for alg in algorithms:
-        if alg not in ALGORITHMS:
-            raise ConfigError(f"{where} algorithm {alg!r} is not one of {', '.join(ALGORITHMS)}")
+    given: dict[str, Any] = {}  # the rest keep IssuerSettings' defaults
+    if "algorithms" in table:
+        given["algorithms"] = _strings(table["algorithms"], f"{where} algorithms")
+        for alg in given["algorithms"]:
+            if alg not in ALGORITHMS:
+                raise ConfigError(f"{where} algorithm {alg!r} is not one of {', '.join(ALGORITHMS)}")
     jwks_url = table.get("jwks_url")
     if jwks_url is not None and not isinstance(jwks_url, str):
         raise ConfigError(f"{where} jwks_url must be a string")
-    max_lifetime = table.get("max_lifetime")
+    for name in ("leeway", "max_lifetime"):
+        if name in table:
+            given[name] = parse_duration(table[name], name=name, source=where)
     return IssuerSettings(
         issuer=issuer,
         jwks_url=jwks_url,
         audience=_strings(table["audience"], f"{where} audience"),
-        algorithms=algorithms,
-        leeway=parse_duration(table.get("leeway", "60s"), name="leeway", source=where),
-        max_lifetime=None if max_lifetime is None else parse_duration(max_lifetime, name="max_lifetime", source=where),
         allow_http=table.get("allow_http") is True,
-        cache=tuple((name, parse_duration(table[name], name=name, source=where)) for name in _CACHE_DEFAULTS if name in table),
+        cache=tuple((name, parse_duration(table[name], name=name, source=where)) for name in _CACHE_OPTIONS if name in table),
+        **given,
     )
 
 
 def _rule(table: Any, where: str) -> Rule:
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    unknown = set(table) - _RULE_KEYS
-    if unknown:
-        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r} in {where}")
+    table = _table(table, _RULE_KEYS, where)
     path = table.get("path")
     if not isinstance(path, str) or not path.startswith("/"):
         raise ConfigError(f"{where} needs path, an absolute path or a prefix ending in '/'")
@@ -205,6 +212,18 @@ def _headers(table: Any, source: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _envoy_prefix(prefix: Any) -> str:
+    if not isinstance(prefix, str) or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", prefix):
+        raise ConfigError(f"invalid envoy_prefix {prefix!r}: expected a path such as /envoy")
+    return prefix
+
+
+def _realm(realm: Any) -> str:
+    if not isinstance(realm, str) or not re.fullmatch(r"[A-Za-z0-9 ._-]{1,64}", realm):
+        raise ConfigError(f"invalid realm {realm!r}: letters, digits, spaces and ._- only")
+    return realm
+
+
 def load_authz(env: Mapping[str, str] | None = None, config_file: str | None = None) -> AuthzSettings:
     """The sidecar's settings from the file's ``[authz]`` table and the environment
     (ROTATOR_AUTHZ_LISTEN, _GRPC_LISTEN, _WORKERS; a single issuer by ROTATOR_AUTHZ_ISSUER,
@@ -212,12 +231,7 @@ def load_authz(env: Mapping[str, str] | None = None, config_file: str | None = N
     env = os.environ if env is None else env
     path, values = read_config(env, config_file)
     source = path or "the environment"
-    table = values.get("authz", {})
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"authz in {source} must be a table ([authz])")
-    unknown = set(table) - _TABLE_KEYS
-    if unknown:
-        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r} in [authz] of {source}")
+    table = _table(values.get("authz", {}), _TABLE_KEYS, f"[authz] of {source}")
     raw_issuers = table.get("issuers", [])
     if not isinstance(raw_issuers, list):
         raise ConfigError(f"authz.issuers in {source} must be an array of tables ([[authz.issuers]])")
@@ -236,27 +250,27 @@ def load_authz(env: Mapping[str, str] | None = None, config_file: str | None = N
     merged = {**table, **found}
     # The revocation settings are the file's own (the same Redis the CLI writes to).
     base = load_settings(env=env, config_file=path)
-    prefix = merged.get("envoy_prefix", "/envoy")
-    if not isinstance(prefix, str) or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", prefix):
-        raise ConfigError(f"invalid envoy_prefix {prefix!r}: expected a path such as /envoy")
-    realm = merged.get("realm", "api")
-    if not isinstance(realm, str) or not re.fullmatch(r"[A-Za-z0-9 ._-]{1,64}", realm):
-        raise ConfigError(f"invalid realm {realm!r}: letters, digits, spaces and ._- only")
+
+    def given(name: str, convert: Any) -> Any:
+        """The setting converted and checked, or AuthzSettings' default when not given."""
+        return convert(merged[name]) if name in merged else _DEFAULTS[name]
+
+    def duration(name: str) -> Any:
+        return lambda value: parse_duration(value, name=name, source=source)
+
     return AuthzSettings(
         issuers=tuple(issuers),
-        listen=parse_listen(merged.get("listen", "127.0.0.1:9191"), "listen"),
-        grpc_listen=parse_listen(merged["grpc_listen"], "grpc_listen") if merged.get("grpc_listen") else None,
-        workers=_count(merged.get("workers", 0), "workers", 0, 256),
-        envoy_prefix=prefix,
-        result_cache_size=_count(merged.get("result_cache_size", 100_000), "result_cache_size", 0, 10_000_000),
-        decision_max_age=parse_duration(merged.get("decision_max_age", "0s"), name="decision_max_age", source=source),
-        max_header_bytes=_count(merged.get("max_header_bytes", 1024), "max_header_bytes", 16, 8192),
-        revocation_max_staleness=parse_duration(
-            merged.get("revocation_max_staleness", "30s"), name="revocation_max_staleness", source=source
-        ),
-        realm=realm,
-        headers=_headers(merged.get("headers", {}), source),
-        rules=tuple(_rule(t, f"[[authz.rules]] #{i + 1} of {source}") for i, t in enumerate(merged.get("rules", []))),
+        listen=given("listen", lambda v: parse_listen(v, "listen")),
+        grpc_listen=given("grpc_listen", lambda v: parse_listen(v, "grpc_listen") if v else None),
+        workers=given("workers", lambda v: _count(v, "workers", 0, 256)),
+        envoy_prefix=given("envoy_prefix", _envoy_prefix),
+        result_cache_size=given("result_cache_size", lambda v: _count(v, "result_cache_size", 0, 10_000_000)),
+        decision_max_age=given("decision_max_age", duration("decision_max_age")),
+        max_header_bytes=given("max_header_bytes", lambda v: _count(v, "max_header_bytes", 16, 8192)),
+        revocation_max_staleness=given("revocation_max_staleness", duration("revocation_max_staleness")),
+        realm=given("realm", _realm),
+        headers=given("headers", lambda v: _headers(v, source)),
+        rules=given("rules", lambda v: tuple(_rule(t, f"[[authz.rules]] #{i + 1} of {source}") for i, t in enumerate(v))),
         revocation_url=base.revocation_url,
         revocation_prefix=base.revocation_prefix,
         revocation_password_file=base.revocation_password_file,
