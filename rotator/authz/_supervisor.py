@@ -17,7 +17,7 @@ import selectors
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from .._backoff import backoff
@@ -33,12 +33,12 @@ log = logging.getLogger("rotator.authz")
 
 @dataclass
 class _Worker:
-    slot: int
+    slot: int  # its place in the shared metrics: generations alternate between two halves
+    position: int  # its place on the port: the socket it serves, which its successor takes over
     generation: int
     pid: int
-    ready_fd: int
+    channel: socket.socket  # it says here when it serves, handing over a socket it made
     ready: bool = False
-    started: float = field(default_factory=time.monotonic)
 
 
 class Supervisor:
@@ -59,7 +59,6 @@ class Supervisor:
         # reloads: a successor inherits it, so connections waiting in its queue are never
         # reset when a worker stops (as closing a SO_REUSEPORT socket would).
         self.sockets: dict[int, socket.socket] = {}
-        self._channels: dict[int, socket.socket] = {}
         self._selector = selectors.DefaultSelector()
 
     # -- workers -----------------------------------------------------------------------------
@@ -93,10 +92,9 @@ class Supervisor:
             finally:
                 os._exit(code)
         theirs.close()
-        worker = _Worker(slot, self.generation, pid, ours.fileno())
-        self._channels[ours.fileno()] = ours
+        worker = _Worker(slot, position, self.generation, pid, ours)
         self.workers[pid] = worker
-        self._selector.register(ours.fileno(), selectors.EVENT_READ, worker)
+        self._selector.register(ours, selectors.EVENT_READ, worker)
 
     def _slots(self, generation: int) -> range:
         half = generation % 2
@@ -107,10 +105,9 @@ class Supervisor:
         self.failures = 0
         if worker.generation != self.generation:
             return
-        # Its predecessor in the other generation, if any, can go.
-        old_slot = worker.slot - self.count if worker.slot >= self.count else worker.slot + self.count
+        # Its predecessor at its position, from an older generation, can go.
         for other in list(self.workers.values()):
-            if other.slot == old_slot and other.generation != self.generation:
+            if other.position == worker.position and other.generation != self.generation:
                 os.kill(other.pid, signal.SIGTERM)
         current = [w for w in self.workers.values() if w.generation == self.generation]
         if len(current) == self.count and all(w.ready for w in current):
@@ -128,8 +125,8 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            self._selector.unregister(worker.ready_fd)
-            self._channels.pop(worker.ready_fd).close()
+            self._selector.unregister(worker.channel)
+            worker.channel.close()
             if self.stopping or worker.generation != self.generation:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -181,23 +178,21 @@ class Supervisor:
                     except BlockingIOError:
                         pass
                     continue
+                worker = key.data
                 try:
-                    data, fds, _, _ = socket.recv_fds(self._channels[key.fd], 16, 1)
+                    data, fds, _, _ = socket.recv_fds(worker.channel, 16, 1)
                 except OSError:
                     data, fds = b"", []
-                position = key.data.slot % self.count
                 for fd in fds:
-                    if position in self.sockets:
+                    if worker.position in self.sockets:
                         os.close(fd)
                     else:
-                        self.sockets[position] = socket.socket(fileno=fd)
-                if data and not key.data.ready:
-                    self._ready(key.data)
-            while received:
+                        self.sockets[worker.position] = socket.socket(fileno=fd)
+                if data and not worker.ready:
+                    self._ready(worker)
+            while received:  # SIGCHLD only wakes the loop: exited workers are reaped below
                 signum = received.pop(0)
-                if signum == signal.SIGCHLD:
-                    self._reap()
-                elif signum == signal.SIGHUP and not self.stopping:
+                if signum == signal.SIGHUP and not self.stopping:
                     self._reload()
                 elif signum in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
                     self.stopping = True
