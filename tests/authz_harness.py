@@ -24,9 +24,11 @@ ROTATOR = str(Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "rot
 NGINX_EXAMPLE = ROOT / "examples" / "authz" / "nginx.conf"
 
 
-def request(port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def request(
+    port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
     """One request on a new connection (so the kernel may pick any worker)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, headers=headers or {})
         response = conn.getresponse()

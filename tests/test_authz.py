@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,43 @@ def test_check_says_what_the_settings_mean_and_refuses_bad_ones_in_one_line(tmp_
     result = CliRunner().invoke(main, ["authz", "--check", "--config", str(bad)])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert "invalid workers 'many'" in result.output
+
+
+def listeners(port: int) -> int:
+    """How many sockets listen on ``port`` (the kernel's own table, /proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        count += state == "0A" and int(local.split(":")[1], 16) == port
+    return count
+
+
+def test_a_reload_while_workers_start_leaves_one_listener_per_worker_all_new(
+    tmp_path: Path, jwks: JwksServer, key: SigningKey
+) -> None:
+    """SIGHUP while the first workers still wait for the JWKS (held by the server), then every
+    worker of both generations gets it at once, in whatever order: afterwards there are as
+    many listening sockets as workers, each served (no check waits unanswered), and every
+    answer is the new settings' (no superseded worker left serving the old ones). Five times."""
+    token = key.sign(claims_at(time.time(), scope="admin"))
+    for attempt in range(5):
+        hold = threading.Event()
+        jwks.hold = hold
+        directory = tmp_path / str(attempt)
+        directory.mkdir()
+        authz = Authz(directory, config(jwks)).start(wait=False)
+        try:
+            wait_for(lambda: jwks.in_flight >= 2, timeout=20, what="both first workers waiting for the JWKS")
+            authz.path.write_text(config(jwks, scope="superuser").replace("{port}", str(authz.port)))
+            assert authz.proc is not None
+            authz.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: len(authz.worker_pids()) == 4, timeout=20, what="the second generation started")
+            hold.set()
+            wait_for(lambda: len(authz.worker_pids()) == 2 and listeners(authz.port) == 2, timeout=20,
+                     what="two workers, two listeners")
+            statuses = {request(authz.port, "/envoy/admin/x", bearer(token), method="DELETE", timeout=3)[0] for _ in range(60)}
+            assert statuses == {403}, (attempt, statuses)
+            assert listeners(authz.port) == 2
+        finally:
+            jwks.hold = None
+            authz.stop()

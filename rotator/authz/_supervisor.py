@@ -1,7 +1,9 @@
 """``rotator authz``'s main process: it forks the workers and keeps them running.
 
-- Workers are forked (the shared metrics region is mapped first) and each reports on a pipe
-  when it serves; systemd hears READY=1 when every worker of the first generation does.
+- Workers are forked (the shared metrics region is mapped first). Each says on its channel
+  when it is ready and gets its position's listening socket back, bound here the first
+  time (see ``sockets``); systemd hears READY=1 when every worker of the first generation
+  serves. A worker superseded by a reload before it was ready is told to stop instead.
 - A worker that exits is started again in its slot, after a backoff while it keeps failing.
 - SIGHUP reloads: the settings are read again (a bad file is logged in one line and the
   running workers are kept), a new generation starts, and each old worker is stopped once
@@ -25,6 +27,7 @@ from ..errors import ConfigError
 from ..sdnotify import Notifier
 from ._metrics import SharedMetrics
 from ._settings import AuthzSettings
+from ._worker import listening_socket
 
 __all__ = ["Supervisor"]
 
@@ -55,9 +58,10 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline = 0.0
         self.pending: list[tuple[float, int]] = []  # (when, slot): workers to start again
-        # The listening socket of each worker position, kept open here across restarts and
-        # reloads: a successor inherits it, so connections waiting in its queue are never
-        # reset when a worker stops (as closing a SO_REUSEPORT socket would).
+        # The listening socket of each worker position: bound here when the position's first
+        # worker is ready, handed to every worker that serves there, kept open across
+        # restarts and reloads, so connections waiting in its queue are never reset when a
+        # worker stops (as closing a SO_REUSEPORT socket would).
         self.sockets: dict[int, socket.socket] = {}
         self._selector = selectors.DefaultSelector()
 
@@ -65,8 +69,6 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        position = slot % self.count
-        inherited = self.sockets.get(position)
         pid = os.fork()
         if pid == 0:  # the worker
             ours.close()
@@ -75,16 +77,11 @@ class Supervisor:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 signal.set_wakeup_fd(-1)
-                for other, sock in self.sockets.items():
-                    if other != position:
-                        sock.close()
+                for sock in self.sockets.values():  # its own comes over the channel when it is ready
+                    sock.close()
                 from ._worker import serve
 
-                def ready(created: socket.socket | None) -> None:
-                    # A socket the worker made goes to the supervisor, which keeps it open.
-                    socket.send_fds(theirs, [b"R"], [created.fileno()] if created is not None else [])
-
-                serve(self.settings, self.metrics, slot, inherited, ready)
+                serve(self.settings, self.metrics, slot, theirs)
             except BaseException as e:  # noqa: BLE001 (a worker reports, then exits non-zero)
                 if not isinstance(e, KeyboardInterrupt):
                     log.error("worker %d failed: %s: %s", os.getpid(), type(e).__name__, e)
@@ -92,7 +89,7 @@ class Supervisor:
             finally:
                 os._exit(code)
         theirs.close()
-        worker = _Worker(slot, position, self.generation, pid, ours)
+        worker = _Worker(slot, slot % self.count, self.generation, pid, ours)
         self.workers[pid] = worker
         self._selector.register(ours, selectors.EVENT_READ, worker)
 
@@ -101,10 +98,23 @@ class Supervisor:
         return range(half * self.count, (half + 1) * self.count)
 
     def _ready(self, worker: _Worker) -> None:
+        """``worker`` is ready: it gets its position's socket (bound now if it is the first
+        there) and serves; a worker superseded while it started (a reload came first) is
+        told to stop instead, so the old settings never serve."""
+        if worker.generation != self.generation:
+            worker.channel.send(b"S")
+            return
+        sock = self.sockets.get(worker.position)
+        if sock is None:
+            try:
+                sock = self.sockets[worker.position] = listening_socket(self.settings.listen)
+            except OSError as e:
+                log.error("cannot listen on %s:%d: %s", *self.settings.listen, e)
+                worker.channel.send(b"S")  # it exits, and is started again after a backoff
+                return
+        socket.send_fds(worker.channel, [b"L"], [sock.fileno()])
         worker.ready = True
         self.failures = 0
-        if worker.generation != self.generation:
-            return
         # Its predecessor at its position, from an older generation, can go.
         for other in list(self.workers.values()):
             if other.position == worker.position and other.generation != self.generation:
@@ -180,14 +190,9 @@ class Supervisor:
                     continue
                 worker = key.data
                 try:
-                    data, fds, _, _ = socket.recv_fds(worker.channel, 16, 1)
+                    data = worker.channel.recv(16)
                 except OSError:
-                    data, fds = b"", []
-                for fd in fds:
-                    if worker.position in self.sockets:
-                        os.close(fd)
-                    else:
-                        self.sockets[worker.position] = socket.socket(fileno=fd)
+                    data = b""
                 if data and not worker.ready:
                     self._ready(worker)
             while received:  # SIGCHLD only wakes the loop: exited workers are reaped below

@@ -1,11 +1,12 @@
-"""One worker process: its verifiers and revocation replica, then its own SO_REUSEPORT
-socket, served by uvicorn (httptools, uvloop) and, when configured, the gRPC service.
+"""One worker process: its verifiers and revocation replica, then its position's
+SO_REUSEPORT socket, served by uvicorn (httptools, uvloop) and, when configured, the gRPC
+service.
 
-A worker binds its socket only once it is ready: it holds a key set of every issuer and,
-with revocation, its replica has made its first full load and is confirmed current. The
-kernel spreads connections over the sockets bound, so no request ever reaches a worker
-that could only answer 503; until every worker of the first generation is ready, the
-supervisor does not report the service ready.
+A worker gets its socket from the supervisor only once it is ready: it holds a key set of
+every issuer and, with revocation, its replica has made its first full load and is
+confirmed current. The kernel spreads connections over the sockets bound, so no request
+ever reaches a worker that could only answer 503; until every worker of the first
+generation is ready, the supervisor does not report the service ready.
 """
 
 from __future__ import annotations
@@ -94,16 +95,12 @@ def listening_socket(address: tuple[str, int]) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
     sock.listen(1024)
-    sock.set_inheritable(True)
     return sock
 
 
-def serve(
-    settings: AuthzSettings, metrics: SharedMetrics, slot: int, inherited: socket.socket | None,
-    on_ready: Callable[[socket.socket | None], None],
-) -> None:
-    """The worker's life: build, wait until ready, bind (or take the socket its predecessor
-    at this position served on), serve until SIGTERM. ``on_ready`` gets the socket it made."""
+def serve(settings: AuthzSettings, metrics: SharedMetrics, slot: int, channel: socket.socket) -> None:
+    """The worker's life: build, wait until ready, say so on ``channel`` and get the socket
+    of its position back (or word to stop: a reload superseded it), serve until SIGTERM."""
     import uvicorn
     import uvloop
 
@@ -113,7 +110,11 @@ def serve(
     authorizer, health, close = build(settings)
     try:
         wait_ready(health, authorizer.verifier)
-        sock = inherited if inherited is not None else listening_socket(settings.listen)
+        channel.send(b"R")
+        _, fds, _, _ = socket.recv_fds(channel, 16, 1)
+        if not fds:
+            return
+        sock = socket.socket(fileno=fds[0])
         app = CheckApp(authorizer, metrics, health)
         config = uvicorn.Config(
             app, http="httptools", loop="none", lifespan="off", access_log=False, log_level="warning",
@@ -144,7 +145,6 @@ def serve(
                 host, port = settings.grpc_listen
                 grpc_server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
                 await grpc_server.start()
-            on_ready(None if sock is inherited else sock)
             try:
                 await server.serve(sockets=[sock])
             finally:
