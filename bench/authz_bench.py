@@ -63,17 +63,6 @@ sub = "X-Auth-Subject"
 """
 
 
-class Pinned(Authz):
-    """rotator authz with its supervisor and worker on core 1."""
-
-    def start(self, wait: bool = True) -> "Pinned":
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "rotator"), "authz", "--config", str(self.path)],
-                                         stdout=log, stderr=log, env=self.env, preexec_fn=_pin(1))
-        wait_for(self.ready, timeout=30, what=f"rotator authz (log {self.log})")
-        return self
-
-
 def build_go(tmp: Path) -> Path | None:
     if shutil.which("go") is None or not GO_PEER.exists():
         print("authz_bench: no go (or no ../shared/peers/go-sidecar): the Go rows are left out")
@@ -232,10 +221,11 @@ def main() -> int:
                 return result["rps"]
             return measure
 
-        def authz(cache: int, name: str) -> Pinned:
+        def authz(cache: int, name: str) -> Authz:
             d = tmp / name
             d.mkdir()
-            return Pinned(d, CONFIG.replace("{cache}", str(cache)) % (ISS, jwks.url, AUD)).start()
+            # Its supervisor and worker on core 1.
+            return Authz(d, CONFIG.replace("{cache}", str(cache)) % (ISS, jwks.url, AUD)).start(preexec_fn=_pin(1))
 
         cached = authz(20_000, "cached")
         uncached = authz(0, "uncached")

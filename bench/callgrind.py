@@ -7,8 +7,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
-__all__ = ["main_thread_instructions"]
+__all__ = ["main_thread_instructions", "per_call"]
 
 
 def main_thread_instructions(script: str, args: list[str], profile: Path) -> int:
@@ -24,3 +25,10 @@ def main_thread_instructions(script: str, args: list[str], profile: Path) -> int
     if summary is None:
         raise RuntimeError(f"no summary line in {profile}")
     return int(summary.group(1))
+
+
+def per_call(script: str, args: Callable[[int], list[str]], small: int, large: int, profile: Path) -> float:
+    """Instructions per call: ``python script *args(n)`` counted for ``small`` and ``large``
+    calls, and the difference divided by theirs, so every set-up cost cancels out."""
+    counts = [main_thread_instructions(script, args(n), Path(f"{profile}.{n}.out")) for n in (small, large)]
+    return (counts[1] - counts[0]) / (large - small)

@@ -23,6 +23,7 @@ per verify * microseconds per verify. Target: rotator+revocation under 2 us over
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import json
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.callgrind import main_thread_instructions  # noqa: E402
+from bench.callgrind import per_call  # noqa: E402
 
 VARIANTS = ("rotator", "rotator+revocation", "rotator+rc", "rotator+rc+revocation")
 ISS = "https://issuer.example"
@@ -78,10 +79,8 @@ def child(variant: str, n: int, out: str) -> None:
     Path(out).write_text(json.dumps({"seconds": elapsed, "n": n}))
 
 
-def instructions(variant: str, n: int, work: Path) -> int:
-    """Instructions of the main thread of one child run under callgrind."""
-    return main_thread_instructions(__file__, ["--child", variant, str(n), str(work / "timing.json")],
-                                    work / f"callgrind.{variant}.{n}.out")
+def child_args(variant: str, work: Path, n: int) -> list[str]:
+    return ["--child", variant, str(n), str(work / "timing.json")]
 
 
 def per_verify_us(variant: str, n: int, work: Path) -> float:
@@ -107,9 +106,10 @@ def main() -> int:
         per: dict[str, float] = {}
         for variant in VARIANTS:
             scale = 10 if "+rc" in variant else 1  # a cache hit is ~50x cheaper: count more of them
-            lo, hi = args.small * scale, args.large * scale
-            small, large = instructions(variant, lo, work), instructions(variant, hi, work)
-            per[variant] = (large - small) / (hi - lo)
+            per[variant] = per_call(
+                __file__, partial(child_args, variant, work),
+                args.small * scale, args.large * scale, work / f"callgrind.{variant}",
+            )
         timed = {variant: per_verify_us(variant, 20_000 if "+rc" in variant else 4_000, work) for variant in ("rotator", "rotator+rc")}
     rows = []
     for plain, with_revocation in (("rotator", "rotator+revocation"), ("rotator+rc", "rotator+rc+revocation")):

@@ -19,6 +19,7 @@ Target: rotator >= 0.90 of the ceiling.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import sys
 import tempfile
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.callgrind import main_thread_instructions  # noqa: E402
+from bench.callgrind import per_call  # noqa: E402
 
 ISS = "https://issuer.example"
 AUD = "orders-api"
@@ -64,9 +65,8 @@ def child(variant: str, n: int) -> None:
                 public.verify(der, hashlib.sha256(data).digest(), ecdsa)
 
 
-def instructions(variant: str, n: int, work: Path) -> int:
-    """Instructions of the main thread (the JWKS server's thread apart) of one child run."""
-    return main_thread_instructions(__file__, ["--child", variant, str(n)], work / f"callgrind.{variant}.{n}.out")
+def child_args(variant: str, n: int) -> list[str]:
+    return ["--child", variant, str(n)]
 
 
 def main() -> int:
@@ -80,7 +80,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rotator-callgrind-") as tmp:
         work = Path(tmp)
         per = {
-            variant: (instructions(variant, args.large, work) - instructions(variant, args.small, work)) / (args.large - args.small)
+            variant: per_call(__file__, partial(child_args, variant), args.small, args.large, work / f"callgrind.{variant}")
             for variant in ("ceiling", "rotator")
         }
     ratio = per["ceiling"] / per["rotator"]
