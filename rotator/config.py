@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .publish import Publisher
     from .sealing import SealerOptions
 
-__all__ = ["Policy", "Settings", "load_settings", "read_config", "resolve"]
+__all__ = ["Policy", "Settings", "load_settings", "read_config", "resolve", "parse_count"]
 
 
 DEFAULT_CLOCK_SKEW = 60.0
@@ -209,6 +209,14 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+def parse_count(value: Any, *, name: str, source: str, low: int = 1, high: int = 10_000_000) -> int:
+    """A whole number from ``low`` to ``high`` (ASCII digits); ConfigError naming ``name``."""
+    text = str(value).strip() if not isinstance(value, bool) else ""
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigError(f"invalid {name} {value!r} (from {source}): expected a whole number from {low} to {high}")
+    return int(text)
+
+
 def _convert(name: str, kind: str, value: Any, source: str) -> Any:
     if kind == "duration":
         return parse_duration(value, name=name, source=source)
@@ -226,10 +234,7 @@ def _convert(name: str, kind: str, value: Any, source: str) -> Any:
             raise ConfigError(f"invalid {name} {value!r} (from {source}): expected one of {', '.join(ALGORITHMS)}")
         return value
     if kind == "count":
-        text = str(value).strip() if not isinstance(value, bool) else ""
-        if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 10_000_000:
-            raise ConfigError(f"invalid {name} {value!r} (from {source}): expected a whole number from 1 to 10000000")
-        return int(text)
+        return parse_count(value, name=name, source=source)
     if kind == "rsa_bits":
         text = str(value).strip() if not isinstance(value, bool) else ""
         if not text.isascii() or not text.isdigit() or int(text) not in RSA_BITS:

@@ -19,7 +19,7 @@ __all__ = ["SharedMetrics", "BUCKETS"]
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _STATUSES = tuple(RESULTS)
 _REASONS = len(REASONS)
-_PAIRS = len(_STATUSES) * len(REASONS)
+_PAIRS = len(_STATUSES) * _REASONS
 _SLOT = _PAIRS + len(BUCKETS) + 2  # the pairs, the finite buckets, +Inf, the latency sum
 _STATUS_INDEX = {s: i for i, s in enumerate(_STATUSES)}
 _REASON_INDEX = {r: i for i, r in enumerate(REASONS)}
@@ -55,7 +55,7 @@ class SharedMetrics:
         out = {}
         for s, status in enumerate(_STATUSES):
             for r, reason in enumerate(REASONS):
-                count = totals[s * len(REASONS) + r]
+                count = totals[s * _REASONS + r]
                 if count:
                     out[(RESULTS[status], reason)] = int(count)
         return out

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from ..config import load_settings, read_config
+from ..config import load_settings, parse_count, read_config
 from ..durations import parse_duration
 from ..errors import ConfigError
 from ..keys import ALGORITHMS
@@ -134,12 +134,6 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{what} must be a string or a list of strings")
     return tuple(value)
-
-
-def _count(value: Any, what: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not str(value).strip().isdigit() or not low <= int(str(value).strip()) <= high:
-        raise ConfigError(f"invalid {what} {value!r}: expected a whole number from {low} to {high}")
-    return int(str(value).strip())
 
 
 def _table(table: Any, keys: set[str], where: str) -> Mapping[str, Any]:
@@ -262,11 +256,13 @@ def load_authz(env: Mapping[str, str] | None = None, config_file: str | None = N
         issuers=tuple(issuers),
         listen=given("listen", lambda v: parse_listen(v, "listen")),
         grpc_listen=given("grpc_listen", lambda v: parse_listen(v, "grpc_listen") if v else None),
-        workers=given("workers", lambda v: _count(v, "workers", 0, 256)),
+        workers=given("workers", lambda v: parse_count(v, name="workers", source=source, low=0, high=256)),
         envoy_prefix=given("envoy_prefix", _envoy_prefix),
-        result_cache_size=given("result_cache_size", lambda v: _count(v, "result_cache_size", 0, 10_000_000)),
+        result_cache_size=given("result_cache_size", lambda v: parse_count(v, name="result_cache_size", source=source, low=0)),
         decision_max_age=given("decision_max_age", duration("decision_max_age")),
-        max_header_bytes=given("max_header_bytes", lambda v: _count(v, "max_header_bytes", 16, 8192)),
+        max_header_bytes=given(
+            "max_header_bytes", lambda v: parse_count(v, name="max_header_bytes", source=source, low=16, high=8192)
+        ),
         revocation_max_staleness=given("revocation_max_staleness", duration("revocation_max_staleness")),
         realm=given("realm", _realm),
         headers=given("headers", lambda v: _headers(v, source)),

@@ -57,9 +57,12 @@ def build(settings: AuthzSettings) -> tuple[Authorizer, Callable[[], list[str]],
     verifier = next(iter(verifiers.values())) if len(verifiers) == 1 else Issuers(verifiers)
 
     def health() -> list[str]:
+        # The verifier reports a key set it failed to get; a worker is not ready either
+        # while its first fetch is still under way.
         problems = verifier.health()
         for iss, v in verifiers.items():
-            if v.stats().keys == 0:
+            stats = v.stats()
+            if stats.keys == 0 and stats.last_error is None:
                 problems.append(f"{iss}: no key set yet")
         return problems
 
