@@ -46,11 +46,6 @@ async def longest_gap_while(work: Callable[[], Any]) -> tuple[Any, float, int]:
 
 
 @pytest.fixture
-def key() -> SigningKey:
-    return SigningKey()
-
-
-@pytest.fixture
 def server(key: SigningKey) -> Iterator[JwksServer]:
     with JwksServer([key], max_age=MAX_AGE) as srv:
         yield srv

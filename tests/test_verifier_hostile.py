@@ -123,11 +123,6 @@ def contexts(transport: str, tmp_path: Path) -> tuple[ssl.SSLContext | None, ssl
     return server, ssl.create_default_context(cafile=cert)
 
 
-@pytest.fixture
-def key() -> SigningKey:
-    return SigningKey()
-
-
 @pytest.mark.parametrize(
     "stage, transport",
     [(stage, transport) for stage in STAGES[:-1] for transport in ("http", "tls")] + [("tls-records", "tls")],

@@ -19,11 +19,6 @@ from .jwks_server import JwksServer, SigningKey
 
 
 @pytest.fixture
-def key() -> SigningKey:
-    return SigningKey()
-
-
-@pytest.fixture
 def server(key: SigningKey) -> Iterator[JwksServer]:
     with JwksServer([key]) as srv:
         yield srv
