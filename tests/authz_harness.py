@@ -80,8 +80,16 @@ class Authz:
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        # The kernel's process table, /proc (procps may not be installed).
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # it exited meanwhile
+            if int(fields[1]) == self.proc.pid and fields[0] != "Z":
+                children.append(int(stat.parent.name))
+        return children
 
     def stop(self) -> int | None:
         if self.proc is None:
