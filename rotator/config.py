@@ -3,6 +3,9 @@
 Precedence, highest first: CLI flags, ``ROTATOR_*`` environment variables, a
 TOML file (``--config`` or ``ROTATOR_CONFIG``), built-in defaults. Everything is
 validated once, here, so the rest of the code can trust a Policy it is given.
+Longer than the project's usual module on purpose: every setting's name, variable,
+conversion and check live together, so no setting is ever read two ways (the sidecar's
+table, rotator.authz, uses the same checks: ``parse_count``).
 """
 
 from __future__ import annotations
