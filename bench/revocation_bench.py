@@ -33,11 +33,11 @@ def fill(store: RevocationStore, denials: int, cutoffs: int) -> None:
         pipe = store.client.pipeline(transaction=False)
         for i in range(start, min(start + _BATCH, denials)):
             suffix = f"jti:deny-{i}"
-            store._deny(keys=[store.prefix + suffix, store.channel], args=[suffix, exp, exp + store.grace], client=pipe)
+            store._deny(**store.script_call(suffix, exp, exp + store.grace), client=pipe)
         for i in range(start, min(start + _BATCH, cutoffs)):
             suffix = f"sub:user{i}"
             x = revoked_at + store.session_lifetime + store.grace
-            store._cutoff(keys=[store.prefix + suffix, store.channel], args=[suffix, revoked_at, revoked_at, x], client=pipe)
+            store._cutoff(**store.script_call(suffix, revoked_at, revoked_at, x), client=pipe)
         pipe.execute()
 
 

@@ -465,7 +465,7 @@ def test_daemon_follows_the_revocation_redis_in_metrics_and_health(
         assert any("lost its dataset 1 time(s)" in w for w in health["warnings"]), health
         # A record another writer version wrote, announced as writers do.
         redis_srv.client().set("d:sub:bad", "x y z")
-        redis_srv.client().publish("d:changes@db0", "sub:bad\nx y z")
+        redis_srv.client().xadd("d:log", {"r": "sub:bad\nx y z"})
         wait_for(lambda: metrics(d.port)["rotator_revocation_malformed_records"] == 1, timeout=20, what="the malformed record")
         assert any("1 malformed revocation record(s)" in w for w in json.loads(http_get(f"http://127.0.0.1:{d.port}/healthz")[1])["warnings"])
         assert '"event":"daemon.revocations_unavailable"' not in d.log()

@@ -103,7 +103,7 @@ def test_settings_refuse_a_nested_prefix_in_one_line() -> None:
 
 
 def test_a_replica_merges_what_it_hears_and_never_lets_an_older_record_win(server: RedisServer) -> None:
-    """A change heard late, twice, or forged on the channel by an older writer never shortens
+    """A change heard late, twice, or forged in the log by an older writer never shortens
     a ban, lowers a session version or shortens a denial: the later of each time wins."""
     store = RevocationStore.from_url(server.url, prefix=fresh_prefix())
     try:
@@ -114,9 +114,9 @@ def test_a_replica_merges_what_it_hears_and_never_lets_an_older_record_win(serve
         denied_until = replica.tables.denied["jt"]
         client = server.client()
         older = f"{ban.revoked_at - 5} {ban.revoked_at - 5} {ban.revoked_at + 100}"
-        client.publish(store.channel, f"sub:eve\n{older}")
-        client.publish(store.channel, f"sv:eve\n{version - 10} {ban.revoked_at} {ban.revoked_at + 100}")
-        client.publish(store.channel, f"jti:jt\n{int(time.time())} {int(time.time()) + 5}")
+        client.xadd(store.link.log, {"r": f"sub:eve\n{older}"})
+        client.xadd(store.link.log, {"r": f"sv:eve\n{version - 10} {ban.revoked_at} {ban.revoked_at + 100}"})
+        client.xadd(store.link.log, {"r": f"jti:jt\n{int(time.time())} {int(time.time()) + 5}"})
         store.bump_session("flush")  # heard after the three forgeries
         wait_for(lambda: replica.tables.versions.get("flush"), what="the flush marker")
         assert replica.tables.cutoffs["eve"].not_before == ban.not_before
@@ -460,12 +460,13 @@ def test_malformed_records_are_logged_once_counted_and_listed(
             assert set(replica.tables.malformed) == set(bad)
             assert "negative" not in replica.tables.cutoffs and "backwards" not in replica.tables.cutoffs
             assert list(replica.tables.cutoffs) == ["good"]
-            # One heard over pub/sub, as an older or newer writer would send it.
-            r.publish(store.channel, "sub:heard\nnot numbers")
-            wait_for(lambda: "sub:heard" in replica.tables.malformed, what="the published malformed record")
-            # A resync (the subscription connection dropped) loads them all again: no new log lines.
+            # One heard in the change log, as an older or newer writer would send it.
+            r.xadd(store.link.log, {"r": "sub:heard\nnot numbers"})
+            wait_for(lambda: "sub:heard" in replica.tables.malformed, what="the logged malformed record")
+            # A full load (the log emptied, the connections dropped) reads them all again: no new log lines.
             loads = replica.loads
-            r.client_kill_filter(_type="pubsub")
+            r.xtrim(store.link.log, maxlen=0)
+            r.client_kill_filter(_type="normal")
             wait_for(lambda: replica.loads > loads, what="a resync")
         logged = [m for m in caplog.messages if m.startswith("malformed revocation record")]
         assert len(logged) == len(bad) + 1, logged
@@ -490,9 +491,9 @@ def test_a_redis_that_lost_its_dataset_is_said_loudly(
     tmp_path: Path, jwks: Any, caplog: pytest.LogCaptureFixture, appendonly: bool
 ) -> None:
     """redis-server restarted on the same port: without its data (no append-only file) the
-    replica resynchronises and says every revocation was lost (an error in the log, a count,
-    the verifier's health); with the append-only file the same restart is silent (a new
-    run_id, but the prefix's marker came back with the data)."""
+    replica loads every record again and says every revocation was lost (an error in the log, a
+    count, the verifier's health); with the append-only file the same restart is silent (a new
+    run_id, but the prefix's marker came back with the data) and the replica resumes from the log."""
     import logging
 
     key, srv = jwks
@@ -504,12 +505,13 @@ def test_a_redis_that_lost_its_dataset_is_said_loudly(
         replica = v.revocations
         store.revoke_subject("lost")
         before = replica.run_id
-        loads = replica.loads
+        loads, resumes = replica.loads, replica.resumes
         with caplog.at_level(logging.ERROR, logger="rotator.revocation"):
             redis_srv.stop()
             redis_srv.start()
-            wait_for(lambda: replica.loads > loads and replica.age() < 1, timeout=15, what="the resync")
+            wait_for(lambda: replica.loads + replica.resumes > loads + resumes and replica.age() < 1, timeout=15, what="the resync")
         assert replica.run_id != before
+        assert (replica.resumes > resumes, replica.loads > loads) == (appendonly, not appendonly)
         lost = [m for m in caplog.messages if "lost its dataset" in m]
         if appendonly:
             assert replica.dataset_losses == 0 and lost == [] and v.health() == []

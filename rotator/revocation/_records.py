@@ -9,9 +9,9 @@ everything a replica needs (its own expiry included), so a full load is SCAN + M
 
 All times are whole seconds since the epoch; Redis expires the key at
 ``expires_at`` (EXAT), the moment the record can no longer affect a live token.
-Changes are published on ``{prefix}changes`` as "<suffix>\\n<value>", the key
-without its prefix and the record's whole new value, so applying them in order on
-top of any load converges.
+Each change is appended to the log ``{prefix}log`` (a Redis stream) as
+"<suffix>\\n<value>", the key without its prefix and the record's whole new value, so
+applying them in order on top of any load converges.
 """
 
 from __future__ import annotations
@@ -128,11 +128,13 @@ def check_url(url: str) -> None:
         raise RevocationInputError(f"revocation_url has a bad port: {e}") from e
 
 
-# Keys under a prefix that are not records: the session-version high-water mark, and the
-# marker that tells a Redis that lost its dataset from one that restarted with it.
+# Keys under a prefix that are not records: the session-version high-water mark, the
+# marker that tells a Redis that lost its dataset from one that restarted with it, and the
+# change log (a stream) replicas follow and resume from.
 HIGH_WATER_KEY = "sv-last"
 DATASET_MARKER_KEY = "dataset"
-NOT_RECORDS = frozenset({HIGH_WATER_KEY, DATASET_MARKER_KEY})
+LOG_KEY = "log"
+NOT_RECORDS = frozenset({HIGH_WATER_KEY, DATASET_MARKER_KEY, LOG_KEY})
 _FIELDS = {"jti": 2, "sub": 3, "sv": 3}
 
 

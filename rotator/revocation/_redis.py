@@ -1,5 +1,6 @@
 """The Redis plumbing both sides share: one dataset under one prefix (``Link``), its client,
-the one-line description of a redis-py error, the full load and the dataset marker.
+the one-line description of a redis-py error, the full load, the change log's positions
+and the dataset marker.
 
 The store writes through a Link and the replica follows one; neither imports the other's
 module for it.
@@ -18,13 +19,20 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.retry import Retry
 
 from ..errors import RevocationError
-from ._records import DATASET_MARKER_KEY, Tables
+from ._records import DATASET_MARKER_KEY, LOG_KEY, Tables
 
-__all__ = ["Link", "describe", "redis_target", "connect"]
+__all__ = ["Link", "describe", "redis_target", "connect", "position_key", "START"]
 
 _SCAN_COUNT = 5000
 _MGET_BATCH = 5000
 T = TypeVar("T")
+START = "0-0"  # the position before the log's first entry
+
+
+def position_key(position: str) -> tuple[int, int]:
+    """A stream id (``<ms>-<seq>``) as a pair that sorts as Redis orders them."""
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def redis_target(url: str) -> str:
@@ -75,12 +83,17 @@ class Link:
     password_source: str | None
     clock: Callable[[], float]
     channel: str = field(init=False)
+    log: str = field(init=False)
+    db: int = field(init=False)
 
     def __post_init__(self) -> None:
         # Redis pub/sub ignores the database number: the channel names it, so a write in
-        # database 1 never reaches the replicas of database 0 under the same prefix.
+        # database 1 never reaches the replicas of database 0 under the same prefix. (The log
+        # is a key, in its database like the records.)
         db = int(self.client.connection_pool.connection_kwargs.get("db", 0) or 0)
+        object.__setattr__(self, "db", db)
         object.__setattr__(self, "channel", f"{self.prefix}changes@db{db}")
+        object.__setattr__(self, "log", self.prefix + LOG_KEY)
 
     def describe(self, error: Exception) -> RevocationError:
         return describe(error, self.target, self.password_source)
@@ -114,15 +127,49 @@ class Link:
 
     def load(self, client: "redis.Redis | None" = None) -> Tables:
         """Every record in force (SCAN + MGET)."""
-        client = client or self.client
         tables = Tables()
+        for suffix, value in self.records(client):
+            tables.apply(suffix, value)
+        return tables
+
+    def records(self, client: "redis.Redis | None" = None) -> Iterator[tuple[str, str]]:
+        """(suffix, value) of every string key under the prefix, as stored."""
+        client = client or self.client
         skip = len(self.prefix)
         for keys in self._scan(client):
             values: list[bytes | None] = client.mget(keys)  # type: ignore[assignment]
             for key, value in zip(keys, values):
                 if value is not None:
-                    tables.apply(key[skip:].decode("utf-8", "replace"), value.decode("ascii", "replace"))
-        return tables
+                    yield key[skip:].decode("utf-8", "replace"), value.decode("ascii", "replace")
+
+    # -- the change log ------------------------------------------------------------------
+
+    def log_end(self, client: "redis.Redis | None" = None) -> str:
+        """The position of the log's last entry (START when it has none): taken before a load,
+        so the entries after it, applied on top, cover every write the load may have missed."""
+        entries = (client or self.client).xrevrange(self.log, count=1)
+        return _text(entries[0][0]) if entries else START
+
+    def resumable(self, position: str, client: "redis.Redis | None" = None) -> bool:
+        """Does the log still hold every entry after ``position``? It is trimmed from its start
+        only, so it does when it holds the entry at ``position`` itself. From START: when it
+        never dropped an entry (Redis 7's ``max-deleted-entry-id``; older servers say no).
+        A log that lost the entry (trimmed past it, or a failover to a replica that never had
+        it) means a full load."""
+        client = client or self.client
+        if position != START:
+            return bool(client.xrange(self.log, min=position, max=position, count=1))
+        try:
+            info = client.xinfo_stream(self.log)
+        except ResponseError:
+            return True  # no log: nothing was ever written or dropped (a lost dataset shows by its marker)
+        deleted = info.get("max-deleted-entry-id")
+        return deleted is not None and position_key(_text(deleted)) == (0, 0)
+
+    def changes(self, position: str, count: int, client: "redis.Redis | None" = None) -> list[tuple[str, str]]:
+        """Up to ``count`` log entries after ``position``: (id, "<suffix>\\n<value>")."""
+        reply = (client or self.client).xread({self.log: position}, count=count)
+        return entries_of(reply)
 
     def _scan(self, client: "redis.Redis") -> Iterator[list[bytes]]:
         pattern = _glob_escape(self.prefix) + "*"
@@ -143,3 +190,25 @@ class Link:
         client.set(key, os.urandom(12).hex(), nx=True)
         value = client.get(key)
         return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def entries_of(reply: Any) -> list[tuple[str, str]]:
+    """The entries of an XREAD reply on one stream (RESP2, parsed by redis-py's client or bare
+    from a connection): [(id, change)], nothing for a reply with none."""
+    out: list[tuple[str, str]] = []
+    if not reply:
+        return out
+    streams = reply.items() if isinstance(reply, dict) else reply
+    for stream in streams:
+        for entry_id, fields in stream[1]:
+            if isinstance(fields, dict):
+                change = fields.get(b"r", fields.get("r"))
+            else:
+                pairs = dict(zip(fields[::2], fields[1::2]))
+                change = pairs.get(b"r", pairs.get("r"))
+            out.append((_text(entry_id), _text(change) if change is not None else ""))
+    return out

@@ -1,26 +1,30 @@
-"""The read side: every record in memory, kept current by Redis pub/sub.
+"""The read side: every record in memory, kept current by following the change log.
 
-One thread per replica. It subscribes to the store's change channel first, then loads
-every record (SCAN + MGET), then applies the changes that arrived meanwhile and every
-later one; each change carries the record's whole new value, so replaying them on top
-of the load converges. Pub/sub delivers nothing sent while a subscriber is away, so
-every reconnect starts over with a full load.
+One thread per replica. It takes the log's position, loads every record (a snapshot when
+one is configured and usable, else SCAN + MGET from Redis), then applies the log's entries
+after that position, and every later one, as they come (a blocking XREAD); each entry
+carries the record's whole new value, so replaying them on top of any load converges. A
+reconnect resumes from the last entry applied when the log still holds it (a restart, a
+failover, a network cut shorter than the log's retention): Redis then serves the changes
+missed, not every record. Otherwise, or when Redis lost its dataset, it loads again, after
+a random delay while what it holds is still within bounds, so a fleet does not load at once.
 
-Currency is confirmed by PINGs on the subscription connection: Redis answers them in
-order with the messages, so a PONG proves every change published before its PING has
-been applied. ``age()`` is the time since the last PING so confirmed; a verifier
-refuses to vouch for tokens when it exceeds its bound. Nothing on the verify path
-touches the network or takes a lock.
+Currency is confirmed by the reads themselves: an XREAD that returns fewer entries than it
+asked for, or none after blocking, proves every change written before it was sent has
+been applied. ``age()`` is the time since the last read so confirmed; a verifier refuses to
+vouch for tokens when it exceeds its bound. Nothing on the verify path touches the network
+or takes a lock.
 
 ``Replica`` is one class, longer than the project's usual, on purpose: the follower
 thread and the checks share the tables, their lock and the confirmation time, and the
-consistency rules (subscribe before load, confirm by PING, resync on any doubt) only
+consistency rules (position before load, confirm by read, reload on any doubt) only
 read as a whole.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from typing import Any, Callable, Mapping
@@ -33,7 +37,10 @@ from ..durations import format_time
 from ..errors import RevocationError
 from ..jose import RevocationUnavailable, Revoked
 from ._records import Tables, revoked_reason
-from ._redis import Link
+from ._redis import Link, entries_of
+from ._snapshot import SnapshotTarget, parse
+
+_READ_COUNT = 5000  # log entries per read
 
 __all__ = ["Replica"]
 
@@ -45,15 +52,30 @@ class Replica:
     (see the module docstring)."""
 
     def __init__(
-        self, link: Link, *, heartbeat: float = 1.0, prune_every: float = 30.0, grace: float | None = None
+        self,
+        link: Link,
+        *,
+        heartbeat: float = 1.0,
+        prune_every: float = 30.0,
+        grace: float | None = None,
+        snapshot: SnapshotTarget | None = None,
+        spread: float = 5.0,
     ) -> None:
         if not heartbeat > 0:
             raise ValueError(f"heartbeat must be > 0, got {heartbeat!r}")
+        if not spread >= 0:
+            raise ValueError(f"spread must be >= 0, got {spread!r}")
         self.link = link
         self.grace = grace  # the store's: how long past exp its records outlive a token
-        self.heartbeat = heartbeat
-        # No PONG for this long: the connection is dead even if the socket says otherwise.
+        self.heartbeat = heartbeat  # the longest a read of the log blocks
+        # No answer for this long past a read's block: the connection is dead even if the
+        # socket says otherwise.
         self.dead_after = max(4 * heartbeat, 1.0)
+        self.snapshot = snapshot
+        # A replica that holds records must load them all again: it waits a random part of
+        # this first (at most half what is left of its bound), so a fleet spreads its loads.
+        self.spread = spread
+        self.position: str | None = None  # the log entry last applied (None: load first)
         # Expired records are harmless (they match only expired tokens); dropping them is
         # housekeeping, done rarely because it copies the tables.
         self.prune_every = prune_every
@@ -62,8 +84,10 @@ class Replica:
         # own writes (read-your-writes). Readers never take it.
         self.lock = threading.Lock()
         self.confirmed_at = float("-inf")  # time.monotonic() of the last confirmed PING
-        self.loads = 0
-        self.messages = 0
+        self.loads = 0  # full loads from Redis
+        self.snapshot_loads = 0
+        self.resumes = 0  # reconnects that caught up from the log instead of loading
+        self.messages = 0  # log entries applied
         self.last_load_seconds: float | None = None
         self.last_error: str | None = None
         # Malformed records already logged (once each, however often they are loaded again).
@@ -193,25 +217,18 @@ class Replica:
     # -- the follower thread -----------------------------------------------------------------
 
     def _open(self) -> Any:
-        """Subscribe, load everything, apply what arrived meanwhile; returns the subscribed connection."""
+        """Catch up (resuming from the log, or loading first), then return a connection to follow on."""
         conn = self.link.follower_connection()
         try:
             conn.connect()
-            conn.send_command("SUBSCRIBE", self.link.channel)
-            reply = conn.read_response()
-            if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
-                raise RedisError(f"unexpected answer to SUBSCRIBE: {reply!r}")
-            sent = time.monotonic()
-            started = time.perf_counter()
-            self._check_dataset()
-            tables = self.link.load(self._loader)
-            self.last_load_seconds = time.perf_counter() - started
-            with self.lock:  # a load replaces: what it lacks, Redis no longer holds
-                self.tables = tables
-            self._log_malformed(tables.malformed)
-            self.loads += 1
-            while conn.can_read(timeout=0):
-                self._handle(conn.read_response())
+            lost = self._check_dataset()
+            position = self.position
+            if position is not None and not lost and self.link.resumable(position, self._loader):
+                self.resumes += 1
+            else:
+                self._wait_spread()
+                self._load()
+            sent = self._catch_up()
             self.confirmed_at = sent
             if self.last_error is not None:
                 log.warning("revocation replica resynchronised with redis at %s", self.link.target)
@@ -220,6 +237,74 @@ class Replica:
         except (RedisError, OSError) as e:
             conn.disconnect()
             raise self.link.describe(e) from e
+
+    def _wait_spread(self, max_staleness: float = 30.0) -> None:
+        """Before a full load by a replica that holds records within its bound: a random
+        delay, so that a fleet told to load at once does not. A replica with nothing waits not."""
+        if self.loads + self.snapshot_loads == 0 or not self.spread:
+            return
+        left = max_staleness - self.age()
+        if left > 0:
+            self._stop.wait(random.uniform(0, min(self.spread, left / 2)))
+
+    def _load(self) -> None:
+        """Replace the tables with every record in force: from the snapshot when it is usable,
+        else from Redis; ``position`` is where the log's entries after them begin."""
+        if self.snapshot is not None and self._load_snapshot():
+            return
+        started = time.perf_counter()
+        position = self.link.log_end(self._loader)
+        tables = self.link.load(self._loader)
+        self.last_load_seconds = time.perf_counter() - started
+        with self.lock:  # a load replaces: what it lacks, Redis no longer holds
+            self.tables = tables
+            self.position = position
+        self._log_malformed(tables.malformed)
+        self.loads += 1
+
+    def _load_snapshot(self) -> bool:
+        """Load the published snapshot if it is of this dataset and the log still holds its
+        position; False (said once in the log) when it cannot be used."""
+        assert self.snapshot is not None
+        started = time.perf_counter()
+        try:
+            body = self.snapshot.read()
+            if body is None:
+                raise RevocationError(f"no revocation snapshot at {self.snapshot.location} yet")
+            snap = parse(body, self.snapshot.location)
+        except RevocationError as e:
+            log.warning("%s; loading every record from redis at %s", e, self.link.target)
+            return False
+        if (snap.prefix, snap.db, snap.marker) != (self.link.prefix, self.link.db, self.marker):
+            why = "another dataset's (its prefix, database or marker differs)"
+        elif not self.link.resumable(snap.position, self._loader):
+            why = "older than the change log holds"
+        else:
+            tables = Tables()
+            for suffix, value in snap.records:
+                tables.apply(suffix, value)
+            tables = tables.pruned(self._clock())
+            self.last_load_seconds = time.perf_counter() - started
+            with self.lock:
+                self.tables = tables
+                self.position = snap.position
+            self._log_malformed(tables.malformed)
+            self.snapshot_loads += 1
+            return True
+        log.warning("revocation snapshot at %s is %s; loading every record from redis at %s",
+                    self.snapshot.location, why, self.link.target)
+        return False
+
+    def _catch_up(self) -> float:
+        """Apply the log's entries after ``position`` until a read returns fewer than it asked
+        for; returns when that read was sent (everything written before it is applied)."""
+        while True:
+            sent = time.monotonic()
+            assert self.position is not None
+            entries = self.link.changes(self.position, _READ_COUNT, self._loader)
+            self._apply_entries(entries)
+            if len(entries) < _READ_COUNT:
+                return sent
 
     def _run(self, conn: Any | None) -> None:
         failures = 0
@@ -231,7 +316,8 @@ class Replica:
                 except RevocationError as e:
                     failures += 1
                     self._failed(str(e))
-                    self._stop.wait(backoff(failures, 0.05, 1.0))
+                    # Jittered: replicas that lost Redis together do not all come back at once.
+                    self._stop.wait(random.uniform(0.5, 1.0) * backoff(failures, 0.1, 2.0))
                     continue
             try:
                 self._follow(conn)
@@ -247,42 +333,41 @@ class Replica:
         self.last_error = error
 
     def _follow(self, conn: Any) -> None:
-        pending: dict[bytes, float] = {}
-        seq = 0
-        next_ping = time.monotonic()
+        """Block on the log for new entries, a heartbeat at a time; each answer confirms."""
+        block_ms = max(1, int(self.heartbeat * 1000))
         next_prune = 0.0
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_ping:
-                seq += 1
-                token = str(seq).encode()
-                conn.send_command("PING", token)
-                pending[token] = now
-                next_ping = now + self.heartbeat
-            if pending and now - min(pending.values()) > self.dead_after:
-                raise RedisError(f"no answer for {now - min(pending.values()):.1f}s")
-            if conn.can_read(timeout=min(self.heartbeat, 0.25)):
-                reply = conn.read_response()
-                if isinstance(reply, list) and reply and reply[0] == b"pong":
-                    sent = pending.pop(reply[1], None)
-                    if sent is not None:
-                        self.confirmed_at = sent
-                        for t in [t for t, s in pending.items() if s < sent]:
-                            del pending[t]
-                else:
-                    self._handle(reply)
+            sent = time.monotonic()
+            conn.send_command("XREAD", "COUNT", _READ_COUNT, "BLOCK", block_ms, "STREAMS", self.link.log, self.position)
+            while not conn.can_read(timeout=0.25):
+                if self._stop.is_set():
+                    return
+                waited = time.monotonic() - sent
+                if waited > self.heartbeat + self.dead_after:
+                    raise RedisError(f"no answer for {waited:.1f}s")
+            entries = entries_of(conn.read_response())
+            self._apply_entries(entries)
+            if len(entries) < _READ_COUNT:
+                self.confirmed_at = sent
             wall = self._clock()
             if wall >= next_prune:
                 with self.lock:
                     self.tables = self.tables.pruned(wall)
                 next_prune = wall + self.prune_every
 
-    def _handle(self, reply: Any) -> None:
-        if not (isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message"):
+    def _apply_entries(self, entries: list[tuple[str, str]]) -> None:
+        if not entries:
             return
-        suffix, _, value = reply[2].decode("utf-8", "replace").partition("\n")
-        self.apply(suffix, value)
-        self.messages += 1
+        problems: dict[str, str] = {}
+        with self.lock:
+            for _, change in entries:
+                suffix, _, value = change.partition("\n")
+                problem = self.tables.apply(suffix, value)
+                if problem is not None:
+                    problems[suffix] = problem
+            self.position = entries[-1][0]
+        self.messages += len(entries)
+        self._log_malformed(problems)
 
     def apply(self, suffix: str, value: str) -> None:
         """Merge one record (a change heard, or the store's own write) by the writers' rule."""
@@ -300,14 +385,15 @@ class Replica:
                     self.link.prefix + suffix, self.link.target, problem,
                 )
 
-    def _check_dataset(self) -> None:
+    def _check_dataset(self) -> bool:
         """Before each load: is this the dataset the last load read? Redis's run_id changes on
         every restart; the prefix's marker (a key without expiry) survives one only with the
         data (an append-only file, a replica promoted). A marker gone since the last load
-        means every revocation was lost: said loudly, counted, and shown in health."""
+        means every revocation was lost: said loudly, counted, and shown in health. True then."""
         run_id = str(self._loader.info("server").get("run_id", ""))
         marker = self.link.ensure_marker(self._loader)
-        if self.marker is not None and marker != self.marker:
+        lost = self.marker is not None and marker != self.marker
+        if lost:
             self.dataset_losses += 1
             self.dataset_lost_at = self._clock()
             log.error(
@@ -317,6 +403,7 @@ class Replica:
                 self.link.target, self.run_id, run_id, self.link.prefix,
             )
         self.run_id, self.marker = run_id, marker
+        return lost
 
     def problems(self, max_staleness: float = 30.0) -> list[str]:
         """What a health check should say about this replica (empty when all is well)."""

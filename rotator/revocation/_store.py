@@ -28,6 +28,7 @@ from ._records import (
 )
 from ._redis import Link, connect, redis_target
 from ._scripts import BUMP, CUTOFF, DENY
+from ._snapshot import SnapshotTarget
 
 if TYPE_CHECKING:
     from ._replica import Replica
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["RevocationStore", "DEFAULT_PREFIX"]
 
 DEFAULT_PREFIX = "rotator:"
+DEFAULT_LOG_RETENTION = 3600.0
 
 def token_id(token: str) -> tuple[str, Any]:
     """The jti and exp a token carries (its signature unchecked); RevocationInputError when
@@ -63,6 +65,10 @@ class RevocationStore:
     token lifetime), ``grace`` the verifiers' leeway (or the issuers' refresh grace, if
     longer); together they decide when a record can no longer affect a live token or
     chain, and Redis drops it.
+
+    ``log_retention``: how long the change log keeps an entry (a replica away longer loads
+    every record). ``snapshot``, ``spread``: the replica's snapshot to start from, and the most
+    it waits at random before loading everything again while it holds records (``Replica``).
     """
 
     def __init__(
@@ -77,8 +83,14 @@ class RevocationStore:
         password_source: str | None = None,
         session_lifetime: float | None = None,
         max_clock_skew: float = 60.0,
+        log_retention: float = DEFAULT_LOG_RETENTION,
+        snapshot: SnapshotTarget | None = None,
+        spread: float = 5.0,
     ) -> None:
         check_prefix(prefix)
+        if not log_retention >= 1:
+            raise RevocationInputError(f"log_retention must be at least 1 second, got {log_retention!r}")
+        self.log_retention, self.snapshot, self.spread = math.ceil(log_retention), snapshot, spread
         if not token_lifetime > 0 or not grace >= 0:
             raise RevocationInputError("token_lifetime must be > 0 and grace >= 0")
         self.link = Link(client, prefix, target, password_source, clock)
@@ -117,6 +129,9 @@ class RevocationStore:
         grace: float = 60.0,
         session_lifetime: float | None = None,
         max_clock_skew: float = 60.0,
+        log_retention: float = DEFAULT_LOG_RETENTION,
+        snapshot: SnapshotTarget | str | None = None,
+        spread: float = 5.0,
         connect_timeout: float = 2.0,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
@@ -142,6 +157,9 @@ class RevocationStore:
             grace=grace,
             session_lifetime=session_lifetime,
             max_clock_skew=max_clock_skew,
+            log_retention=log_retention,
+            snapshot=SnapshotTarget(snapshot) if isinstance(snapshot, str) else snapshot,
+            spread=spread,
             clock=clock,
             target=redis_target(url),
             password_source=source,
@@ -233,7 +251,9 @@ class RevocationStore:
 
         with self._replica_lock:
             if self._replica is None or self._replica.closed:
-                replica = Replica(self.link, heartbeat=heartbeat, grace=self.grace)
+                replica = Replica(
+                    self.link, heartbeat=heartbeat, grace=self.grace, snapshot=self.snapshot, spread=self.spread
+                )
                 replica.start(timeout=start_timeout)
                 self._replica = replica
             return self._replica
@@ -251,13 +271,18 @@ class RevocationStore:
         """Run a write script on the record ``{prefix}{suffix}`` (and ``{prefix}{key}`` for each
         of ``extra_keys``); returns the record's new value, which this store's replica holds
         before this returns (read-your-writes: a Signer on this store signs by it at once)."""
-        keys = [self.prefix + suffix, self.channel, *(self.prefix + k for k in extra_keys)]
-        raw = self._call(script, keys=keys, args=[suffix, *args])
+        raw = self._call(script, **self.script_call(suffix, *args, extra_keys=extra_keys))
         value = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
         replica = self._replica
         if replica is not None and not replica.closed:
             replica.apply(suffix, value)
         return value
+
+    def script_call(self, suffix: str, *args: int, extra_keys: tuple[str, ...] = ()) -> dict[str, list[Any]]:
+        """The keys and arguments a write script takes for the record ``{prefix}{suffix}``
+        (see ``_scripts``); for loading records in bulk through a pipeline as well."""
+        keys = [self.prefix + suffix, self.channel, self.link.log, *(self.prefix + k for k in extra_keys)]
+        return {"keys": keys, "args": [suffix, self.log_retention, *args]}
 
     def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self.link.call(func, *args, **kwargs)
