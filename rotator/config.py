@@ -133,6 +133,8 @@ class Settings:
     revocation_url: str | None = None
     revocation_prefix: str = "rotator:"
     revocation_password_file: str | None = None
+    revocation_snapshot: str | None = None  # where the records' snapshot is published and read
+    revocation_snapshot_interval: float = 60.0
     algorithm: str = ALG
     rsa_bits: int = 2048
     jwks_key_budget: int = 100
@@ -199,6 +201,8 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "revocation_url": ("ROTATOR_REVOCATION_URL", "str"),
     "revocation_prefix": ("ROTATOR_REVOCATION_PREFIX", "str"),
     "revocation_password_file": ("ROTATOR_REVOCATION_PASSWORD_FILE", "str"),
+    "revocation_snapshot": ("ROTATOR_REVOCATION_SNAPSHOT", "str"),
+    "revocation_snapshot_interval": ("ROTATOR_REVOCATION_SNAPSHOT_INTERVAL", "duration"),
     "algorithm": ("ROTATOR_ALGORITHM", "algorithm"),
     "rsa_bits": ("ROTATOR_RSA_BITS", "rsa_bits"),
     "jwks_key_budget": ("ROTATOR_JWKS_KEY_BUDGET", "count"),
@@ -323,6 +327,12 @@ def resolve(
             check_prefix(settings.revocation_prefix)
         except RevocationError as e:
             raise ConfigError(str(e)) from e
+    if settings.revocation_snapshot is not None:
+        from .revocation import SnapshotTarget
+
+        SnapshotTarget(settings.revocation_snapshot)  # a location it can read and write, or ConfigError
+    if not settings.revocation_snapshot_interval > 0:
+        raise ConfigError(f"revocation_snapshot_interval must be more than 0, got {settings.revocation_snapshot_interval:g}s")
     if settings.discovery and not (settings.issuer and settings.public_url):
         raise ConfigError("discovery needs issuer and public_url (the jwks_uri verifiers fetch)")
     return settings

@@ -98,6 +98,11 @@ class Daemon:
         self._signals.install()
         for runner in self.sets.values():
             runner.follow_revocations()
+            if runner.settings.revocation_url and runner.settings.revocation_snapshot:
+                self._scheduler.add_job(
+                    runner.publish_revocation_snapshot, "interval", seconds=runner.settings.revocation_snapshot_interval,
+                    id=f"revocation-snapshot-{runner.name}", next_run_time=dt.datetime.now(dt.timezone.utc),
+                )
         if self.options.metrics_port is not None:
             self._http = serve_metrics(
                 lambda: self.sets, self.options.metrics_addr, self.options.metrics_port,

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
@@ -25,6 +25,9 @@ from .metrics import Metrics
 from .publish import write_discovery
 from .reconcile import Rotator, StepResult
 from .stepping import observed_step
+
+if TYPE_CHECKING:
+    from .revocation import RevocationStore
 
 __all__ = ["KeySetRunner", "DaemonOptions"]
 
@@ -75,6 +78,7 @@ class KeySetRunner:
         self._schedule_lock = threading.Lock()
         self._next_job: Job | None = None
         self._pending: tuple[Settings, Rotator] | None = None  # settings a reload gave, for the next step
+        self._revocations: "RevocationStore | None" = None
 
     def follow_revocations(self) -> None:
         """With revocation_url set, follow the revocation Redis, for /metrics and /healthz."""
@@ -83,9 +87,25 @@ class KeySetRunner:
         from .revocation import RevocationError, store_for
 
         try:
-            self.health.revocations = store_for(self.settings).replica()
+            self._revocations = store_for(self.settings)
+            self.health.revocations = self._revocations.replica()
         except RevocationError as e:
             log_event(self.log, "daemon.revocations_unavailable", logging.WARNING, **self.tag, error=e)
+
+    def publish_revocation_snapshot(self) -> None:
+        """With revocation_snapshot set: publish the records in force for replicas starting cold
+        (scheduled every revocation_snapshot_interval). A failure is logged; the next one retries."""
+        from .errors import RotatorError
+        from .revocation import publish_snapshot, store_for
+
+        try:
+            if self._revocations is None:
+                self._revocations = store_for(self.settings)
+            count, position = publish_snapshot(self._revocations)
+        except RotatorError as e:
+            log_event(self.log, "daemon.revocation_snapshot_failed", logging.WARNING, **self.tag, error=e)
+            return
+        log_event(self.log, "daemon.revocation_snapshot", logging.DEBUG, **self.tag, records=count, position=position)
 
     def replace(self, settings: Settings, rotator: Rotator) -> None:
         """New settings from a reload: taken up by this set's next step, which runs now."""

@@ -447,12 +447,24 @@ def test_daemon_follows_the_revocation_redis_in_metrics_and_health(
     malformed records and dataset losses are metrics, and its problems are /healthz
     warnings (200 still: restarting the daemon mends neither). A redis-server restarted
     without its data shows as a loss."""
+    from rotator.revocation import RevocationStore
+    from rotator.revocation._snapshot import parse as parse_snapshot
+
     from .redis_server import RedisServer
 
     redis_srv = RedisServer(tmp_path / "redis").start()
     try:
-        d = daemon_factory(env={"ROTATOR_REVOCATION_URL": redis_srv.url, "ROTATOR_REVOCATION_PREFIX": "d:"})
+        snapshot = tmp_path / "revocations.json.gz"
+        d = daemon_factory(env={
+            "ROTATOR_REVOCATION_URL": redis_srv.url, "ROTATOR_REVOCATION_PREFIX": "d:",
+            "ROTATOR_REVOCATION_SNAPSHOT": str(snapshot), "ROTATOR_REVOCATION_SNAPSHOT_INTERVAL": "1s",
+        })
         wait_for(lambda: d.notify.has("READY=1"), what="READY=1")
+        # It publishes the records' snapshot every interval: a revocation shows in a later one.
+        RevocationStore.from_url(redis_srv.url, prefix="d:").revoke_subject("in-the-snapshot")
+        wait_for(lambda: snapshot.exists() and any(
+            k == "sub:in-the-snapshot" for k, _ in parse_snapshot(snapshot.read_bytes(), "test").records
+        ), timeout=10, what="the revocation in a published snapshot")
         values = metrics(d.port)
         assert values["rotator_revocation_dataset_losses"] == 0 and values["rotator_revocation_malformed_records"] == 0
         assert values["rotator_revocation_replica_age_seconds"] < 5

@@ -108,6 +108,8 @@ class AuthzSettings:
     revocation_url: str | None = None
     revocation_prefix: str = "rotator:"
     revocation_password_file: str | None = None
+    revocation_snapshot: str | None = None
+    s3_endpoint_url: str | None = None
     source: str = field(default="", compare=False)
 
     @property
@@ -270,5 +272,7 @@ def load_authz(env: Mapping[str, str] | None = None, config_file: str | None = N
         revocation_url=base.revocation_url,
         revocation_prefix=base.revocation_prefix,
         revocation_password_file=base.revocation_password_file,
+        revocation_snapshot=base.revocation_snapshot,
+        s3_endpoint_url=base.s3_endpoint_url,
         source=source,
     )

@@ -47,10 +47,13 @@ def build(settings: AuthzSettings) -> tuple[Authorizer, Callable[[], list[str]],
     (its replica starts in ``wait_ready``); raises what a discovery or the store raises."""
     store = None
     if settings.revocation_url is not None:
-        from ..revocation import RevocationStore
+        from .._aws import S3Options
+        from ..revocation import RevocationStore, SnapshotTarget
 
+        snapshot = settings.revocation_snapshot
         store = RevocationStore.from_url(
             settings.revocation_url, prefix=settings.revocation_prefix, password_file=settings.revocation_password_file,
+            snapshot=SnapshotTarget(snapshot, S3Options(endpoint_url=settings.s3_endpoint_url)) if snapshot else None,
             check=False,
         )
     verifiers = {i.issuer: _verifier(i, settings, store) for i in settings.issuers}

@@ -14,7 +14,7 @@ from ..durations import parse_moment
 from ..errors import ConfigError
 from ._common import handle_errors, iso, revocation_options, revocation_store, settings_of
 
-__all__ = ["deny_token", "revoke_subject", "bump_session", "revocations_cmd"]
+__all__ = ["deny_token", "revoke_subject", "bump_session", "revocations_cmd", "revocation_snapshot"]
 
 @click.command(name="deny-token")
 @click.argument("token", required=False)
@@ -102,6 +102,28 @@ def revocations_cmd(as_json: bool, **kwargs: Any) -> None:
         click.echo(f"session  {_shown(v.subject)}  version {v.version}  until {iso(v.expires_at)}")
     for key, problem in sorted(tables.malformed.items()):
         click.echo(f"malformed  {_shown(key)}  {problem}")
+
+
+@click.command(name="revocation-snapshot")
+@click.option(
+    "--revocation-snapshot", "snapshot", default=None, metavar="LOCATION",
+    help="Where to publish it: a path, file://, or s3://bucket/key (ROTATOR_REVOCATION_SNAPSHOT).",
+)
+@revocation_options
+@handle_errors
+def revocation_snapshot(snapshot: str | None, **kwargs: Any) -> None:
+    """Publish a snapshot of the revocations in force, for replicas starting cold (the daemon
+    does this every revocation_snapshot_interval when revocation_snapshot is set)."""
+    from ..revocation import publish_snapshot
+
+    kwargs["revocation_snapshot"] = snapshot
+    store = revocation_store(settings_of(kwargs))
+    try:
+        count, position = publish_snapshot(store)
+    finally:
+        store.close()
+    assert store.snapshot is not None
+    click.echo(f"published {count} records at log position {position} to {store.snapshot.location}")
 
 
 def _shown(text: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from ..errors import ConfigError, RevocationError, RevocationInputError
+from ._snapshot import SnapshotTarget
 from ._records import MAX_AHEAD, MAX_ID_LENGTH, Cutoff, SessionVersion, Tables, check_prefix, check_url, revoked_reason
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ __all__ = [
     "token_id",
     "store_for",
     "replica_of",
+    "publish_snapshot",
+    "SnapshotTarget",
     "Hooks",
 ]
 
@@ -69,16 +72,35 @@ def store_for(settings: "Settings") -> "RevocationStore":
         raise ConfigError("revocation_url is not set (--revocation-url or ROTATOR_REVOCATION_URL)")
     store_class = __getattr__("RevocationStore")
     policy = settings.policy
+    snapshot = None
+    if settings.revocation_snapshot:
+        from .._aws import S3Options
+
+        snapshot = SnapshotTarget(settings.revocation_snapshot, S3Options(endpoint_url=settings.s3_endpoint_url))
     store: RevocationStore = store_class.from_url(
         settings.revocation_url,
         password_file=settings.revocation_password_file,
         prefix=settings.revocation_prefix,
+        snapshot=snapshot,
         token_lifetime=policy.token_lifetime,
         grace=max(policy.leeway, policy.refresh_grace),
         session_lifetime=policy.refresh_max_age,
         max_clock_skew=policy.max_clock_skew,
     )
     return store
+
+
+def publish_snapshot(store: "RevocationStore") -> tuple[int, str]:
+    """Take a snapshot of the records in force (its log position first) and publish it where
+    the store's settings say; returns (records, position). The daemon does this every
+    ``revocation_snapshot_interval``; ``rotator revocation-snapshot`` does it once."""
+    from ._snapshot import dump, take
+
+    if store.snapshot is None:
+        raise ConfigError("revocation_snapshot is not set (--revocation-snapshot or ROTATOR_REVOCATION_SNAPSHOT)")
+    snap = store.link.call(take, store.link)
+    store.snapshot.write(dump(snap))
+    return len(snap.records), snap.position
 
 
 def __getattr__(name: str) -> Any:

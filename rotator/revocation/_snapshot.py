@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import urllib.error
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .._aws import S3Options, error_code, get_object, s3_client, split_s3_url
 from .._fs import atomic_write, path_from_url
 from ..errors import ConfigError, RevocationError
+from ._records import NOT_RECORDS
 
 if TYPE_CHECKING:
     import redis
@@ -60,7 +59,8 @@ def take(link: "Link", client: "redis.Redis | None" = None) -> Snapshot:
     marker = link.ensure_marker(client)
     position = link.log_end(client)
     seconds, micros = client.time()
-    return Snapshot(link.prefix, link.db, marker, position, float(seconds) + float(micros) / 1e6, list(link.records(client)))
+    records = [(k, v) for k, v in link.records(client) if k not in NOT_RECORDS]
+    return Snapshot(link.prefix, link.db, marker, position, float(seconds) + float(micros) / 1e6, records)
 
 
 def dump(snapshot: Snapshot) -> bytes:
@@ -134,6 +134,9 @@ class SnapshotTarget:
                 found = get_object(self._client(), self.bucket, self.key)
                 return found.body if found is not None else None
             if self.location.startswith(("http://", "https://")):
+                import urllib.error
+                import urllib.request  # here: the issuer loads this module and no HTTP client
+
                 try:
                     with urllib.request.urlopen(self.location, timeout=self.timeout) as response:  # noqa: S310 (configured URL)
                         return bytes(response.read(_MAX_BODY + 1))

@@ -1,0 +1,227 @@
+"""The change log and the snapshot: a replica that reconnects resumes from the last entry it
+applied, and one that starts cold loads the published snapshot, so Redis serves it the
+changes since, not every record. Against a real redis-server (and SeaweedFS for S3)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from rotator.cli import main
+from rotator.revocation import RevocationStore, SnapshotTarget, publish_snapshot
+
+from .helpers import wait_for
+from .redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path_factory.mktemp("redis-log")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def fresh_prefix() -> str:
+    return f"l{uuid.uuid4().hex[:8]}:"
+
+
+def _full_load_commands(server: RedisServer) -> int:
+    """SCAN and MGET calls since the last reset: what a full load costs Redis."""
+    calls = server.commands()
+    return calls.get("scan", 0) + calls.get("mget", 0)
+
+
+def _drop_connections(server: RedisServer) -> None:
+    server.client().client_kill_filter(_type="normal")
+
+
+def test_a_reconnect_resumes_from_the_log_and_loads_only_when_the_log_lost_its_place(server: RedisServer) -> None:
+    """A replica whose connections drop catches up from the log: the write made while it was
+    away applies, and Redis runs no SCAN or MGET for it. When the log no longer holds its
+    place (trimmed past it, as after a long outage or a failover to a server that never had
+    it), it loads every record instead, and still applies what was written."""
+    prefix = fresh_prefix()
+    store = RevocationStore.from_url(server.url, prefix=prefix, spread=0.2)
+    writer = RevocationStore.from_url(server.url, prefix=prefix)
+    try:
+        replica = store.replica(heartbeat=0.2)
+        for i in range(50):
+            writer.deny(f"before-{i}", time.time() + 600)
+        wait_for(lambda: "before-49" in replica.tables.denied, what="the first writes")
+        loads, resumes = replica.loads, replica.resumes
+        server.reset_stats()
+        _drop_connections(server)
+        writer.deny("while-away", time.time() + 600)
+        wait_for(lambda: replica.resumes > resumes and "while-away" in replica.tables.denied, what="a resume")
+        assert replica.loads == loads and _full_load_commands(server) == 0
+        assert replica.tables.denied.keys() >= {f"before-{i}" for i in range(50)}
+
+        server.client().xtrim(store.link.log, maxlen=0)  # the log forgets the replica's place
+        _drop_connections(server)
+        writer.deny("after-trim", time.time() + 600)
+        wait_for(lambda: replica.loads > loads and "after-trim" in replica.tables.denied, what="a full load")
+        assert _full_load_commands(server) > 0
+        assert len(replica.tables.denied) == 52
+    finally:
+        store.close()
+        writer.close()
+
+
+def test_the_log_keeps_entries_for_its_retention_by_the_servers_clock(server: RedisServer) -> None:
+    """Entries older than log_retention are trimmed as new ones are written (entry ids are the
+    server's milliseconds), so the log's size follows the write rate, not the records. The
+    trim is Redis's approximate one (whole nodes of the stream), so some old entries may stay;
+    none within the retention goes."""
+    prefix = fresh_prefix()
+    store = RevocationStore.from_url(server.url, prefix=prefix, log_retention=600)
+    try:
+        client = server.client()
+        hour_ago = (int(time.time()) - 3600) * 1000
+        for i in range(1000):  # entries stamped an hour ago, as writes then would have left them
+            client.xadd(store.link.log, {"r": f"jti:old-{i}\n1 2"}, id=f"{hour_ago}-{i + 1}")
+        recent = client.xadd(store.link.log, {"r": "jti:recent\n1 2"})
+        store.deny("fresh", time.time() + 600)
+        kept = [e[1][b"r"].split(b"\n")[0] for e in client.xrange(store.link.log)]
+        assert kept[-2:] == [b"jti:recent", b"jti:fresh"]
+        assert len(kept) - 2 < 200, f"{len(kept) - 2} of 1000 entries older than the retention were kept"
+        assert client.xrange(store.link.log, min=recent, max=recent)
+    finally:
+        store.close()
+
+
+def _snapshot_store(server: RedisServer, prefix: str, location: str, **kwargs: object) -> RevocationStore:
+    return RevocationStore.from_url(server.url, prefix=prefix, snapshot=location, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_replica_starts_from_the_snapshot_and_catches_up_from_the_log(server: RedisServer, tmp_path: Path) -> None:
+    """A replica with a published snapshot loads it and reads only the changes written since
+    from Redis (no SCAN, no MGET); the snapshot file is not world-readable."""
+    prefix = fresh_prefix()
+    location = str(tmp_path / "snapshots" / "revocations.json.gz")
+    (tmp_path / "snapshots").mkdir()
+    writer = _snapshot_store(server, prefix, location)
+    try:
+        for i in range(2000):
+            writer.deny(f"j{i}", time.time() + 600)
+        cut = writer.revoke_subject("mallory")
+        assert publish_snapshot(writer)[0] == 2001
+        assert stat.S_IMODE(os.stat(location).st_mode) == 0o640
+        version = writer.bump_session("after-the-snapshot")
+        server.reset_stats()
+        reader = _snapshot_store(server, prefix, location)
+        try:
+            replica = reader.replica()
+            assert (replica.snapshot_loads, replica.loads) == (1, 0)
+            assert _full_load_commands(server) == 0
+            assert len(replica.tables.denied) == 2000 and replica.tables.cutoffs["mallory"] == cut
+            assert replica.tables.versions["after-the-snapshot"].version == version
+            assert replica.age() < 5
+        finally:
+            reader.close()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("case", ["another-prefix", "older-than-the-log", "damaged", "missing"])
+def test_a_snapshot_that_cannot_be_trusted_is_not_used(
+    server: RedisServer, tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot of another prefix, one older than the log holds, a damaged file and no file
+    at all: each is said in one warning line, and the replica loads every record from Redis."""
+    prefix = fresh_prefix()
+    location = str(tmp_path / "revocations.json.gz")
+    writer = _snapshot_store(server, prefix, location)
+    try:
+        writer.deny("held", time.time() + 600)
+        if case == "another-prefix":
+            other = _snapshot_store(server, fresh_prefix(), location)
+            publish_snapshot(other)
+            other.close()
+        elif case == "older-than-the-log":
+            publish_snapshot(writer)
+            writer.deny("later", time.time() + 600)
+            server.client().xtrim(writer.link.log, maxlen=0)
+        elif case == "damaged":
+            Path(location).write_bytes(b"\x1f\x8b not really gzip")
+        reader = _snapshot_store(server, prefix, location)
+        try:
+            with caplog.at_level(logging.WARNING, logger="rotator.revocation"):
+                replica = reader.replica()
+            assert (replica.snapshot_loads, replica.loads) == (0, 1)
+            assert "held" in replica.tables.denied
+        finally:
+            reader.close()
+    finally:
+        writer.close()
+    said = [m for m in caplog.messages if "snapshot" in m]
+    expected = {
+        "another-prefix": "another dataset's",
+        "older-than-the-log": "older than the change log holds",
+        "damaged": "is not usable",
+        "missing": "no revocation snapshot at",
+    }[case]
+    assert len(said) == 1 and expected in said[0] and "\n" not in said[0], said
+
+
+def test_a_snapshot_on_s3_seaweedfs(server: RedisServer, tmp_path: Path) -> None:
+    """Published to S3 (a real SeaweedFS) and read back from there by a starting replica."""
+    from .seaweed import SeaweedServer
+
+    weed = SeaweedServer(tmp_path / "weed").start()
+    try:
+        weed.client().create_bucket(Bucket="revocations")
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        from rotator._aws import S3Options
+
+        def target() -> SnapshotTarget:
+            return SnapshotTarget("s3://revocations/prod/revocations.json.gz", S3Options(endpoint_url=weed.endpoint))
+
+        prefix = fresh_prefix()
+        writer = RevocationStore.from_url(server.url, prefix=prefix, snapshot=target())
+        try:
+            writer.revoke_subject("on-s3")
+            assert publish_snapshot(writer) == (1, writer.link.log_end())
+            server.reset_stats()
+            reader = RevocationStore.from_url(server.url, prefix=prefix, snapshot=target())
+            replica = reader.replica()
+            assert (replica.snapshot_loads, replica.loads) == (1, 0) and "on-s3" in replica.tables.cutoffs
+            assert _full_load_commands(server) == 0
+            reader.close()
+        finally:
+            writer.close()
+    finally:
+        weed.stop()
+
+
+def test_cli_publishes_a_snapshot_and_refuses_a_bad_location_in_one_line(server: RedisServer, tmp_path: Path) -> None:
+    """`rotator revocation-snapshot` publishes and says what; a location it cannot use is one line."""
+    prefix = fresh_prefix()
+    env = {"ROTATOR_REVOCATION_URL": server.url, "ROTATOR_REVOCATION_PREFIX": prefix}
+    store = RevocationStore.from_url(server.url, prefix=prefix)
+    store.revoke_subject("cli")
+    store.close()
+    location = tmp_path / "snap.json.gz"
+    out = CliRunner().invoke(main, ["revocation-snapshot", "--revocation-snapshot", str(location)], env=env)
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith(f"published 1 records at log position ") and str(location) in out.output
+    assert location.stat().st_size > 0
+    for bad, message in [
+        ("s3:///key", "names no bucket"),
+        ("https://cdn.example/snap.json.gz", "is read-only here"),
+    ]:
+        out = CliRunner().invoke(main, ["revocation-snapshot", "--revocation-snapshot", bad], env=env)
+        assert out.exit_code != 0 and message in out.output and out.output.count("\n") == 1, out.output
+    out = CliRunner().invoke(main, ["revocation-snapshot"], env=env)
+    assert out.exit_code == 2 and "revocation_snapshot is not set" in out.output
