@@ -135,6 +135,7 @@ class Settings:
     revocation_password_file: str | None = None
     revocation_snapshot: str | None = None  # where the records' snapshot is published and read
     revocation_snapshot_interval: float = 60.0
+    revocation_min_replicas: int = 0  # Redis replicas that must hold a revocation before a write returns
     algorithm: str = ALG
     rsa_bits: int = 2048
     jwks_key_budget: int = 100
@@ -203,6 +204,7 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "revocation_password_file": ("ROTATOR_REVOCATION_PASSWORD_FILE", "str"),
     "revocation_snapshot": ("ROTATOR_REVOCATION_SNAPSHOT", "str"),
     "revocation_snapshot_interval": ("ROTATOR_REVOCATION_SNAPSHOT_INTERVAL", "duration"),
+    "revocation_min_replicas": ("ROTATOR_REVOCATION_MIN_REPLICAS", "replicas"),
     "algorithm": ("ROTATOR_ALGORITHM", "algorithm"),
     "rsa_bits": ("ROTATOR_RSA_BITS", "rsa_bits"),
     "jwks_key_budget": ("ROTATOR_JWKS_KEY_BUDGET", "count"),
@@ -242,6 +244,8 @@ def _convert(name: str, kind: str, value: Any, source: str) -> Any:
         return value
     if kind == "count":
         return parse_count(value, name=name, source=source)
+    if kind == "replicas":
+        return parse_count(value, name=name, source=source, low=0, high=16)
     if kind == "rsa_bits":
         text = str(value).strip() if not isinstance(value, bool) else ""
         if not text.isascii() or not text.isdigit() or int(text) not in RSA_BITS:

@@ -29,6 +29,7 @@ class RedisServer:
         password: str | None = None,
         appendonly: bool = False,
         tls: tuple[str, str] | None = None,
+        replicaof: int | None = None,
     ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -36,6 +37,7 @@ class RedisServer:
         self.password = password
         self.appendonly = appendonly
         self.tls = tls  # (certificate, key) PEM files: TLS only, no plain port
+        self.replicaof = replicaof  # the port of a primary on 127.0.0.1 to replicate
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,6 +60,8 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.replicaof:
+            args += ["--replicaof", "127.0.0.1", str(self.replicaof)]
         if self.tls:
             cert, key = self.tls
             args[args.index("--port") + 1] = "0"
@@ -113,3 +117,57 @@ class RedisServer:
 
     def reset_stats(self) -> None:
         self.client().config_resetstat()
+
+
+class SentinelServer:
+    """One redis-server in Sentinel mode watching the primary ``service`` on 127.0.0.1:``primary``:
+    it calls the primary down after ``down_after_ms`` without an answer and promotes a replica."""
+
+    def __init__(self, directory: Path, primary: int, service: str = "revocations", down_after_ms: int = 1000) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.service = service
+        self.primary = primary
+        self.down_after_ms = down_after_ms
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "SentinelServer":
+        config = self.dir / "sentinel.conf"  # Sentinel rewrites it as it learns the topology
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\nlogfile {self.dir / 'sentinel.log'}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary} 1\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} 10000\n"
+        )
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.primary_port() == self.primary:
+                    return self
+            except redis.ConnectionError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis sentinel did not start on port {self.port}")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/0"
+
+    def primary_port(self) -> int:
+        host_port = redis.Redis(port=self.port, socket_timeout=2).sentinel_get_master_addr_by_name(self.service)
+        return int(host_port[1])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

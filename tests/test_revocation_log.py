@@ -216,7 +216,7 @@ def test_cli_publishes_a_snapshot_and_refuses_a_bad_location_in_one_line(server:
     location = tmp_path / "snap.json.gz"
     out = CliRunner().invoke(main, ["revocation-snapshot", "--revocation-snapshot", str(location)], env=env)
     assert out.exit_code == 0, out.output
-    assert out.output.startswith(f"published 1 records at log position ") and str(location) in out.output
+    assert out.output.startswith("published 1 records at log position ") and str(location) in out.output
     assert location.stat().st_size > 0
     for bad, message in [
         ("s3:///key", "names no bucket"),

@@ -82,6 +82,7 @@ def store_for(settings: "Settings") -> "RevocationStore":
         password_file=settings.revocation_password_file,
         prefix=settings.revocation_prefix,
         snapshot=snapshot,
+        min_replicas=settings.revocation_min_replicas,
         token_lifetime=policy.token_lifetime,
         grace=max(policy.leeway, policy.refresh_grace),
         session_lifetime=policy.refresh_max_age,

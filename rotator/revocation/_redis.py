@@ -19,7 +19,7 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.retry import Retry
 
 from ..errors import RevocationError
-from ._records import DATASET_MARKER_KEY, LOG_KEY, Tables
+from ._records import DATASET_MARKER_KEY, LOG_KEY, SENTINEL_SCHEME, Tables, sentinel_parts
 
 __all__ = ["Link", "describe", "redis_target", "connect", "position_key", "START"]
 
@@ -37,6 +37,9 @@ def position_key(position: str) -> tuple[int, int]:
 
 def redis_target(url: str) -> str:
     """host:port of a redis URL, for messages (never the password)."""
+    if url.lower().startswith(SENTINEL_SCHEME + "://"):
+        sentinels, service, _, _ = sentinel_parts(url)
+        return f"{service} (via sentinel {','.join(f'{h}:{p}' for h, p in sentinels)})"
     parts = urlsplit(url)
     try:
         port: int | str = parts.port or 6379
@@ -59,6 +62,14 @@ def describe(error: Exception, target: str, password_source: str | None) -> Revo
 def connect(url: str, *, password: str | None, connect_timeout: float, timeout: float) -> "redis.Redis":
     """A client for ``url`` (checked already) with these timeouts; nothing is sent yet."""
     options: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": timeout, "protocol": 2}
+    if url.lower().startswith(SENTINEL_SCHEME + "://"):
+        from redis.sentinel import Sentinel
+
+        sentinels, service, db, url_password = sentinel_parts(url)
+        # The sentinels answer without a password here; the primary takes the one given.
+        sentinel = Sentinel(sentinels, socket_timeout=timeout, socket_connect_timeout=connect_timeout)  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(service, db=db, password=password or url_password, **options)  # type: ignore[no-untyped-call]
+        return client
     if password is not None:
         options["password"] = password
     try:

@@ -57,6 +57,32 @@ def claims_id(claims: Mapping[str, Any]) -> tuple[str, Any]:
     return check_jti(claims["jti"]), claims["exp"]
 
 
+_WAIT_SECONDS = 1.0
+
+
+def _password(url: str, password: str | None, password_file: str | None) -> tuple[str | None, str | None]:
+    """The password to send, and where it came from (for messages; never the password)."""
+    if password is None and password_file is None:
+        password_file = os.environ.get("ROTATOR_REVOCATION_PASSWORD_FILE") or None
+    if password is not None:
+        return password, "the password argument"
+    if password_file is not None:
+        return read_secret_file(password_file, "revocation password file", RevocationError), f"password file {password_file}"
+    return None, "the URL" if urlsplit(url).password else None
+
+
+def _write(client: "redis.Redis", script: Script, call: dict[str, list[Any]], min_replicas: int) -> tuple[Any, int]:
+    """Run a write script; with ``min_replicas``, WAIT on the same connection (a pipeline) for
+    that many Redis replicas to hold it. Returns the script's answer and the replicas that did."""
+    if not min_replicas:
+        return script(keys=call["keys"], args=call["args"]), 0
+    pipe = client.pipeline(transaction=False)
+    script(keys=call["keys"], args=call["args"], client=pipe)
+    pipe.wait(min_replicas, int(_WAIT_SECONDS * 1000))
+    raw, acked = pipe.execute()
+    return raw, int(acked)
+
+
 class RevocationStore:
     """Revocation records in Redis: what the CLI and issuers write, what replicas follow.
 
@@ -86,11 +112,13 @@ class RevocationStore:
         log_retention: float = DEFAULT_LOG_RETENTION,
         snapshot: SnapshotTarget | None = None,
         spread: float = 5.0,
+        min_replicas: int = 0,
     ) -> None:
         check_prefix(prefix)
         if not log_retention >= 1:
             raise RevocationInputError(f"log_retention must be at least 1 second, got {log_retention!r}")
         self.log_retention, self.snapshot, self.spread = math.ceil(log_retention), snapshot, spread
+        self.min_replicas = min_replicas  # Redis replicas that must hold a write before it returns (WAIT)
         if not token_lifetime > 0 or not grace >= 0:
             raise RevocationInputError("token_lifetime must be > 0 and grace >= 0")
         self.link = Link(client, prefix, target, password_source, clock)
@@ -132,6 +160,7 @@ class RevocationStore:
         log_retention: float = DEFAULT_LOG_RETENTION,
         snapshot: SnapshotTarget | str | None = None,
         spread: float = 5.0,
+        min_replicas: int = 0,
         connect_timeout: float = 2.0,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
@@ -140,16 +169,7 @@ class RevocationStore:
         """A store on the Redis at ``url`` (redis:// or rediss://); with ``check``, one PING now,
         so a wrong URL or password is an error here and not at the first revocation."""
         check_url(url)
-        source: str | None = None
-        if password is None and password_file is None:
-            password_file = os.environ.get("ROTATOR_REVOCATION_PASSWORD_FILE") or None
-        if password is not None:
-            source = "the password argument"
-        elif password_file is not None:
-            password = read_secret_file(password_file, "revocation password file", RevocationError)
-            source = f"password file {password_file}"
-        elif urlsplit(url).password:
-            source = "the URL"
+        password, source = _password(url, password, password_file)
         store = cls(
             connect(url, password=password, connect_timeout=connect_timeout, timeout=timeout),
             prefix=prefix,
@@ -160,6 +180,7 @@ class RevocationStore:
             log_retention=log_retention,
             snapshot=SnapshotTarget(snapshot) if isinstance(snapshot, str) else snapshot,
             spread=spread,
+            min_replicas=min_replicas,
             clock=clock,
             target=redis_target(url),
             password_source=source,
@@ -271,11 +292,17 @@ class RevocationStore:
         """Run a write script on the record ``{prefix}{suffix}`` (and ``{prefix}{key}`` for each
         of ``extra_keys``); returns the record's new value, which this store's replica holds
         before this returns (read-your-writes: a Signer on this store signs by it at once)."""
-        raw = self._call(script, **self.script_call(suffix, *args, extra_keys=extra_keys))
+        call = self.script_call(suffix, *args, extra_keys=extra_keys)
+        raw, acked = self._call(_write, self.client, script, call, self.min_replicas)
         value = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
         replica = self._replica
         if replica is not None and not replica.closed:
             replica.apply(suffix, value)
+        if acked < self.min_replicas:
+            raise RevocationError(
+                f"redis at {self.target} holds the revocation, but {acked} of the {self.min_replicas} replica(s) "
+                f"required confirmed it within {_WAIT_SECONDS:g}s: a failover now could lose it; write it again"
+            )
         return value
 
     def script_call(self, suffix: str, *args: int, extra_keys: tuple[str, ...] = ()) -> dict[str, list[Any]]:
