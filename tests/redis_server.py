@@ -160,7 +160,7 @@ class SentinelServer:
         return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/0"
 
     def primary_port(self) -> int:
-        host_port = redis.Redis(port=self.port, socket_timeout=2).sentinel_get_master_addr_by_name(self.service)
+        host_port: Any = redis.Redis(port=self.port, socket_timeout=2).sentinel_get_master_addr_by_name(self.service)
         return int(host_port[1])
 
     def stop(self) -> None:

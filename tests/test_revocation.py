@@ -350,7 +350,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
 def test_bad_url_wrong_password_and_unreachable_redis(tmp_path: Path) -> None:
     """A bad URL, a wrong password and an unreachable Redis are each one line, the password
     never shown."""
-    with pytest.raises(RevocationError, match=r"scheme http:// is not supported: use redis:// or rediss://"):
+    with pytest.raises(RevocationError, match=r"scheme http:// is not supported: use redis://, rediss:// \(TLS\) or redis\+sentinel://"):
         RevocationStore.from_url("http://127.0.0.1:6379")
     with pytest.raises(RevocationError, match="names no host"):
         RevocationStore.from_url("redis://")

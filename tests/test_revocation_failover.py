@@ -8,9 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
-from rotator.revocation import RevocationError, RevocationStore
+from rotator.revocation import RevocationError, RevocationInputError, RevocationStore, check_url
+from rotator.revocation._redis import redis_target
 
 from .helpers import wait_for
 from .redis_server import RedisServer, SentinelServer
@@ -97,3 +99,22 @@ def test_a_sentinel_failover_loses_no_revocation_whose_write_returned(tmp_path: 
             sentinel.stop()
         primary.stop()
         standby.stop()
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("redis+sentinel:///revocations", "names no sentinel or no service"),
+        ("redis+sentinel://127.0.0.1:26379", "names no sentinel or no service"),
+        ("redis+sentinel://127.0.0.1:port/revocations", "sentinel '127.0.0.1:port' is not HOST:PORT"),
+        ("redis+sentinel://127.0.0.1:26379/revocations/zero", "database 'zero' is not a number"),
+    ],
+)
+def test_a_bad_sentinel_url_is_one_line(url: str, message: str) -> None:
+    """Settings naming Sentinel wrongly are refused before anything connects, in one line."""
+    with pytest.raises(RevocationInputError) as e:
+        check_url(url)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert redis_target("redis+sentinel://:secret@10.0.0.1:26379,10.0.0.2:26380/auth/2") == (
+        "auth (via sentinel 10.0.0.1:26379,10.0.0.2:26380)"
+    )
