@@ -44,12 +44,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/authz_bench.py
 
 # The chaos soak, long form: 10 minutes against SeaweedFS; writes soak-report.json.
-# Then the SIGHUP-burst test 20 times (the suite runs it 3 times), and thirty simulated days
-# of an ES256 and an RS256 key set sharing one JWKS (the suite runs two).
+# Then the SIGHUP-burst test 20 times (the suite runs it 3 times), thirty simulated days
+# of an ES256 and an RS256 key set sharing one JWKS (the suite runs two), and the revocation
+# fleet test with 200,000 records (the suite runs 20,000).
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py --duration 600 --report soak-report.json
 	ROTATOR_SIGHUP_RUNS=20 $(BIN)/python -m pytest -q tests/test_daemon.py -k sighup_bursts
 	ROTATOR_SHARED_SIMULATION_DAYS=30 $(BIN)/python -m pytest -q -s tests/test_simulation.py -k two_key_sets
+	ROTATOR_FLEET_RECORDS=200000 $(BIN)/python -m pytest -q -s tests/test_revocation_fleet.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

@@ -30,6 +30,7 @@ class RedisServer:
         appendonly: bool = False,
         tls: tuple[str, str] | None = None,
         replicaof: int | None = None,
+        fsync: str = "always",
     ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -38,6 +39,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.tls = tls  # (certificate, key) PEM files: TLS only, no plain port
         self.replicaof = replicaof  # the port of a primary on 127.0.0.1 to replicate
+        self.fsync = fsync  # appendfsync, with appendonly
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,7 +58,7 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(self.dir / "redis.log"),
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
+            "--appendfsync", self.fsync,
         ]
         if self.password:
             args += ["--requirepass", self.password]
@@ -114,6 +116,11 @@ class RedisServer:
         """Calls per command since the last CONFIG RESETSTAT, from INFO commandstats."""
         stats = self.client().info("commandstats")
         return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+    def cpu_seconds(self) -> float:
+        """The server's CPU time since it started (user + system, from INFO cpu)."""
+        cpu = self.client().info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
     def reset_stats(self) -> None:
         self.client().config_resetstat()

@@ -465,7 +465,7 @@ def test_malformed_records_are_logged_once_counted_and_listed(
             wait_for(lambda: "sub:heard" in replica.tables.malformed, what="the logged malformed record")
             # A full load (the log emptied, the connections dropped) reads them all again: no new log lines.
             loads = replica.loads
-            r.xtrim(store.link.log, maxlen=0)
+            r.xtrim(store.link.log, maxlen=0, approximate=False)
             r.client_kill_filter(_type="normal")
             wait_for(lambda: replica.loads > loads, what="a resync")
         logged = [m for m in caplog.messages if m.startswith("malformed revocation record")]

@@ -257,10 +257,10 @@ class Replica:
         tables = self.link.load(self._loader)
         self.last_load_seconds = time.perf_counter() - started
         with self.lock:  # a load replaces: what it lacks, Redis no longer holds
+            self.loads += 1  # counted before the tables show, so a reader never sees them uncounted
             self.tables = tables
             self.position = position
         self._log_malformed(tables.malformed)
-        self.loads += 1
 
     def _load_snapshot(self) -> bool:
         """Load the published snapshot if it is of this dataset and the log still holds its
@@ -286,10 +286,10 @@ class Replica:
             tables = tables.pruned(self._clock())
             self.last_load_seconds = time.perf_counter() - started
             with self.lock:
+                self.snapshot_loads += 1
                 self.tables = tables
                 self.position = snap.position
             self._log_malformed(tables.malformed)
-            self.snapshot_loads += 1
             return True
         log.warning("revocation snapshot at %s is %s; loading every record from redis at %s",
                     self.snapshot.location, why, self.link.target)
