@@ -81,15 +81,18 @@ def test_service_bench_runs_every_app_and_rotates_without_a_401() -> None:
 
 
 def test_revocation_bench_reports_load_and_check_cost() -> None:
-    """The revocation benchmark reports the load and per-check costs."""
+    """The revocation benchmark reports the load and per-check costs, and the fleet's paths with the projection."""
     result = subprocess.run(
-        [sys.executable, "bench/revocation_bench.py", "--denials", "2000", "--cutoffs", "2000", "--rounds", "1", "--seconds", "0.02"],
+        [sys.executable, "bench/revocation_bench.py", "--denials", "2000", "--cutoffs", "2000", "--rounds", "1", "--seconds", "0.02",
+         "--fleet-records", "2000", "--fleet-replicas", "3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode in (0, 1), result.stderr
     assert "replica load: 4,000 records in" in result.stdout, result.stdout
     assert "revocation check: +" in result.stdout
-    assert sum(line.startswith(("PASS", "MISS")) for line in result.stdout.splitlines()) == 2
+    assert "cold start:  redis CPU from the snapshot" in result.stdout and "restart:     redis CPU resuming" in result.stdout
+    assert "10,000 verifiers after a restart: loading" in result.stdout
+    assert sum(line.startswith(("PASS", "MISS")) for line in result.stdout.splitlines()) == 4
 
 
 def test_authz_bench_reports_every_comparison() -> None:
