@@ -4,6 +4,7 @@ changes since, not every record. Against a real redis-server (and SeaweedFS for 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -16,10 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from rotator.cli import main
-from rotator.revocation import RevocationStore, SnapshotTarget, publish_snapshot
+from rotator.revocation import RevocationError, RevocationStore, SnapshotTarget, publish_snapshot
+from rotator.verifier import Verifier
 from rotator.revocation._redis import entries_of
 
-from .helpers import wait_for
+from .helpers import rejected, token, wait_for
+from .jwks_server import JwksServer, SigningKey
 from .redis_server import RedisServer
 
 
@@ -158,8 +161,9 @@ def test_a_snapshot_that_cannot_be_trusted_is_not_used(
         try:
             with caplog.at_level(logging.WARNING, logger="rotator.revocation"):
                 replica = reader.replica()
-            assert (replica.snapshot_loads, replica.loads) == (0, 1)
+            assert replica.loads == 1 and replica.resumes == 0
             assert "held" in replica.tables.denied
+            assert ("later" in replica.tables.denied) == (case == "older-than-the-log")
         finally:
             reader.close()
     finally:
@@ -226,3 +230,53 @@ def test_cli_publishes_a_snapshot_and_refuses_a_bad_location_in_one_line(server:
         assert out.exit_code != 0 and message in out.output and out.output.count("\n") == 1, out.output
     out = CliRunner().invoke(main, ["revocation-snapshot"], env=env)
     assert out.exit_code == 2 and "revocation_snapshot is not set" in out.output
+
+
+def test_a_recent_snapshot_lets_a_verifier_start_while_redis_is_down(tmp_path: Path, key: SigningKey, jwks: JwksServer) -> None:
+    """A verifier starting while Redis cannot be had, with a snapshot younger than its bound:
+    it starts, rejects what the snapshot revokes, and once Redis is back resumes from the
+    snapshot's place in the log (no full load) and applies what was written since. With a
+    snapshot older than the bound the same start is the usual one-line error."""
+    from rotator.revocation._snapshot import dump, parse
+
+    jwks_server = jwks
+    redis_srv = RedisServer(tmp_path / "redis", appendonly=True).start()
+    location = tmp_path / "revocations.json.gz"
+    prefix = fresh_prefix()
+    stores: list[RevocationStore] = []
+    try:
+        writer = RevocationStore.from_url(redis_srv.url, prefix=prefix, snapshot=str(location))
+        stores.append(writer)
+        writer.revoke_subject("banned")
+        publish_snapshot(writer)
+        fresh = location.read_bytes()
+        redis_srv.kill()
+
+        def reader() -> RevocationStore:
+            made = RevocationStore.from_url(redis_srv.url, prefix=prefix, snapshot=str(location), check=False,
+                                            connect_timeout=0.5, timeout=0.5)
+            stores.append(made)
+            return made
+
+        store = reader()
+        verifier = Verifier(jwks_server.url, allow_http=True, revocations=store)
+        replica = verifier.revocations
+        assert rejected(verifier, token(key, "banned"))
+        verifier.verify(token(key, "someone-else"))
+        assert replica.snapshot_loads == 1 and replica.last_error is not None and replica.age() < 30
+
+        redis_srv.start()
+        RevocationStore.from_url(redis_srv.url, prefix=prefix).revoke_subject("later")
+        wait_for(lambda: rejected(verifier, token(key, "later")), timeout=15, what="the change written after the snapshot")
+        assert (replica.resumes, replica.loads) == (1, 0)
+
+        redis_srv.kill()
+        snap = parse(fresh, "test")
+        location.write_bytes(dump(dataclasses.replace(snap, taken_at=time.time() - 31)))
+        with pytest.raises(RevocationError) as e:
+            Verifier(jwks_server.url, allow_http=True, revocations=reader())
+        assert str(e.value).startswith(f"redis at 127.0.0.1:{redis_srv.port}") and "\n" not in str(e.value)
+    finally:
+        for made in stores:
+            made.close()
+        redis_srv.stop()

@@ -38,7 +38,7 @@ from ..errors import RevocationError
 from ..jose import RevocationUnavailable, Revoked
 from ._records import Tables, revoked_reason
 from ._redis import Link, entries_of
-from ._snapshot import SnapshotTarget, parse
+from ._snapshot import Snapshot, SnapshotTarget, parse
 
 _READ_COUNT = 5000  # log entries per read
 
@@ -60,6 +60,7 @@ class Replica:
         grace: float | None = None,
         snapshot: SnapshotTarget | None = None,
         spread: float = 5.0,
+        bound: float = 30.0,
     ) -> None:
         if not heartbeat > 0:
             raise ValueError(f"heartbeat must be > 0, got {heartbeat!r}")
@@ -75,6 +76,11 @@ class Replica:
         # A replica that holds records must load them all again: it waits a random part of
         # this first (at most half what is left of its bound), so a fleet spreads its loads.
         self.spread = spread
+        # The staleness bound it assumes (the verifiers' default): for spreading loads, and
+        # for starting from a snapshot while Redis cannot be had.
+        self.bound = bound
+        self._expect_marker: str | None = None
+        self._snapshot_read_at_start = False
         self.position: str | None = None  # the log entry last applied (None: load first)
         # Expired records are harmless (they match only expired tokens); dropping them is
         # housekeeping, done rarely because it copies the tables.
@@ -113,11 +119,24 @@ class Replica:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
-        """Load every record now (an error, never a hang, when Redis cannot be had), then follow."""
+        """Load every record now (an error, never a hang, when Redis cannot be had), then follow.
+
+        With a snapshot younger than ``bound``, a Redis that cannot be had is no error: the
+        replica holds the snapshot's records, confirmed as of when it was taken, and follows
+        Redis in the background once it can."""
         deadline = time.monotonic() + timeout
+        if self.snapshot is not None:
+            self._start_from_snapshot()
         try:
             conn = self._open()
-        except RevocationError:
+        except RevocationError as e:
+            if self.snapshot_loads and self.age() < self.bound:
+                log.warning("revocation replica starts from the snapshot (%.0fs old, bound %gs): %s; following "
+                            "redis once it answers", self.age(), self.bound, e)
+                self.last_error = str(e)
+                self._thread = threading.Thread(target=self._run, args=(None,), name="rotator-revocation-replica", daemon=True)
+                self._thread.start()
+                return
             self.close()
             raise
         if time.monotonic() > deadline:
@@ -222,12 +241,17 @@ class Replica:
         try:
             conn.connect()
             lost = self._check_dataset()
+            expected, self._expect_marker = self._expect_marker, None  # a started-from snapshot's dataset
+            read_at_start, self._snapshot_read_at_start = self._snapshot_read_at_start, False
             position = self.position
-            if position is not None and not lost and self.link.resumable(position, self._loader):
+            if position is not None and not lost and expected in (None, self.marker) and self.link.resumable(position, self._loader):
                 self.resumes += 1
             else:
+                if expected is not None:
+                    self._snapshot_refused("another dataset's (its marker differs)" if expected != self.marker
+                                           else "older than the change log holds")
                 self._wait_spread()
-                self._load()
+                self._load(snapshot=not read_at_start)
             sent = self._catch_up()
             self.confirmed_at = sent
             if self.last_error is not None:
@@ -238,19 +262,19 @@ class Replica:
             conn.disconnect()
             raise self.link.describe(e) from e
 
-    def _wait_spread(self, max_staleness: float = 30.0) -> None:
+    def _wait_spread(self) -> None:
         """Before a full load by a replica that holds records within its bound: a random
         delay, so that a fleet told to load at once does not. A replica with nothing waits not."""
         if self.loads + self.snapshot_loads == 0 or not self.spread:
             return
-        left = max_staleness - self.age()
+        left = self.bound - self.age()
         if left > 0:
             self._stop.wait(random.uniform(0, min(self.spread, left / 2)))
 
-    def _load(self) -> None:
+    def _load(self, snapshot: bool = True) -> None:
         """Replace the tables with every record in force: from the snapshot when it is usable,
         else from Redis; ``position`` is where the log's entries after them begin."""
-        if self.snapshot is not None and self._load_snapshot():
+        if snapshot and self.snapshot is not None and self._load_snapshot():
             return
         started = time.perf_counter()
         position = self.link.log_end(self._loader)
@@ -265,8 +289,27 @@ class Replica:
     def _load_snapshot(self) -> bool:
         """Load the published snapshot if it is of this dataset and the log still holds its
         position; False (said once in the log) when it cannot be used."""
+        snap = self._read_snapshot()
+        if snap is None:
+            return False
+        if snap.marker != self.marker:
+            why = "another dataset's (its marker differs)"
+        elif not self.link.resumable(snap.position, self._loader):
+            why = "older than the change log holds"
+        else:
+            self._install(snap)
+            return True
+        self._snapshot_refused(why)
+        return False
+
+    def _snapshot_refused(self, why: str) -> None:
         assert self.snapshot is not None
-        started = time.perf_counter()
+        log.warning("revocation snapshot at %s is %s; loading every record from redis at %s",
+                    self.snapshot.location, why, self.link.target)
+
+    def _read_snapshot(self) -> Snapshot | None:
+        """The published snapshot when it is of this prefix and database, else None (said in one line)."""
+        assert self.snapshot is not None
         try:
             body = self.snapshot.read()
             if body is None:
@@ -274,26 +317,38 @@ class Replica:
             snap = parse(body, self.snapshot.location)
         except RevocationError as e:
             log.warning("%s; loading every record from redis at %s", e, self.link.target)
-            return False
-        if (snap.prefix, snap.db, snap.marker) != (self.link.prefix, self.link.db, self.marker):
-            why = "another dataset's (its prefix, database or marker differs)"
-        elif not self.link.resumable(snap.position, self._loader):
-            why = "older than the change log holds"
-        else:
-            tables = Tables()
-            for suffix, value in snap.records:
-                tables.apply(suffix, value)
-            tables = tables.pruned(self._clock())
-            self.last_load_seconds = time.perf_counter() - started
-            with self.lock:
-                self.snapshot_loads += 1
-                self.tables = tables
-                self.position = snap.position
-            self._log_malformed(tables.malformed)
-            return True
-        log.warning("revocation snapshot at %s is %s; loading every record from redis at %s",
-                    self.snapshot.location, why, self.link.target)
-        return False
+            return None
+        if (snap.prefix, snap.db) != (self.link.prefix, self.link.db):
+            log.warning("revocation snapshot at %s is another dataset's (prefix %s, database %d); loading every "
+                        "record from redis at %s", self.snapshot.location, snap.prefix, snap.db, self.link.target)
+            return None
+        return snap
+
+    def _install(self, snap: Snapshot) -> None:
+        started = time.perf_counter()
+        tables = Tables()
+        for suffix, value in snap.records:
+            tables.apply(suffix, value)
+        tables = tables.pruned(self._clock())
+        self.last_load_seconds = time.perf_counter() - started
+        with self.lock:
+            self.snapshot_loads += 1
+            self.tables = tables
+            self.position = snap.position
+        self._log_malformed(tables.malformed)
+
+    def _start_from_snapshot(self) -> None:
+        """Before Redis is asked: hold the snapshot's records, confirmed as of when it was taken
+        (by this host's clock), so a verifier whose snapshot is within its bound can verify
+        while Redis cannot be had. The first connection checks the snapshot is of Redis's
+        dataset and resumes from its position, or loads everything."""
+        self._snapshot_read_at_start = True  # the first load does not read it again
+        snap = self._read_snapshot()
+        if snap is None:
+            return
+        self._install(snap)
+        self._expect_marker = snap.marker
+        self.confirmed_at = time.monotonic() - max(0.0, self._clock() - snap.taken_at)
 
     def _catch_up(self) -> float:
         """Apply the log's entries after ``position`` until a read returns fewer than it asked
