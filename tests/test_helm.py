@@ -46,6 +46,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "mode": "deployment",
         "revocation": {"url": "rediss://redis.auth.svc:6380/0", "prefix": "auth:", "password": {"existingSecret": "redis-auth"}},
     },
+    "deployment-revocation-sentinel": {
+        "mode": "deployment",
+        "revocation": {"url": "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379/auth/0", "prefix": "auth:",
+                       "snapshot": "s3://auth-jwks/revocations.json.gz", "snapshotInterval": "15s", "minReplicas": 1},
+    },
     "cronjob-existing-account": {"serviceAccount": {"create": False, "name": "rotator-irsa"}, "image": {"tag": "0.1.0-rc1"}},
     "deployment-key-sets": {"mode": "deployment", "config": {"keySets": [
         {"name": "access", "keystore": "s3://my-rotator-bucket/keystore/access", "publish": "s3://my-rotator-bucket/jwks/access.json"},
@@ -256,6 +261,10 @@ def test_the_rendered_configuration_is_one_rotator_accepts(scenario: str, tmp_pa
     assert settings.revocation_url == (values["revocation"]["url"] or None)
     if settings.revocation_url:
         assert settings.revocation_prefix == values["revocation"]["prefix"]
+        assert settings.revocation_min_replicas == values["revocation"]["minReplicas"]
+        assert settings.revocation_snapshot == (values["revocation"]["snapshot"] or None)
+        if settings.revocation_snapshot:
+            assert settings.revocation_snapshot_interval == 15
 
 
 @pytest.mark.parametrize("scenario", KEY_SET_SCENARIOS)
