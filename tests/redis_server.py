@@ -103,14 +103,7 @@ class RedisServer:
         os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _stop(self.proc)
 
     def commands(self) -> dict[str, int]:
         """Calls per command since the last CONFIG RESETSTAT, from INFO commandstats."""
@@ -171,10 +164,16 @@ class SentinelServer:
         return int(host_port[1])
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _stop(self.proc)
+
+
+def _stop(proc: "subprocess.Popen[bytes] | None") -> None:
+    """Terminate a server (woken first, if it was stopped), killing it after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
