@@ -280,3 +280,36 @@ def test_a_recent_snapshot_lets_a_verifier_start_while_redis_is_down(tmp_path: P
         for made in stores:
             made.close()
         redis_srv.stop()
+
+
+def test_a_replica_that_must_load_again_waits_a_random_part_of_its_spread(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica holding records whose place in the log is gone draws its wait before the load
+    from [0, min(spread, half what is left of its bound)], so a fleet told to load at once
+    spreads out and none passes its bound waiting; it keeps its records meanwhile."""
+    import random
+
+    drawn: list[tuple[float, float]] = []
+    real_uniform = random.uniform
+
+    def recording_uniform(a: float, b: float) -> float:
+        drawn.append((a, b))
+        return real_uniform(a, b)
+
+    prefix = fresh_prefix()
+    store = RevocationStore.from_url(server.url, prefix=prefix, spread=3.0)
+    try:
+        replica = store.replica(heartbeat=0.2)
+        store.deny("held", time.time() + 600)
+        loads = replica.loads
+        monkeypatch.setattr(random, "uniform", recording_uniform)
+        server.client().xtrim(store.link.log, maxlen=0, approximate=False)
+        _drop_connections(server)
+        wait_for(lambda: replica.loads > loads, timeout=15, what="the full load")
+        assert "held" in replica.tables.denied
+    finally:
+        store.close()
+    spreads = [(a, b) for a, b in drawn if a == 0]
+    assert len(spreads) == 1, drawn
+    assert 0 < spreads[0][1] <= 3.0
