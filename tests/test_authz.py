@@ -262,3 +262,36 @@ def test_a_reload_while_workers_start_leaves_one_listener_per_worker_all_new(
         finally:
             jwks.hold = None
             authz.stop()
+
+
+def test_the_sidecar_starts_from_the_revocation_snapshot_while_redis_is_down(tmp_path: Path) -> None:
+    """With revocation_snapshot set and Redis down at start, the workers start from the
+    published snapshot (younger than their bound): ready, refusing the subject it revokes and
+    allowing another. Without the snapshot the same start never becomes ready."""
+    from rotator.revocation import RevocationStore, publish_snapshot
+
+    from .redis_server import RedisServer
+
+    key = SigningKey()
+    redis_srv = RedisServer(tmp_path / "redis").start()
+    snapshot = tmp_path / "revocations.json.gz"
+    store = RevocationStore.from_url(redis_srv.url, prefix="authz:", snapshot=str(snapshot))
+    store.revoke_subject("user-revoked")
+    publish_snapshot(store)
+    store.close()
+    redis_srv.stop()
+    with JwksServer([key]) as jwks:
+        head = f'revocation_url = "{redis_srv.url}"\nrevocation_prefix = "authz:"\n'
+        plain = authz_config(jwks.url, authz='revocation_max_staleness = "30s"')
+        (tmp_path / "with").mkdir()
+        (tmp_path / "without").mkdir()
+        with Authz(tmp_path / "with", f'{head}revocation_snapshot = "{snapshot}"\n' + plain) as authz:
+            revoked = key.sign(claims_at(time.time() - 60, sub="user-revoked"))  # issued before the cutoff
+            assert request(authz.port, "/auth/nginx", bearer(revoked))[0] == 401
+            assert request(authz.port, "/auth/nginx", bearer(key.sign(claims_at(time.time()))))[0] == 200
+        without = Authz(tmp_path / "without", head + plain).start(wait=False)
+        try:
+            wait_for(lambda: f"redis at 127.0.0.1:{redis_srv.port}" in without.logs(), what="the workers' redis error")
+            assert not without.ready()
+        finally:
+            without.stop()
