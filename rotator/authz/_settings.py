@@ -1,6 +1,7 @@
 """The sidecar's settings: the ``[authz]`` table of the settings file, and ``ROTATOR_AUTHZ_*``
 variables for a single issuer and the listening addresses. Revocation uses the file's own
-``revocation_url``, ``revocation_prefix`` and ``revocation_password_file``.
+``revocation_url``, ``revocation_prefix``, ``revocation_password_file`` and
+``revocation_snapshot`` (with ``s3_endpoint_url``).
 
     [authz]
     listen = "127.0.0.1:9191"
