@@ -68,6 +68,16 @@ class Metrics:
             "Times the revocation Redis was found to have lost its dataset since this process started.",
             registry=r,
         )
+        self.snapshot_published = Gauge(
+            "rotator_revocation_snapshot_published_timestamp_seconds",
+            "Unix time the daemon last published the revocation snapshot (absent without revocation_snapshot).",
+            registry=r,
+        )
+        self.snapshot_interval = Gauge(
+            "rotator_revocation_snapshot_interval_seconds",
+            "revocation_snapshot_interval, so alert rules judge against the deployment's own (absent without it).",
+            registry=r,
+        )
         self.keys = Gauge("rotator_keys", "Keys in the key set by lifecycle state.", ["state"], registry=r)
         self.active_key_age = Gauge("rotator_active_key_age_seconds", "Seconds since the active key started signing.", registry=r)
         self.next_due = Gauge("rotator_next_due_seconds", "Seconds until the next due lifecycle action (negative: late).", registry=r)

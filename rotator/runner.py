@@ -98,6 +98,7 @@ class KeySetRunner:
         from .errors import RotatorError
         from .revocation import publish_snapshot, store_for
 
+        self.metrics.snapshot_interval.set(self.settings.revocation_snapshot_interval)
         try:
             if self._revocations is None:
                 self._revocations = store_for(self.settings)
@@ -105,6 +106,7 @@ class KeySetRunner:
         except RotatorError as e:
             log_event(self.log, "daemon.revocation_snapshot_failed", logging.WARNING, **self.tag, error=e)
             return
+        self.metrics.snapshot_published.set(time.time())
         log_event(self.log, "daemon.revocation_snapshot", logging.DEBUG, **self.tag, records=count, position=position)
 
     def replace(self, settings: Settings, rotator: Rotator) -> None:

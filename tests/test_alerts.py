@@ -59,6 +59,11 @@ SCENARIOS: list[tuple[str, list[tuple[str, str]], str, dict[str, str], list[tupl
      [(f"rotator_revocation_replica_age_seconds{{{TARGET}}}", "1x10")]),
     ("RotatorRevocationDatasetLost", [(f"rotator_revocation_dataset_losses{{{TARGET}}}", "0 0 1x10")], "3m", {},
      [(f"rotator_revocation_dataset_losses{{{TARGET}}}", "0x10")]),
+    ("RotatorRevocationSnapshotStale",
+     [(f"rotator_revocation_snapshot_published_timestamp_seconds{{{TARGET}}}", "60x30"),
+      (f"rotator_revocation_snapshot_interval_seconds{{{TARGET}}}", "20x30")], "15m", {},
+     [(f"rotator_revocation_snapshot_published_timestamp_seconds{{{TARGET}}}", "0+60x30"),
+      (f"rotator_revocation_snapshot_interval_seconds{{{TARGET}}}", "20x30")]),
     ("RotatorRevocationMalformedRecords", [(f"rotator_revocation_malformed_records{{{TARGET}}}", "2x30")], "15m", {},
      [(f"rotator_revocation_malformed_records{{{TARGET}}}", "0x30")]),
 ]

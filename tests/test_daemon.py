@@ -461,11 +461,15 @@ def test_daemon_follows_the_revocation_redis_in_metrics_and_health(
         })
         wait_for(lambda: d.notify.has("READY=1"), what="READY=1")
         # It publishes the records' snapshot every interval: a revocation shows in a later one.
+        written = time.time()
         RevocationStore.from_url(redis_srv.url, prefix="d:").revoke_subject("in-the-snapshot")
         wait_for(lambda: snapshot.exists() and any(
             k == "sub:in-the-snapshot" for k, _ in parse_snapshot(snapshot.read_bytes(), "test").records
         ), timeout=10, what="the revocation in a published snapshot")
         values = metrics(d.port)
+        assert values["rotator_revocation_snapshot_interval_seconds"] == 1
+        # Published after the revocation it holds was written (the metric is the latest publication).
+        assert values["rotator_revocation_snapshot_published_timestamp_seconds"] >= written
         assert values["rotator_revocation_dataset_losses"] == 0 and values["rotator_revocation_malformed_records"] == 0
         assert values["rotator_revocation_replica_age_seconds"] < 5
         redis_srv.stop()
