@@ -136,12 +136,13 @@ def test_a_replica_starts_from_the_snapshot_and_catches_up_from_the_log(server: 
         writer.close()
 
 
-@pytest.mark.parametrize("case", ["another-prefix", "older-than-the-log", "damaged", "missing"])
+@pytest.mark.parametrize("case", ["another-prefix", "older-than-the-log", "damaged", "missing", "tampered"])
 def test_a_snapshot_that_cannot_be_trusted_is_not_used(
     server: RedisServer, tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A snapshot of another prefix, one older than the log holds, a damaged file and no file
-    at all: each is said in one warning line, and the replica loads every record from Redis."""
+    """A snapshot of another prefix, one older than the log holds, a damaged file, no file at
+    all, and one rewritten by whoever can write the file (a revocation dropped, everything else
+    kept): each is said in one warning line, and the replica loads every record from Redis."""
     prefix = fresh_prefix()
     location = str(tmp_path / "revocations.json.gz")
     writer = _snapshot_store(server, prefix, location)
@@ -157,6 +158,12 @@ def test_a_snapshot_that_cannot_be_trusted_is_not_used(
             server.client().xtrim(writer.link.log, maxlen=0, approximate=False)
         elif case == "damaged":
             Path(location).write_bytes(b"\x1f\x8b not really gzip")
+        elif case == "tampered":
+            from rotator.revocation._snapshot import dump, parse
+
+            publish_snapshot(writer)
+            snap = parse(Path(location).read_bytes(), location)
+            Path(location).write_bytes(dump(dataclasses.replace(snap, records=[r for r in snap.records if "held" not in r[0]])))
         reader = _snapshot_store(server, prefix, location)
         try:
             with caplog.at_level(logging.WARNING, logger="rotator.revocation"):
@@ -174,6 +181,7 @@ def test_a_snapshot_that_cannot_be_trusted_is_not_used(
         "older-than-the-log": "older than the change log holds",
         "damaged": "is not usable",
         "missing": "no revocation snapshot at",
+        "tampered": "not one this prefix's publisher vouched for",
     }[case]
     assert len(said) == 1 and expected in said[0] and "\n" not in said[0], said
 

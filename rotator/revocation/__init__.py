@@ -95,12 +95,18 @@ def publish_snapshot(store: "RevocationStore") -> tuple[int, str]:
     """Take a snapshot of the records in force (its log position first) and publish it where
     the store's settings say; returns (records, position). The daemon does this every
     ``revocation_snapshot_interval``; ``rotator revocation-snapshot`` does it once."""
-    from ._snapshot import dump, take
+    from ._snapshot import digest_of, dump, take, vouch_key
 
     if store.snapshot is None:
         raise ConfigError("revocation_snapshot is not set (--revocation-snapshot or ROTATOR_REVOCATION_SNAPSHOT)")
     snap = store.link.call(take, store.link)
-    store.snapshot.write(dump(snap))
+    body = dump(snap)
+    # Vouched for in Redis before it is published, so no replica ever reads it unvouched.
+    pipe = store.client.pipeline(transaction=False)
+    pipe.sadd(vouch_key(store.prefix, snap.position), digest_of(body))
+    pipe.expire(vouch_key(store.prefix, snap.position), store.log_retention)
+    store.link.call(pipe.execute)
+    store.snapshot.write(body)
     return len(snap.records), snap.position
 
 

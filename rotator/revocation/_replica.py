@@ -23,6 +23,7 @@ read as a whole.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -38,7 +39,7 @@ from ..errors import RevocationError
 from ..jose import RevocationUnavailable, Revoked
 from ._records import Tables, revoked_reason
 from ._redis import Link, entries_of
-from ._snapshot import Snapshot, SnapshotTarget, parse
+from ._snapshot import Snapshot, SnapshotTarget, parse, vouch_key
 
 _READ_COUNT = 5000  # log entries per read
 
@@ -79,7 +80,7 @@ class Replica:
         # The staleness bound it assumes (the verifiers' default): for spreading loads, and
         # for starting from a snapshot while Redis cannot be had.
         self.bound = bound
-        self._expect_marker: str | None = None
+        self._started_from: Snapshot | None = None  # the snapshot start() took before Redis answered
         self._snapshot_read_at_start = False
         self.position: str | None = None  # the log entry last applied (None: load first)
         # Expired records are harmless (they match only expired tokens); dropping them is
@@ -241,15 +242,15 @@ class Replica:
         try:
             conn.connect()
             lost = self._check_dataset()
-            expected, self._expect_marker = self._expect_marker, None  # a started-from snapshot's dataset
+            started_from, self._started_from = self._started_from, None
             read_at_start, self._snapshot_read_at_start = self._snapshot_read_at_start, False
             position = self.position
-            if position is not None and not lost and expected in (None, self.marker) and self.link.resumable(position, self._loader):
+            refused = self._snapshot_problem(started_from) if started_from is not None else None
+            if position is not None and not lost and refused is None and self.link.resumable(position, self._loader):
                 self.resumes += 1
             else:
-                if expected is not None:
-                    self._snapshot_refused("another dataset's (its marker differs)" if expected != self.marker
-                                           else "older than the change log holds")
+                if refused is not None:
+                    self._snapshot_refused(refused)
                 self._wait_spread()
                 self._load(snapshot=not read_at_start)
             sent = self._catch_up()
@@ -292,15 +293,22 @@ class Replica:
         snap = self._read_snapshot()
         if snap is None:
             return False
-        if snap.marker != self.marker:
-            why = "another dataset's (its marker differs)"
-        elif not self.link.resumable(snap.position, self._loader):
-            why = "older than the change log holds"
-        else:
+        why = self._snapshot_problem(snap)
+        if why is None:
             self._install(snap)
             return True
         self._snapshot_refused(why)
         return False
+
+    def _snapshot_problem(self, snap: Snapshot) -> str | None:
+        """Why Redis (as the last dataset check found it) cannot vouch for ``snap``, or None."""
+        if snap.marker != self.marker:
+            return "another dataset's (its marker differs)"
+        if not self._loader.sismember(vouch_key(self.link.prefix, snap.position), snap.digest):
+            return "not one this prefix's publisher vouched for (its digest is not in redis)"
+        if not self.link.resumable(snap.position, self._loader):
+            return "older than the change log holds"
+        return None
 
     def _snapshot_refused(self, why: str) -> None:
         assert self.snapshot is not None
@@ -347,7 +355,7 @@ class Replica:
         if snap is None:
             return
         self._install(snap)
-        self._expect_marker = snap.marker
+        self._started_from = dataclasses.replace(snap, records=[])
         self.confirmed_at = time.monotonic() - max(0.0, self._clock() - snap.taken_at)
 
     def _catch_up(self) -> float:

@@ -12,8 +12,10 @@ The body is gzip-compressed JSON::
 
 The position is read before the records, so the log's entries after it, applied on top
 by the writers' merge rule, bring a replica current whatever changed during the scan. A
-replica uses a snapshot only when Redis still holds its dataset (the marker) and its log
-still holds the snapshot's position; otherwise it loads from Redis as before.
+replica uses a snapshot only when Redis still holds its dataset (the marker), its log still
+holds the snapshot's position, and Redis vouches for the body (its SHA-256 is in
+``{prefix}snapshot:{position}``, a set the publisher writes before the file, kept as long as
+the log); otherwise it loads from Redis as before.
 
 The records name subjects and token ids: serve the snapshot to verifiers only, as the
 README says, not publicly like the JWKS.
@@ -22,6 +24,7 @@ README says, not publicly like the JWKS.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import zlib
 from dataclasses import dataclass
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
 
     from ._redis import Link
 
-__all__ = ["Snapshot", "take", "dump", "parse", "SnapshotTarget", "open_target", "FORMAT"]
+__all__ = ["Snapshot", "take", "dump", "parse", "SnapshotTarget", "open_target", "FORMAT", "vouch_key", "digest_of"]
 
 FORMAT = "rotator-revocations/1"
 _MAX_BODY = 512 * 1024 * 1024  # a snapshot larger than this (uncompressed) is refused, not loaded
@@ -51,6 +54,18 @@ class Snapshot:
     position: str
     taken_at: float  # by the Redis server's clock
     records: list[tuple[str, str]]
+    digest: str = ""  # SHA-256 of the published body, as read
+
+
+def vouch_key(prefix: str, position: str) -> str:
+    """The Redis set of the digests of the snapshots published at ``position``: a replica uses a
+    snapshot only when Redis vouches for it, so whoever can write the file or the bucket (or a
+    CDN in front) cannot drop revocations from the replicas that start from it."""
+    return f"{prefix}snapshot:{position}"
+
+
+def digest_of(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
 
 
 def take(link: "Link", client: "redis.Redis | None" = None) -> Snapshot:
@@ -101,7 +116,7 @@ def parse(body: bytes, where: str) -> Snapshot:
         position_key(position)
     except (ValueError, KeyError, TypeError, zlib.error, EOFError) as e:
         raise RevocationError(f"revocation snapshot at {where} is not usable: {e}") from e
-    return Snapshot(prefix, db, marker, position, float(taken_at), [(k, v) for k, v in records])
+    return Snapshot(prefix, db, marker, position, float(taken_at), [(k, v) for k, v in records], digest_of(body))
 
 
 class SnapshotTarget:
