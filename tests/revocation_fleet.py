@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from bench.revocation_bench import fill
 from rotator.revocation import RevocationStore, publish_snapshot
 
 from .orphans import die_with_parent
@@ -86,23 +87,6 @@ class Follower:
             self.proc.wait()
 
 
-def fill(store: RevocationStore, records: int) -> None:
-    """``records`` denials and cutoffs, half each, through the store's own scripts, pipelined."""
-    now = int(time.time())
-    batch = 5000
-    for start in range(0, records, batch):
-        pipe = store.client.pipeline(transaction=False)
-        for i in range(start, min(start + batch, records)):
-            if i % 2:
-                suffix = f"jti:deny-{i}"
-                store._deny(**store.script_call(suffix, now + 1800, now + 1800 + store.grace), client=pipe)
-            else:
-                suffix = f"sub:user{i}"
-                x = now + store.session_lifetime + store.grace
-                store._cutoff(**store.script_call(suffix, now, now, x), client=pipe)
-        pipe.execute()
-
-
 def run_fleet(directory: Path, records: int, replicas: int, say: Callable[[str], None] = print) -> dict[str, Phase]:
     """The four phases; returns them by name. Every replica process is stopped before it returns."""
     server = RedisServer(directory / "redis", appendonly=True).start()
@@ -113,7 +97,7 @@ def run_fleet(directory: Path, records: int, replicas: int, say: Callable[[str],
     phases: dict[str, Phase] = {}
     try:
         started = time.monotonic()
-        fill(writer, records)
+        fill(writer, records // 2, records - records // 2)
         say(f"wrote {records:,} records in {time.monotonic() - started:.1f} s")
 
         def wait_current(probe: int, since: float, cpu_before: float, name: str) -> Phase:
