@@ -186,16 +186,18 @@ def test_a_snapshot_that_cannot_be_trusted_is_not_used(
     assert len(said) == 1 and expected in said[0] and "\n" not in said[0], said
 
 
-def test_a_snapshot_on_s3_seaweedfs(server: RedisServer, tmp_path: Path) -> None:
+def test_a_snapshot_on_s3_seaweedfs(server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Published to S3 (a real SeaweedFS) and read back from there by a starting replica."""
     from .seaweed import SeaweedServer
 
     weed = SeaweedServer(tmp_path / "weed").start()
     try:
         weed.client().create_bucket(Bucket="revocations")
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        # Through monkeypatch, so that no server started later in this process inherits them
+        # (weed mini takes credentials in its environment as an identity and turns auth on).
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(name, value)
         from rotator._aws import S3Options
 
         def target() -> SnapshotTarget:
