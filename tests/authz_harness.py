@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .helpers import wait_for
+from .orphans import die_with_parent
 from .ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +55,23 @@ class Authz:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True, preexec_fn: Callable[[], None] | None = None) -> "Authz":
-        """Start it; ``preexec_fn`` runs in the child before rotator (a benchmark pins it to a core)."""
+        """Start it; ``preexec_fn`` runs in the child before rotator (a benchmark pins it to a core).
+        It dies with the test process, and is stopped when it never becomes ready."""
+
+        def prepare() -> None:
+            die_with_parent(signal.SIGTERM)  # the supervisor then stops its workers
+            if preexec_fn is not None:
+                preexec_fn()
+
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([ROTATOR, "authz", "--config", str(self.path)], stdout=log, stderr=log, env=self.env,
-                                         preexec_fn=preexec_fn)
+                                         preexec_fn=prepare)
         if wait:
-            wait_for(self.ready, timeout=30, what=f"rotator authz to serve; its log: {self.log}")
+            try:
+                wait_for(self.ready, timeout=30, what=f"rotator authz to serve; its log: {self.log}")
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def ready(self) -> bool:

@@ -10,7 +10,8 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def die_with_parent() -> None:
-    """A ``preexec_fn``: the child gets SIGKILL when the thread that started it ends."""
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """A ``preexec_fn``: the child gets ``sig`` (SIGKILL; SIGTERM for a server that must stop
+    children of its own) when the thread that started it ends."""
+    if _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
