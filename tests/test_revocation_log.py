@@ -271,13 +271,15 @@ def test_a_recent_snapshot_lets_a_verifier_start_while_redis_is_down(tmp_path: P
         store = reader()
         verifier = Verifier(jwks_server.url, allow_http=True, revocations=store)
         replica = verifier.revocations
-        assert rejected(verifier, token(key, "banned"))
+        assert rejected(verifier, token(key, "banned", iat=int(time.time()) - 60))
         verifier.verify(token(key, "someone-else"))
         assert replica.snapshot_loads == 1 and replica.last_error is not None and replica.age() < 30
 
+        later = token(key, "later", iat=int(time.time()) - 60)  # issued before the cutoff below
+        verifier.verify(later)
         redis_srv.start()
         RevocationStore.from_url(redis_srv.url, prefix=prefix).revoke_subject("later")
-        wait_for(lambda: rejected(verifier, token(key, "later")), timeout=15, what="the change written after the snapshot")
+        wait_for(lambda: rejected(verifier, later), timeout=15, what="the change written after the snapshot")
         assert (replica.resumes, replica.loads) == (1, 0)
 
         redis_srv.kill()
@@ -323,3 +325,37 @@ def test_a_replica_that_must_load_again_waits_a_random_part_of_its_spread(
     spreads = [(a, b) for a, b in drawn if a == 0]
     assert len(spreads) == 1, drawn
     assert 0 < spreads[0][1] <= 3.0
+
+
+def test_a_tampered_snapshot_started_from_while_redis_is_down_is_dropped_when_redis_answers(
+    tmp_path: Path, key: SigningKey, jwks: JwksServer
+) -> None:
+    """A snapshot rewritten without a revocation, started from while Redis is down, is
+    trusted only until Redis answers: Redis does not vouch for it, so the replica loads every
+    record and the revocation it dropped applies again."""
+    from rotator.revocation._snapshot import dump, parse
+
+    redis_srv = RedisServer(tmp_path / "redis", appendonly=True).start()
+    location = tmp_path / "revocations.json.gz"
+    prefix = fresh_prefix()
+    writer = RevocationStore.from_url(redis_srv.url, prefix=prefix, snapshot=str(location))
+    reader: RevocationStore | None = None
+    try:
+        writer.revoke_subject("banned")
+        publish_snapshot(writer)
+        snap = parse(location.read_bytes(), str(location))
+        location.write_bytes(dump(dataclasses.replace(snap, records=[])))
+        redis_srv.kill()
+        reader = RevocationStore.from_url(redis_srv.url, prefix=prefix, snapshot=str(location), check=False,
+                                          connect_timeout=0.5, timeout=0.5)
+        verifier = Verifier(jwks.url, allow_http=True, revocations=reader)
+        banned = token(key, "banned", iat=int(time.time()) - 60)
+        verifier.verify(banned)  # what the rewritten file says, for at most the bound
+        redis_srv.start()
+        wait_for(lambda: rejected(verifier, banned), timeout=15, what="the dropped revocation back in force")
+        assert (verifier.revocations.loads, verifier.revocations.resumes) == (1, 0)
+    finally:
+        writer.close()
+        if reader is not None:
+            reader.close()
+        redis_srv.stop()

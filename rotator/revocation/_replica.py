@@ -242,8 +242,9 @@ class Replica:
         try:
             conn.connect()
             lost = self._check_dataset()
-            started_from, self._started_from = self._started_from, None
-            read_at_start, self._snapshot_read_at_start = self._snapshot_read_at_start, False
+            # A snapshot started from is vouched for (or not) before anything resumes from it; it
+            # stays to be checked until a connection gets that far.
+            started_from = self._started_from
             position = self.position
             refused = self._snapshot_problem(started_from) if started_from is not None else None
             if position is not None and not lost and refused is None and self.link.resumable(position, self._loader):
@@ -252,7 +253,8 @@ class Replica:
                 if refused is not None:
                     self._snapshot_refused(refused)
                 self._wait_spread()
-                self._load(snapshot=not read_at_start)
+                self._load(snapshot=not self._snapshot_read_at_start)
+            self._started_from, self._snapshot_read_at_start = None, False
             sent = self._catch_up()
             self.confirmed_at = sent
             if self.last_error is not None:
