@@ -90,7 +90,7 @@ class Replica:
         # Held by whoever writes the tables: the replica's thread, and the store applying its
         # own writes (read-your-writes). Readers never take it.
         self.lock = threading.Lock()
-        self.confirmed_at = float("-inf")  # time.monotonic() of the last confirmed PING
+        self.confirmed_at = float("-inf")  # time.monotonic() a confirming read of the log was sent
         self.loads = 0  # full loads from Redis
         self.snapshot_loads = 0
         self.resumes = 0  # reconnects that caught up from the log instead of loading
@@ -243,11 +243,14 @@ class Replica:
             conn.connect()
             lost = self._check_dataset()
             # A snapshot started from is vouched for (or not) before anything resumes from it; it
-            # stays to be checked until a connection gets that far.
-            started_from = self._started_from
-            position = self.position
-            refused = self._snapshot_problem(started_from) if started_from is not None else None
-            if position is not None and not lost and refused is None and self.link.resumable(position, self._loader):
+            # stays to be checked until a connection gets that far. Its check covers the log.
+            refused = None
+            if self._started_from is not None:
+                refused = self._snapshot_problem(self._started_from)
+                resume = refused is None
+            else:
+                resume = self.position is not None and not lost and self.link.resumable(self.position, self._loader)
+            if resume:
                 self.resumes += 1
             else:
                 if refused is not None:

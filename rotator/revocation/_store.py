@@ -166,7 +166,7 @@ class RevocationStore:
         clock: Callable[[], float] = time.time,
         check: bool = True,
     ) -> "RevocationStore":
-        """A store on the Redis at ``url`` (redis:// or rediss://); with ``check``, one PING now,
+        """A store on the Redis at ``url`` (redis://, rediss:// or redis+sentinel://); with ``check``, one PING now,
         so a wrong URL or password is an error here and not at the first revocation."""
         check_url(url)
         password, source = _password(url, password, password_file)
