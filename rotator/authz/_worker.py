@@ -47,14 +47,11 @@ def build(settings: AuthzSettings) -> tuple[Authorizer, Callable[[], list[str]],
     (its replica starts in ``wait_ready``); raises what a discovery or the store raises."""
     store = None
     if settings.revocation_url is not None:
-        from .._aws import S3Options
-        from ..revocation import RevocationStore, SnapshotTarget
+        from ..revocation import RevocationStore, snapshot_target
 
-        snapshot = settings.revocation_snapshot
         store = RevocationStore.from_url(
             settings.revocation_url, prefix=settings.revocation_prefix, password_file=settings.revocation_password_file,
-            snapshot=SnapshotTarget(snapshot, S3Options(endpoint_url=settings.s3_endpoint_url)) if snapshot else None,
-            check=False,
+            snapshot=snapshot_target(settings.revocation_snapshot, settings.s3_endpoint_url), check=False,
         )
     verifiers = {i.issuer: _verifier(i, settings, store) for i in settings.issuers}
     verifier = next(iter(verifiers.values())) if len(verifiers) == 1 else Issuers(verifiers)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from ..errors import ConfigError, RevocationError, RevocationInputError
-from ._snapshot import SnapshotTarget
+from ._snapshot import SnapshotTarget, snapshot_target
 from ._records import MAX_AHEAD, MAX_ID_LENGTH, Cutoff, SessionVersion, Tables, check_prefix, check_url, revoked_reason
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ __all__ = [
     "replica_of",
     "publish_snapshot",
     "SnapshotTarget",
+    "snapshot_target",
     "Hooks",
 ]
 
@@ -72,16 +73,11 @@ def store_for(settings: "Settings") -> "RevocationStore":
         raise ConfigError("revocation_url is not set (--revocation-url or ROTATOR_REVOCATION_URL)")
     store_class = __getattr__("RevocationStore")
     policy = settings.policy
-    snapshot = None
-    if settings.revocation_snapshot:
-        from .._aws import S3Options
-
-        snapshot = SnapshotTarget(settings.revocation_snapshot, S3Options(endpoint_url=settings.s3_endpoint_url))
     store: RevocationStore = store_class.from_url(
         settings.revocation_url,
         password_file=settings.revocation_password_file,
         prefix=settings.revocation_prefix,
-        snapshot=snapshot,
+        snapshot=snapshot_target(settings.revocation_snapshot, settings.s3_endpoint_url),
         min_replicas=settings.revocation_min_replicas,
         token_lifetime=policy.token_lifetime,
         grace=max(policy.leeway, policy.refresh_grace),

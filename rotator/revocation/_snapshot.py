@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from ._redis import Link
 
-__all__ = ["Snapshot", "take", "dump", "parse", "SnapshotTarget", "open_target", "FORMAT", "vouch_key", "digest_of"]
+__all__ = ["Snapshot", "take", "dump", "parse", "SnapshotTarget", "snapshot_target", "FORMAT", "vouch_key", "digest_of"]
 
 FORMAT = "rotator-revocations/1"
 _MAX_BODY = 512 * 1024 * 1024  # a snapshot larger than this (uncompressed) is refused, not loaded
@@ -184,8 +184,10 @@ class SnapshotTarget:
             raise RevocationError(f"cannot publish the revocation snapshot to {self.location}: {_reason(e)}") from e
 
 
-def open_target(location: str, s3: S3Options | None = None) -> SnapshotTarget:
-    return SnapshotTarget(location, s3)
+def snapshot_target(location: str | None, s3_endpoint_url: str | None) -> SnapshotTarget | None:
+    """The target the settings name (``revocation_snapshot``, read with ``s3_endpoint_url``),
+    or None when they name none: what the daemon, the CLI and the sidecar's workers all use."""
+    return SnapshotTarget(location, S3Options(endpoint_url=s3_endpoint_url)) if location else None
 
 
 def _reason(e: Exception) -> str:
