@@ -19,6 +19,7 @@ before); watchdog pings only while every set's step loop is alive.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.server
 import logging
@@ -26,6 +27,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from ._signals import Signals
@@ -97,12 +99,7 @@ class Daemon:
     def run(self) -> int:
         self._signals.install()
         for runner in self.sets.values():
-            runner.follow_revocations()
-            if runner.settings.revocation_url and runner.settings.revocation_snapshot:
-                self._scheduler.add_job(
-                    runner.publish_revocation_snapshot, "interval", seconds=runner.settings.revocation_snapshot_interval,
-                    id=f"revocation-snapshot-{runner.name}", next_run_time=dt.datetime.now(dt.timezone.utc),
-                )
+            self._follow_revocations(runner)
         if self.options.metrics_port is not None:
             self._http = serve_metrics(
                 lambda: self.sets, self.options.metrics_addr, self.options.metrics_port,
@@ -153,16 +150,28 @@ class Daemon:
             return
         for name in [n for n in self.sets if n not in loaded]:
             self.sets.pop(name).stop()
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(_snapshot_job(name))
             log_event(self.log, "daemon.key_set_stopped", key_set=name)
         for name, settings in loaded.items():
             if name in self.sets:
                 self.sets[name].replace(settings, rotators[name])
             else:
                 runner = self._runner(settings, rotators[name])
-                runner.follow_revocations()
+                self._follow_revocations(runner)
                 self.sets = {**self.sets, name: runner}
                 log_event(self.log, "daemon.key_set_started", key_set=name)
                 runner.schedule(0.0)
+
+    def _follow_revocations(self, runner: KeySetRunner) -> None:
+        """A set's revocation duties, at start and for a set a reload adds: follow the Redis
+        (revocation_url), and publish its snapshot on schedule (revocation_snapshot)."""
+        runner.follow_revocations()
+        if runner.settings.revocation_url and runner.settings.revocation_snapshot:
+            self._scheduler.add_job(
+                runner.publish_revocation_snapshot, "interval", seconds=runner.settings.revocation_snapshot_interval,
+                id=_snapshot_job(runner.name), next_run_time=dt.datetime.now(dt.timezone.utc), replace_existing=True,
+            )
 
     # -- systemd ---------------------------------------------------------------------------
 
@@ -195,3 +204,7 @@ class Daemon:
             self.notifier.watchdog()
         else:
             log_event(self.log, "daemon.watchdog_withheld", logging.ERROR, stuck_after=self.options.stuck_after)
+
+
+def _snapshot_job(key_set: str) -> str:
+    return f"revocation-snapshot-{key_set}"

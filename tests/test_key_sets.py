@@ -162,3 +162,38 @@ def test_one_daemon_runs_every_key_set_and_one_failing_never_stops_another(
 
     assert wait_for(sets_health, what="federation unhealthy") == {"access": "ok", "federation": "unhealthy"}
     assert d.stop() == 0
+
+
+def test_a_key_set_a_reload_adds_publishes_its_revocation_snapshot(
+    daemon_factory: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    """A key set added by SIGHUP gets the revocation duties a set named at start gets: its
+    daemon publishes the snapshot its settings name, on their interval."""
+    import signal
+
+    from .redis_server import RedisServer
+
+    redis_srv = RedisServer(tmp_path / "redis").start()
+    try:
+        config = tmp_path / "rotator.toml"
+        config.write_text(
+            f'rotation_period = "4s"\nmax_age = "2s"\ntoken_lifetime = "2s"\nleeway = "1s"\nretirement_window = "6s"\n'
+            f'private_key_grace = "2s"\nissuer = "https://issuer.test"\n'
+            f'[key_sets.access]\nkeystore = "file://{tmp_path}/access/ks"\npublish = "file://{tmp_path}/access/pub"\n'
+        )
+        d = daemon_factory("--config", str(config), locations=False)
+        wait_for(lambda: d.notify.has("READY=1"), what="READY=1")
+        snapshot = tmp_path / "fed-revocations.json.gz"
+        config.write_text(
+            config.read_text()
+            + f'[key_sets.federation]\nalgorithm = "RS256"\nkeystore = "file://{tmp_path}/fed/ks"\n'
+            f'publish = "file://{tmp_path}/fed/pub"\nissuer = "https://federation.test"\n'
+            f'revocation_url = "{redis_srv.url}"\nrevocation_prefix = "fed:"\nrevocation_snapshot = "{snapshot}"\n'
+            f'revocation_snapshot_interval = "1s"\n'
+        )
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: '"event":"daemon.key_set_started"' in d.log(), what="the added key set")
+        wait_for(snapshot.exists, timeout=10, what="the added key set's revocation snapshot")
+        assert d.stop() == 0
+    finally:
+        redis_srv.stop()
