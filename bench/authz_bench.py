@@ -36,6 +36,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.interleaved import verdict  # noqa: E402
 from bench.service_bench import PINNED, _pin, wrk  # noqa: E402
 from tests.authz_harness import Authz, request  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
@@ -264,9 +265,7 @@ def main() -> int:
     for case, ours, x, other, y, r in [(c, o, x, t, y, r) for c, o, x, y, r, t in rows]:
         print(f"{case:26} {ours:24} {x:9,.0f}   {other:14} {y:9,.0f}   {r:.2f}")
     print(f"gRPC Check (grpc.aio client, 32 in flight, result cache): {rate:,.0f} checks/s (client-bound)")
-    for name, ok in checks.items():
-        print(f"{'PASS' if ok else 'MISS'}  {name}")
-    return 0 if all(checks.values()) else 1
+    return verdict(checks)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,11 @@ def report(title: str, median: Mapping[str, float], checks: Mapping[str, bool]) 
     print(f"{'contender':<18} {'ops/s':>12} {'us/op':>9} {'vs ceiling':>11} {'vs pyjwt':>9}")
     for name, value in sorted(median.items(), key=lambda kv: -kv[1]):
         print(f"{name:<18} {value:>12,.0f} {1e6 / value:>9.2f} {value / ceiling:>11.2f} {value / median['pyjwt']:>9.2f}")
+    return verdict(checks)
+
+
+def verdict(checks: Mapping[str, bool]) -> int:
+    """Print each target as PASS or MISS; the exit code (1 when any missed)."""
     for label, ok in checks.items():
         print(f"{'PASS' if ok else 'MISS'}  {label}")
     return 0 if all(checks.values()) else 1

@@ -67,7 +67,7 @@ def replica_figures(store: RevocationStore) -> tuple[float, float, Replica]:
 
 
 def main() -> int:
-    from bench.interleaved import median_ops
+    from bench.interleaved import median_ops, verdict
     from rotator.verifier import Verifier
     from tests.jwks_server import JwksServer, SigningKey
     from tests.redis_server import RedisServer
@@ -123,9 +123,7 @@ def main() -> int:
     }
     if args.fleet_replicas:
         checks.update(fleet(args.fleet_records, args.fleet_replicas))
-    for name, ok in checks.items():
-        print(f"{'PASS' if ok else 'MISS'}  {name}")
-    return 0 if all(checks.values()) else 1
+    return verdict(checks)
 
 
 def fleet(records: int, replicas: int) -> dict[str, bool]:

@@ -46,6 +46,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.interleaved import verdict  # noqa: E402
 from bench.service_apps import AUD, ISS  # noqa: E402
 from tests.jwks_server import JwksServer, SigningKey  # noqa: E402
 from tests.ports import free_port  # noqa: E402
@@ -300,9 +301,7 @@ def main() -> int:
         for label in pairs:
             if label.startswith("granian"):
                 print(f"info  {label}: {ratio(label):.2f} ({spread(label)})")
-    for label, ok in checks.items():
-        print(f"{'PASS' if ok else 'MISS'}  {label}")
-    return 0 if all(checks.values()) else 1
+    return verdict(checks)
 
 
 if __name__ == "__main__":
