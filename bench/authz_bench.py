@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.interleaved import verdict  # noqa: E402
 from bench.service_bench import PINNED, _pin, wrk  # noqa: E402
-from tests.authz_harness import Authz, request  # noqa: E402
+from tests.authz_harness import Authz, answers, request  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.jwks_server import JwksServer, SigningKey  # noqa: E402
 from tests.ports import free_port  # noqa: E402
@@ -82,14 +82,7 @@ class Go:
         self.proc = subprocess.Popen([str(binary), f"127.0.0.1:{self.port}", jwks_url, ISS, AUD],
                                      env={**os.environ, "GOMAXPROCS": "1"}, preexec_fn=_pin(1),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._up, timeout=20, what="the Go sidecar")
-
-    def _up(self) -> bool:
-        try:
-            request(self.port, "/")
-            return True
-        except OSError:
-            return False
+        wait_for(lambda: answers(self.port) is not None, timeout=20, what="the Go sidecar")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -38,6 +38,14 @@ def request(
         conn.close()
 
 
+def answers(port: int, path: str = "/") -> int | None:
+    """The status a server on ``port`` answers ``path`` with, or None while nothing answers."""
+    try:
+        return request(port, path)[0]
+    except OSError:
+        return None
+
+
 def bearer(token: str, **extra: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **extra}
 
@@ -75,10 +83,7 @@ class Authz:
         return self
 
     def ready(self) -> bool:
-        try:
-            return request(self.port, "/healthz")[0] == 200
-        except OSError:
-            return False
+        return answers(self.port, "/healthz") == 200
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -185,15 +190,8 @@ class Nginx:
         globals_ = f"daemon off; pid {self.prefix}/nginx.pid; error_log {self.prefix}/error.log warn;"
         self.proc = subprocess.Popen([nginx, "-p", str(self.prefix), "-c", str(self.conf), "-g", globals_],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._listening, timeout=10, what="nginx to listen")
+        wait_for(lambda: answers(self.port, "/_nginx_probe") is not None, timeout=10, what="nginx to listen")
         return self
-
-    def _listening(self) -> bool:
-        try:
-            request(self.port, "/_nginx_probe")
-            return True
-        except OSError:
-            return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
