@@ -112,7 +112,9 @@ def test_run_rotates_on_schedule_serves_metrics_and_health_and_stops_on_sigterm(
     log = d.log()
     events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith("{")]
     assert events[0] == "daemon.metrics_listening" and "daemon.started" in events
-    assert events[-2:] == ["daemon.stopping", "daemon.stopped"]
+    # A step in progress at SIGTERM finishes before the daemon stops; none starts after it.
+    after = events[events.index("daemon.stopping") + 1:]
+    assert after[-1] == "daemon.stopped" and set(after[:-1]) <= {"daemon.step_succeeded"} and len(after) <= 2, after
     assert {"rotator.key_created", "rotator.key_activated", "rotator.key_retired", "daemon.step_succeeded"} <= set(events)
 
     # Key material never reaches the log.
