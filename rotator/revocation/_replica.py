@@ -77,8 +77,8 @@ class Replica:
         # A replica that holds records must load them all again: it waits a random part of
         # this first (at most half what is left of its bound), so a fleet spreads its loads.
         self.spread = spread
-        # The staleness bound it assumes (the verifiers' default): for spreading loads, and
-        # for starting from a snapshot while Redis cannot be had.
+        # The staleness bound it keeps to (the verifiers' default, tightened by each guard()):
+        # for spreading loads, and for starting from a snapshot while Redis cannot be had.
         self.bound = bound
         self._started_from: Snapshot | None = None  # the snapshot start() took before Redis answered
         self._snapshot_read_at_start = False
@@ -187,6 +187,7 @@ class Replica:
         once per outage and applies the records it still has."""
         if not max_staleness > 0:
             raise ValueError(f"revocation_max_staleness must be > 0, got {max_staleness!r}")
+        self.bound = min(self.bound, max_staleness)  # the tightest verifier it serves spreads its loads
         outage = [False]
 
         def check(claims: Mapping[str, Any]) -> None:
