@@ -31,6 +31,8 @@ __all__ = ["Policy", "Settings", "load_settings", "read_config", "resolve", "par
 
 
 DEFAULT_CLOCK_SKEW = 60.0
+# How long the revocation change log keeps an entry: a replica away longer loads every record.
+DEFAULT_LOG_RETENTION = 3600.0
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class Settings:
     revocation_snapshot: str | None = None  # where the records' snapshot is published and read
     revocation_snapshot_interval: float = 20.0  # under the verifiers' 30 s bound: see the README
     revocation_min_replicas: int = 0  # Redis replicas that must hold a revocation before a write returns
+    revocation_log_retention: float = DEFAULT_LOG_RETENTION  # how long the change log keeps an entry
     algorithm: str = ALG
     rsa_bits: int = 2048
     jwks_key_budget: int = 100
@@ -205,6 +208,7 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "revocation_snapshot": ("ROTATOR_REVOCATION_SNAPSHOT", "str"),
     "revocation_snapshot_interval": ("ROTATOR_REVOCATION_SNAPSHOT_INTERVAL", "duration"),
     "revocation_min_replicas": ("ROTATOR_REVOCATION_MIN_REPLICAS", "replicas"),
+    "revocation_log_retention": ("ROTATOR_REVOCATION_LOG_RETENTION", "duration"),
     "algorithm": ("ROTATOR_ALGORITHM", "algorithm"),
     "rsa_bits": ("ROTATOR_RSA_BITS", "rsa_bits"),
     "jwks_key_budget": ("ROTATOR_JWKS_KEY_BUDGET", "count"),
@@ -324,11 +328,12 @@ def resolve(
     policy = Policy(**{k: values.pop(k) for k in _POLICY_FIELDS if k in values})
     settings = Settings(policy=policy, **values, **fixed)
     if settings.revocation_url is not None:
-        from .revocation import RevocationError, check_prefix, check_url
+        from .revocation import RevocationError, check_log_retention, check_prefix, check_url
 
         try:
             check_url(settings.revocation_url)
             check_prefix(settings.revocation_prefix)
+            check_log_retention(settings.revocation_log_retention)
         except RevocationError as e:
             raise ConfigError(str(e)) from e
     if settings.revocation_snapshot is not None:
@@ -337,6 +342,14 @@ def resolve(
         SnapshotTarget(settings.revocation_snapshot)  # a location it can read and write, or ConfigError
     if not settings.revocation_snapshot_interval > 0:
         raise ConfigError(f"revocation_snapshot_interval must be more than 0, got {settings.revocation_snapshot_interval:g}s")
+    if settings.revocation_snapshot is not None and (
+        settings.revocation_log_retention < 2 * settings.revocation_snapshot_interval
+    ):
+        raise ConfigError(
+            f"revocation_log_retention ({format_duration(settings.revocation_log_retention)}) must be at least twice "
+            f"revocation_snapshot_interval ({format_duration(settings.revocation_snapshot_interval)}): a snapshot is "
+            "of use only while the change log still holds its position"
+        )
     if settings.discovery and not (settings.issuer and settings.public_url):
         raise ConfigError("discovery needs issuer and public_url (the jwks_uri verifiers fetch)")
     return settings

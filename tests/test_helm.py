@@ -49,7 +49,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "deployment-revocation-sentinel": {
         "mode": "deployment",
         "revocation": {"url": "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379/auth/0", "prefix": "auth:",
-                       "snapshot": "s3://auth-jwks/revocations.json.gz", "snapshotInterval": "15s", "minReplicas": 1},
+                       "snapshot": "s3://auth-jwks/revocations.json.gz", "snapshotInterval": "15s", "minReplicas": 1,
+                       "logRetention": "2h"},
     },
     "cronjob-existing-account": {"serviceAccount": {"create": False, "name": "rotator-irsa"}, "image": {"tag": "0.1.0-rc1"}},
     "deployment-key-sets": {"mode": "deployment", "config": {"keySets": [
@@ -262,6 +263,7 @@ def test_the_rendered_configuration_is_one_rotator_accepts(scenario: str, tmp_pa
     if settings.revocation_url:
         assert settings.revocation_prefix == values["revocation"]["prefix"]
         assert settings.revocation_min_replicas == values["revocation"]["minReplicas"]
+        assert settings.revocation_log_retention == {"1h": 3600, "2h": 7200}[values["revocation"]["logRetention"]]
         assert settings.revocation_snapshot == (values["revocation"]["snapshot"] or None)
         if settings.revocation_snapshot:
             assert settings.revocation_snapshot_interval == 15

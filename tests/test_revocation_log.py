@@ -364,3 +364,43 @@ def test_a_tampered_snapshot_started_from_while_redis_is_down_is_dropped_when_re
         if reader is not None:
             reader.close()
         redis_srv.stop()
+
+
+def test_the_log_retention_setting_is_what_writers_trim_by(server: RedisServer) -> None:
+    """ROTATOR_REVOCATION_LOG_RETENTION reaches every write the CLI makes: with 10m, entries
+    stamped 20 minutes ago go (Redis trims whole stream nodes, so a few may stay) and those
+    from 5 minutes ago stay; with the default (1h) all stay. A retention under 1s, or under
+    twice the snapshot interval, is one line."""
+    prefix = fresh_prefix()
+    store = RevocationStore.from_url(server.url, prefix=prefix)
+    client = server.client()
+    now_ms = int(time.time()) * 1000
+
+    def stamp_and_write(retention: str | None) -> tuple[int, int]:
+        """How many of 1,000 entries from 20 minutes ago and of 10 from 5 minutes ago stay."""
+        client.delete(store.link.log)
+        for minutes, count in ((20, 1000), (5, 10)):  # as writes that long ago would have left them
+            for i in range(count):
+                client.xadd(store.link.log, {"r": f"sub:{minutes}m\n1"}, id=f"{now_ms - minutes * 60_000}-{i + 1}")
+        env = {"ROTATOR_REVOCATION_URL": server.url, "ROTATOR_REVOCATION_PREFIX": prefix}
+        if retention is not None:
+            env["ROTATOR_REVOCATION_LOG_RETENTION"] = retention
+        out = CliRunner().invoke(main, ["revoke-subject", "someone"], env=env)
+        assert out.exit_code == 0, out.output
+        kept = [change.split("\n")[0] for _, change in entries_of([[store.link.log, client.xrange(store.link.log)]])]
+        assert kept[-1] == "sub:someone"
+        return kept.count("sub:20m"), kept.count("sub:5m")
+
+    try:
+        old, recent = stamp_and_write("10m")
+        assert old < 200 and recent == 10, (old, recent)
+        assert stamp_and_write(None) == (1000, 10)
+        for env, message in [
+            ({"ROTATOR_REVOCATION_LOG_RETENTION": "0.5s"}, "revocation log retention must be at least 1s, got 0.5"),
+            ({"ROTATOR_REVOCATION_LOG_RETENTION": "30s", "ROTATOR_REVOCATION_SNAPSHOT": "/tmp/unused.json.gz"},
+             "revocation_log_retention (30s) must be at least twice revocation_snapshot_interval (20s)"),
+        ]:
+            out = CliRunner().invoke(main, ["revoke-subject", "someone"], env={"ROTATOR_REVOCATION_URL": server.url, **env})
+            assert out.exit_code == 2 and message in out.output and out.output.count("\n") == 1, out.output
+    finally:
+        store.close()

@@ -21,7 +21,17 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from ..errors import ConfigError, RevocationError, RevocationInputError
 from ._snapshot import SnapshotTarget, snapshot_target
-from ._records import MAX_AHEAD, MAX_ID_LENGTH, Cutoff, SessionVersion, Tables, check_prefix, check_url, revoked_reason
+from ._records import (
+    MAX_AHEAD,
+    MAX_ID_LENGTH,
+    Cutoff,
+    SessionVersion,
+    Tables,
+    check_log_retention,
+    check_prefix,
+    check_url,
+    revoked_reason,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -41,6 +51,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "check_url",
     "check_prefix",
+    "check_log_retention",
     "revoked_reason",
     "token_id",
     "store_for",
@@ -79,6 +90,7 @@ def store_for(settings: "Settings") -> "RevocationStore":
         prefix=settings.revocation_prefix,
         snapshot=snapshot_target(settings.revocation_snapshot, settings.s3_endpoint_url),
         min_replicas=settings.revocation_min_replicas,
+        log_retention=settings.revocation_log_retention,
         token_lifetime=policy.token_lifetime,
         grace=max(policy.leeway, policy.refresh_grace),
         session_lifetime=policy.refresh_max_age,

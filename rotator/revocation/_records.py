@@ -100,6 +100,13 @@ def check_time(value: Any, what: str, now: float) -> int:
     return math.ceil(value)
 
 
+def check_log_retention(seconds: Any) -> int:
+    """The change log's retention in whole seconds (Redis trims by its clock's seconds)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 1:
+        raise RevocationInputError(f"revocation log retention must be at least 1s, got {seconds!r}")
+    return math.ceil(seconds)
+
+
 def check_prefix(prefix: Any) -> str:
     """A prefix is a name and one colon (``rotator:``, ``prod-auth:``): no prefix can then be
     the start of another, so two key sets' records and SCANs never overlap."""

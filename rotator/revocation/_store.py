@@ -14,6 +14,7 @@ from redis.commands.core import Script
 
 from .._fs import read_secret_file
 from ..clocks import host_clock_error
+from ..config import DEFAULT_LOG_RETENTION
 from ..errors import RevocationError, RevocationInputError
 from ..jose import InvalidToken, decode_segment, parse_claims, split_token
 from ._records import (
@@ -21,6 +22,7 @@ from ._records import (
     Cutoff,
     Tables,
     check_jti,
+    check_log_retention,
     check_prefix,
     check_url,
     check_subject,
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["RevocationStore", "DEFAULT_PREFIX"]
 
 DEFAULT_PREFIX = "rotator:"
-DEFAULT_LOG_RETENTION = 3600.0
 
 def token_id(token: str) -> tuple[str, Any]:
     """The jti and exp a token carries (its signature unchecked); RevocationInputError when
@@ -115,9 +116,7 @@ class RevocationStore:
         min_replicas: int = 0,
     ) -> None:
         check_prefix(prefix)
-        if not log_retention >= 1:
-            raise RevocationInputError(f"log_retention must be at least 1 second, got {log_retention!r}")
-        self.log_retention, self.snapshot, self.spread = math.ceil(log_retention), snapshot, spread
+        self.log_retention, self.snapshot, self.spread = check_log_retention(log_retention), snapshot, spread
         self.min_replicas = min_replicas  # Redis replicas that must hold a write before it returns (WAIT)
         if not token_lifetime > 0 or not grace >= 0:
             raise RevocationInputError("token_lifetime must be > 0 and grace >= 0")
