@@ -50,7 +50,7 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py --duration 600 --report soak-report.json
 	ROTATOR_SIGHUP_RUNS=20 $(BIN)/python -m pytest -q tests/test_daemon.py -k sighup_bursts
-	ROTATOR_SHARED_SIMULATION_DAYS=30 $(BIN)/python -m pytest -q -s tests/test_simulation.py -k two_key_sets
+	ROTATOR_SIMULATION_DAYS=30 ROTATOR_SHARED_SIMULATION_DAYS=30 $(BIN)/python -m pytest -q -s tests/test_simulation.py
 	ROTATOR_FLEET_RECORDS=200000 $(BIN)/python -m pytest -q -s tests/test_revocation_fleet.py
 
 clean:
