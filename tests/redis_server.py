@@ -121,9 +121,12 @@ class RedisServer:
 
 class SentinelServer:
     """One redis-server in Sentinel mode watching the primary ``service`` on 127.0.0.1:``primary``:
-    it calls the primary down after ``down_after_ms`` without an answer and promotes a replica."""
+    it calls the primary down after ``down_after_ms`` without an answer and promotes a replica.
+    The default leaves room for the pauses of a loaded test machine: at 1 s, a Sentinel or
+    primary held up that long made Sentinel fail over a second time, to a server still
+    empty."""
 
-    def __init__(self, directory: Path, primary: int, service: str = "revocations", down_after_ms: int = 1000) -> None:
+    def __init__(self, directory: Path, primary: int, service: str = "revocations", down_after_ms: int = 5000) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
