@@ -64,6 +64,8 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.replicaof:
             args += ["--replicaof", "127.0.0.1", str(self.replicaof)]
+            if self.password:
+                args += ["--masterauth", self.password]
         if self.tls:
             cert, key = self.tls
             args[args.index("--port") + 1] = "0"
@@ -126,13 +128,17 @@ class SentinelServer:
     primary held up that long made Sentinel fail over a second time, to a server still
     empty."""
 
-    def __init__(self, directory: Path, primary: int, service: str = "revocations", down_after_ms: int = 5000) -> None:
+    def __init__(
+        self, directory: Path, primary: int, service: str = "revocations", down_after_ms: int = 5000,
+        password: str | None = None,
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.service = service
         self.primary = primary
         self.down_after_ms = down_after_ms
+        self.password = password  # asked of clients, and given to the primary and its replicas
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "SentinelServer":
@@ -143,6 +149,9 @@ class SentinelServer:
             f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
             f"sentinel failover-timeout {self.service} 10000\n"
         )
+        if self.password:
+            with config.open("a") as f:
+                f.write(f"requirepass {self.password}\nsentinel auth-pass {self.service} {self.password}\n")
         self.proc = subprocess.Popen(
             [REDIS_SERVER, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
@@ -163,7 +172,8 @@ class SentinelServer:
         return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/0"
 
     def primary_port(self) -> int:
-        host_port: Any = redis.Redis(port=self.port, socket_timeout=2).sentinel_get_master_addr_by_name(self.service)
+        asking = redis.Redis(port=self.port, socket_timeout=2, password=self.password)
+        host_port: Any = asking.sentinel_get_master_addr_by_name(self.service)
         return int(host_port[1])
 
     def stop(self) -> None:

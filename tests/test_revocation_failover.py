@@ -118,6 +118,8 @@ def test_a_sentinel_failover_loses_no_revocation_whose_write_returned(tmp_path: 
         ("redis+sentinel://127.0.0.1:26379", "names no sentinel or no service"),
         ("redis+sentinel://127.0.0.1:port/revocations", "sentinel '127.0.0.1:port' is not HOST:PORT"),
         ("redis+sentinel://127.0.0.1:26379/revocations/zero", "database 'zero' is not a number"),
+        ("redis+sentinel://127.0.0.1:26379/revocations?sentinel_auth=maybe", "option sentinel_auth=maybe is not known"),
+        ("redis+sentinel://127.0.0.1:26379/revocations/0?password=x", "option password=x is not known"),
     ],
 )
 def test_a_bad_sentinel_url_is_one_line(url: str, message: str) -> None:
@@ -128,3 +130,40 @@ def test_a_bad_sentinel_url_is_one_line(url: str, message: str) -> None:
     assert redis_target("redis+sentinel://:secret@10.0.0.1:26379,10.0.0.2:26380/auth/2") == (
         "auth (via sentinel 10.0.0.1:26379,10.0.0.2:26380)"
     )
+
+
+def test_sentinels_that_ask_a_password_take_the_primarys_with_sentinel_auth(tmp_path: Path) -> None:
+    """Sentinels run with requirepass (as charts commonly run them, with the primary's
+    password): ``?sentinel_auth=yes`` gives them the password from revocation_password_file,
+    and writes reach a replica. Without it, or with it and no password, the store says so in
+    one line that never shows the password."""
+    secret = "s3ntinel-and-primary"
+    primary = RedisServer(tmp_path / "primary", password=secret).start()
+    sentinel: SentinelServer | None = None
+    try:
+        sentinel = SentinelServer(tmp_path / "sentinel", primary.port, password=secret).start()
+        password_file = tmp_path / "redis-password"
+        password_file.write_text(secret + "\n")
+        password_file.chmod(0o600)
+        store = RevocationStore.from_url(sentinel.url + "?sentinel_auth=yes", password_file=str(password_file))
+        try:
+            replica = store.replica(heartbeat=0.2)
+            store.deny("through-sentinel", time.time() + 600)
+            wait_for(lambda: "through-sentinel" in replica.tables.denied, what="the write at the replica")
+        finally:
+            store.close()
+
+        with pytest.raises(RevocationError) as refused:
+            RevocationStore.from_url(sentinel.url, password_file=str(password_file), timeout=1, connect_timeout=1)
+        said = str(refused.value)
+        assert said.endswith("a sentinel asks for a password; add ?sentinel_auth=yes to revocation_url so the "
+                             "sentinels take the primary's") and "\n" not in said and secret not in said, said
+        with pytest.raises(RevocationError, match=r"at nope \(via sentinel .*\): no sentinel answered with a primary of that name$"):
+            RevocationStore.from_url(sentinel.url.replace("/revocations/", "/nope/") + "?sentinel_auth=yes",
+                                     password_file=str(password_file), timeout=1, connect_timeout=1)
+        with pytest.raises(RevocationInputError, match="says sentinel_auth=yes but gives no password"):
+            RevocationStore.from_url(sentinel.url + "?sentinel_auth=yes")
+    finally:
+        if sentinel is not None:
+            sentinel.stop()
+        primary.stop()

@@ -29,9 +29,9 @@ from ._records import (
     Tables,
     check_log_retention,
     check_prefix,
-    check_url,
     revoked_reason,
 )
+from ._urls import check_url
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -20,7 +20,6 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import unquote, urlsplit
 
 from .._instants import is_instant
 from ..durations import format_time
@@ -36,8 +35,6 @@ __all__ = [
     "check_subject",
     "check_time",
     "check_prefix",
-    "check_url",
-    "sentinel_parts",
     "MAX_ID_LENGTH",
     "MAX_AHEAD",
 ]
@@ -116,54 +113,6 @@ def check_prefix(prefix: Any) -> str:
             "(like rotator:), so that no prefix is the start of another"
         )
     return prefix
-
-
-SENTINEL_SCHEME = "redis+sentinel"
-
-
-def check_url(url: str) -> None:
-    if not isinstance(url, str) or not url:
-        raise RevocationInputError("revocation_url is empty")
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == SENTINEL_SCHEME:
-        sentinel_parts(url)
-        return
-    if scheme not in ("redis", "rediss"):
-        shown = scheme + "://" if scheme else repr(url[:40])
-        raise RevocationInputError(
-            f"revocation_url scheme {shown} is not supported: use redis://, rediss:// (TLS) or "
-            "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]"
-        )
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise RevocationInputError("revocation_url names no host (redis://HOST[:PORT][/DB])")
-    try:
-        parts.port
-    except ValueError as e:
-        raise RevocationInputError(f"revocation_url has a bad port: {e}") from e
-
-
-def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
-    """``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``: the sentinels,
-    the service (the primary's name in Sentinel), the database and the primary's password."""
-    rest = url.split("://", 1)[1]
-    netloc, _, path = rest.partition("/")
-    password = None
-    if "@" in netloc:
-        auth, _, netloc = netloc.rpartition("@")
-        password = unquote(auth.partition(":")[2]) or None
-    sentinels: list[tuple[str, int]] = []
-    for item in filter(None, netloc.split(",")):
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise RevocationInputError(f"revocation_url sentinel {item!r} is not HOST:PORT")
-        sentinels.append((host.strip("[]"), int(port)))
-    service, _, db = path.strip("/").partition("/")
-    if not sentinels or not service:
-        raise RevocationInputError("revocation_url names no sentinel or no service (redis+sentinel://HOST:PORT[,...]/SERVICE[/DB])")
-    if db and not (db.isascii() and db.isdigit()):
-        raise RevocationInputError(f"revocation_url database {db!r} is not a number")
-    return sentinels, service, int(db or 0), password
 
 
 # Keys under a prefix that are not records: the session-version high-water mark, the

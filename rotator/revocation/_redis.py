@@ -17,9 +17,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
-from ..errors import RevocationError
-from ._records import DATASET_MARKER_KEY, LOG_KEY, SENTINEL_SCHEME, Tables, sentinel_parts
+from ..errors import RevocationError, RevocationInputError
+from ._records import DATASET_MARKER_KEY, LOG_KEY, Tables
+from ._urls import SENTINEL_SCHEME, sentinel_parts
 
 __all__ = ["Link", "describe", "redis_target", "connect", "position_key", "START"]
 
@@ -38,8 +40,8 @@ def position_key(position: str) -> tuple[int, int]:
 def redis_target(url: str) -> str:
     """host:port of a redis URL, for messages (never the password)."""
     if url.lower().startswith(SENTINEL_SCHEME + "://"):
-        sentinels, service, _, _ = sentinel_parts(url)
-        return f"{service} (via sentinel {','.join(f'{h}:{p}' for h, p in sentinels)})"
+        named = sentinel_parts(url)
+        return f"{named.service} (via sentinel {','.join(f'{h}:{p}' for h, p in named.sentinels)})"
     parts = urlsplit(url)
     try:
         port: int | str = parts.port or 6379
@@ -55,6 +57,13 @@ def describe(error: Exception, target: str, password_source: str | None) -> Revo
     ):
         where = f" (from {password_source})" if password_source else " (none given)"
         return RevocationError(f"redis at {target} refused the password{where}")
+    if isinstance(error, MasterNotFoundError):  # redis-py lists each sentinel's client in it: too long
+        if "AuthenticationError" in str(error):
+            return RevocationError(
+                f"redis at {target}: a sentinel asks for a password; add ?sentinel_auth=yes to revocation_url "
+                "so the sentinels take the primary's"
+            )
+        return RevocationError(f"redis at {target}: no sentinel answered with a primary of that name")
     text = " ".join(str(error).split()).rstrip(".") or type(error).__name__
     return RevocationError(f"redis at {target}: {text}")
 
@@ -65,10 +74,18 @@ def connect(url: str, *, password: str | None, connect_timeout: float, timeout: 
     if url.lower().startswith(SENTINEL_SCHEME + "://"):
         from redis.sentinel import Sentinel
 
-        sentinels, service, db, url_password = sentinel_parts(url)
-        # The sentinels answer without a password here; the primary takes the one given.
-        sentinel = Sentinel(sentinels, socket_timeout=timeout, socket_connect_timeout=connect_timeout)  # type: ignore[no-untyped-call]
-        client: redis.Redis = sentinel.master_for(service, db=db, password=password or url_password, **options)  # type: ignore[no-untyped-call]
+        named = sentinel_parts(url)
+        password = password or named.password
+        if named.auth and password is None:
+            raise RevocationInputError(
+                "revocation_url says sentinel_auth=yes but gives no password (revocation_password_file or the URL)"
+            )
+        # The sentinels answer without a password unless the URL says they take the primary's.
+        asking: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
+        if named.auth:
+            asking["password"] = password
+        sentinel = Sentinel(named.sentinels, sentinel_kwargs=asking)  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(named.service, db=named.db, password=password, **options)  # type: ignore[no-untyped-call]
         return client
     if password is not None:
         options["password"] = password

@@ -24,13 +24,13 @@ from ._records import (
     check_jti,
     check_log_retention,
     check_prefix,
-    check_url,
     check_subject,
     check_time,
 )
 from ._redis import Link, connect, redis_target
 from ._scripts import BUMP, CUTOFF, DENY
 from ._snapshot import SnapshotTarget
+from ._urls import check_url
 
 if TYPE_CHECKING:
     from ._replica import Replica
