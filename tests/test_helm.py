@@ -48,7 +48,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "deployment-revocation-sentinel": {
         "mode": "deployment",
-        "revocation": {"url": "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379/auth/0", "prefix": "auth:",
+        "revocation": {"url": "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379/auth/0?sentinel_auth=yes",
+                       "prefix": "auth:", "password": {"existingSecret": "redis-auth"},
                        "snapshot": "s3://auth-jwks/revocations.json.gz", "snapshotInterval": "15s", "minReplicas": 1,
                        "logRetention": "2h"},
     },
