@@ -9,8 +9,9 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import redis
 
@@ -18,6 +19,27 @@ from .orphans import die_with_parent
 from .ports import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def module_redis(name: str) -> Any:
+    """A module-scoped pytest fixture called ``name``: one RedisServer for the module's tests,
+    stopped after the last (``server = module_redis("server")``)."""
+    import pytest  # only the tests make fixtures; the benchmarks import this module too
+
+    @pytest.fixture(scope="module", name=name)
+    def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+        srv = RedisServer(tmp_path_factory.mktemp(name)).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+
+    return running
+
+
+def fresh_prefix() -> str:
+    """A key prefix of one test's own, so tests sharing a server never see each other's records."""
+    return f"t{uuid.uuid4().hex[:8]}:"
 
 
 class RedisServer:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,21 +33,17 @@ from .helpers import (
 )
 from .jwks_server import JwksServer, SigningKey
 from .ports import free_port
-from .redis_server import RedisServer
+from .redis_server import RedisServer, fresh_prefix, module_redis
 
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield srv
-    srv.stop()
+server = module_redis("server")
 
 
 @pytest.fixture
 def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:8]}:"
+    return fresh_prefix()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,20 +21,10 @@ from rotator.verifier import Verifier
 
 from .helpers import PASSPHRASE, bootstrapped_key_set, rejected, token, wait_for
 from .jwks_server import JwksServer, SigningKey
-from .redis_server import RedisServer
+from .redis_server import RedisServer, fresh_prefix, module_redis
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path_factory.mktemp("redis-joints")).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def fresh_prefix() -> str:
-    return f"j{uuid.uuid4().hex[:8]}:"
+server = module_redis("server")
 
 
 # -- isolation --------------------------------------------------------------------------------

@@ -9,9 +9,7 @@ import logging
 import os
 import stat
 import time
-import uuid
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -23,20 +21,10 @@ from rotator.revocation._redis import entries_of
 
 from .helpers import rejected, token, wait_for
 from .jwks_server import JwksServer, SigningKey
-from .redis_server import RedisServer
+from .redis_server import RedisServer, fresh_prefix, module_redis
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path_factory.mktemp("redis-log")).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def fresh_prefix() -> str:
-    return f"l{uuid.uuid4().hex[:8]}:"
+server = module_redis("server")
 
 
 def _full_load_commands(server: RedisServer) -> int:

@@ -24,7 +24,7 @@ from rotator.verifier.wsgi import BearerAuth as WsgiBearerAuth
 
 from .helpers import result_entries, self_signed_cert
 from .jwks_server import JwksServer
-from .redis_server import RedisServer
+from .redis_server import RedisServer, module_redis
 from .web_server import Uvicorn, Wsgiref, get
 
 AUD = "orders-api"
@@ -176,13 +176,7 @@ def test_the_asgi_and_wsgi_glue_take_several_issuers(issuers: tuple[Issuer, Issu
             assert any(problem.startswith(f"{b.url}: ") for problem in cold.health())
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-issuers")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+redis_server = module_redis("redis_server")
 
 
 def test_result_cache_and_revocation_keep_each_issuer_to_itself(
