@@ -17,11 +17,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from ..errors import RevocationError, RevocationInputError
 from ._records import DATASET_MARKER_KEY, LOG_KEY, Tables
-from ._urls import SENTINEL_SCHEME, sentinel_parts
+from ._urls import is_sentinel, sentinel_parts
 
 __all__ = ["Link", "describe", "redis_target", "connect", "position_key", "START"]
 
@@ -39,7 +39,7 @@ def position_key(position: str) -> tuple[int, int]:
 
 def redis_target(url: str) -> str:
     """host:port of a redis URL, for messages (never the password)."""
-    if url.lower().startswith(SENTINEL_SCHEME + "://"):
+    if is_sentinel(url):
         named = sentinel_parts(url)
         return f"{named.service} (via sentinel {','.join(f'{h}:{p}' for h, p in named.sentinels)})"
     parts = urlsplit(url)
@@ -71,9 +71,7 @@ def describe(error: Exception, target: str, password_source: str | None) -> Revo
 def connect(url: str, *, password: str | None, connect_timeout: float, timeout: float) -> "redis.Redis":
     """A client for ``url`` (checked already) with these timeouts; nothing is sent yet."""
     options: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": timeout, "protocol": 2}
-    if url.lower().startswith(SENTINEL_SCHEME + "://"):
-        from redis.sentinel import Sentinel
-
+    if is_sentinel(url):
         named = sentinel_parts(url)
         password = password or named.password
         if named.auth and password is None:

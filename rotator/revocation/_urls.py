@@ -7,18 +7,23 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import RevocationInputError
 
-__all__ = ["SENTINEL_SCHEME", "SentinelURL", "check_url", "sentinel_parts"]
+__all__ = ["SentinelURL", "check_url", "is_sentinel", "sentinel_parts"]
 
 SENTINEL_SCHEME = "redis+sentinel"
+
+
+def is_sentinel(url: str) -> bool:
+    """Whether ``url`` finds its primary through Sentinel (``redis+sentinel://``)."""
+    return url.lower().startswith(SENTINEL_SCHEME + "://")
 
 
 def check_url(url: str) -> None:
     if not isinstance(url, str) or not url:
         raise RevocationInputError("revocation_url is empty")
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == SENTINEL_SCHEME:
+    if is_sentinel(url):
         sentinel_parts(url)
         return
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in ("redis", "rediss"):
         shown = scheme + "://" if scheme else repr(url[:40])
         raise RevocationInputError(
